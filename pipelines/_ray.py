@@ -1,0 +1,51 @@
+"""Ray start-up shared by every job entry point (the only place that decides how a job attaches to Ray).
+
+* ``address=None`` (embedded default): start a private local Ray sized to this machine;
+* ``address="auto"`` or ``"ray://..."``/``"host:port"``: attach to a running cluster — this is what happens under
+  ``ray job submit``, where ``RAY_ADDRESS`` is set by the job runner.
+
+Env defaults applied before Ray starts: token auth off for loopback-only dev/CI clusters unless the user set
+``RAY_AUTH_MODE`` (stack-notes §9.3), no usage stats, Hugging Face offline (weights only from local paths).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+_ENV_DEFAULTS = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def apply_env_defaults() -> None:
+    """Set the project's environment defaults without overriding anything the user exported."""
+    for k, v in _ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> None:
+    """Attach to (or start) Ray once per process.
+
+    Args:
+        address: ``None`` starts a local instance unless ``RAY_ADDRESS`` is set (as under ``ray job submit``);
+            anything else is passed to ``ray.init``.
+        num_cpus: logical CPUs of a *local* instance (ignored when attaching to a cluster).
+        kwargs: extra ``ray.init`` arguments (e.g. ``object_store_memory``).
+    """
+    apply_env_defaults()
+    import ray
+
+    if ray.is_initialized():
+        return
+    env_vars = {k: os.environ[k] for k in _ENV_DEFAULTS}
+    runtime_env = kwargs.pop("runtime_env", {}) or {}
+    runtime_env.setdefault("env_vars", {}).update({k: v for k, v in env_vars.items() if k not in runtime_env["env_vars"]})
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
+    else:
+        ray.init(address=address, runtime_env=runtime_env, **kwargs)

@@ -1,0 +1,1 @@
+"""Frozen 4D experts (teachers): the contract in ``base``, construction by name in ``registry``."""
