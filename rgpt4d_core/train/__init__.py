@@ -1,0 +1,1 @@
+"""Framework-free training pieces: optimiser/schedule, one optimisation step, training-state checkpoints."""

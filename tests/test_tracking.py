@@ -1,0 +1,91 @@
+"""MLflowTracker against a real sqlite MLflow store: one run per job, re-attach by id, resume by job key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rgpt4d_core.tracking import (
+    JOB_KEY_TAG,
+    MLflowTracker,
+    NullTracker,
+    Tracker,
+    default_tracking_uri,
+    git_sha,
+    library_versions,
+)
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_default_uri_is_sqlite_under_run_dir(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path / "run")
+    assert uri == f"sqlite:///{(tmp_path / 'run').resolve()}/mlflow.db"
+    with pytest.raises(ValueError, match="tracking_uri"):
+        default_tracking_uri("s3://bucket/runs")
+
+
+def test_driver_run_rank0_attach_and_resubmission_share_one_run(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path)
+    key = f"{tmp_path}/job-a"
+    params = {"optim.lr": 1e-5, "run.name": "job-a", "long": "x" * 7000}
+    driver = MLflowTracker.start(uri, "distill", "job-a", key, params=params, tags={"git_sha": "abc"})
+    assert isinstance(driver, Tracker)
+
+    rank0 = MLflowTracker.attach(uri, driver.run_id)  # what rank 0 of each attempt does
+    rank0.log_metrics({"loss/total": 2.0, "lr": 1e-5}, step=1)
+    rank0.log_metrics({"loss/total": 1.0}, step=2)
+    rank0.log_text("optim:\n  lr: 1e-5\n", "config/resolved.yaml")
+    model_dir = tmp_path / "export"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    assert rank0.log_model_dir(model_dir, "model", "rgpt4d-test") == "1"
+    driver.set_terminated("FAILED")
+
+    # re-submission of the same job: the same run is re-opened, params are not re-logged
+    again = MLflowTracker.start(uri, "distill", "job-a", key, params={"optim.lr": 3e-4}, tags={"git_sha": "def"})
+    assert again.run_id == driver.run_id
+    MLflowTracker.attach(uri, again.run_id).log_metrics({"loss/total": 0.5}, step=3)
+    again.set_terminated("FINISHED")
+
+    client = _client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("distill").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.lr"] == "1e-05"
+    assert run.data.params["long"].endswith("[truncated]")
+    assert run.data.tags["git_sha"] == "def" and run.data.tags[JOB_KEY_TAG] == key
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss/total")] == [2.0, 1.0, 0.5]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config", "model"} <= artifacts
+    assert (tmp_path / "artifacts").is_dir(), "sqlite runs keep artifacts next to the db, not in the CWD"
+    versions = client.search_model_versions("name='rgpt4d-test'")
+    assert [v.run_id for v in versions] == [run.info.run_id]
+
+    other = MLflowTracker.start(uri, "distill", "job-b", f"{tmp_path}/job-b")
+    assert other.run_id != run.info.run_id
+
+
+def test_attach_to_missing_run_fails(tmp_path: Path) -> None:
+    uri = default_tracking_uri(tmp_path)
+    MLflowTracker.start(uri, "distill", "x", "k")
+    with pytest.raises(ValueError, match="not found"):
+        MLflowTracker.attach(uri, "0" * 32)
+
+
+def test_null_tracker_and_tag_helpers(tmp_path: Path) -> None:
+    null = NullTracker()
+    assert isinstance(null, Tracker) and null.run_id is None
+    null.log_metrics({"a": 1.0}, step=0)
+    versions = library_versions()
+    assert versions["version.torch"].startswith("2.") and versions["version.mlflow"] == "3.17.2"
+    assert library_versions(("not-a-real-lib-xyz",)) == {"version.not-a-real-lib-xyz": "absent"}
+    assert git_sha(tmp_path) == "unknown"
+    sha = git_sha(Path(__file__).parent)
+    assert len(sha.split("-")[0]) == 40
