@@ -1,0 +1,138 @@
+"""One optimisation step, framework-free: micro-batch forward/backward with gradient accumulation, clip, step.
+
+The same function runs in a Ray Train worker (DDP or FSDP2 model), in a single process (benchmarks, notebooks)
+and in unit tests. What a "forward + loss" is for the distillation job lives in :mod:`rgpt4d_core.train.distill`
+as a :data:`LossFn`; this module only knows the accumulation mechanics:
+
+* each micro-batch's total loss is divided by the number of micro-batches, so the gradient is the mean over the
+  step's micro-batches (and, with DDP/FSDP averaging, over the global batch);
+* gradient all-reduce is skipped for all but the last micro-batch (DDP ``no_sync``, FSDP2
+  ``set_requires_gradient_sync``);
+* gradients are clipped to ``max_grad_norm`` before ``optimizer.step()``, then the scheduler advances once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from rgpt4d_core.train.optim import clip_gradients
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """What a loss function returns for one micro-batch.
+
+    Attributes:
+        total: float scalar tensor attached to the graph (the weighted sum that is back-propagated).
+        terms: per-term float scalars for logging (detached), e.g. ``{"sft": ..., "ld": ..., "ed/depth": ...}``.
+        num_samples: samples in the micro-batch.
+        num_tokens: tokens the model processed (text + visual, padding excluded).
+    """
+
+    total: torch.Tensor
+    terms: Mapping[str, torch.Tensor]
+    num_samples: int
+    num_tokens: int
+
+
+#: ``loss_fn(model, micro_batch) -> LossOutput``
+LossFn = Callable[[nn.Module, Any], LossOutput]
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Result of one optimiser step on this worker.
+
+    Attributes:
+        losses: mean of each loss term over the step's micro-batches (``"total"`` included), this worker only.
+        grad_norm: global L2 gradient norm before clipping (all workers: gradients are synchronised).
+        lr: learning rate used by this step (first parameter group).
+        samples: samples this worker processed.
+        tokens: tokens this worker processed.
+        seconds: wall time of the step on this worker.
+    """
+
+    losses: dict[str, float]
+    grad_norm: float
+    lr: float
+    samples: int
+    tokens: int
+    seconds: float
+
+
+@contextlib.contextmanager
+def gradient_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Context in which backward passes all-reduce gradients only if ``enabled`` (DDP and FSDP2; no-op otherwise)."""
+    if enabled:
+        yield
+        return
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+        return
+    setter = getattr(model, "set_requires_gradient_sync", None)  # FSDP2 (torch.distributed.fsdp.fully_shard)
+    if setter is None:
+        yield
+        return
+    setter(False)
+    try:
+        yield
+    finally:
+        setter(True)
+
+
+def optimizer_step(
+    model: nn.Module,
+    micro_batches: Sequence[Any],
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    max_grad_norm: float,
+) -> StepStats:
+    """Run one optimiser step over ``micro_batches`` (gradient accumulation) and return its statistics.
+
+    Raises:
+        ValueError: if ``micro_batches`` is empty or a loss is not finite (the message names the micro-batch).
+    """
+    if not micro_batches:
+        raise ValueError("optimizer_step needs at least one micro-batch")
+    start = time.perf_counter()
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    lr = float(optimizer.param_groups[0]["lr"])
+    sums: dict[str, float] = {}
+    samples = tokens = 0
+    n = len(micro_batches)
+    for i, batch in enumerate(micro_batches):
+        with gradient_sync(model, enabled=i == n - 1):
+            out = loss_fn(model, batch)
+            if not torch.isfinite(out.total.detach()):
+                raise ValueError(f"non-finite loss {float(out.total)} at micro-batch {i} (terms: {_floats(out.terms)})")
+            (out.total / n).backward()
+        for k, v in {"total": out.total, **out.terms}.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        samples += out.num_samples
+        tokens += out.num_tokens
+    grad_norm = clip_gradients((p for g in optimizer.param_groups for p in g["params"]), max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return StepStats(
+        losses={k: v / n for k, v in sums.items()},
+        grad_norm=grad_norm,
+        lr=lr,
+        samples=samples,
+        tokens=tokens,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _floats(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in terms.items()}
