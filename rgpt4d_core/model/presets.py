@@ -1,0 +1,59 @@
+"""Named student configurations.
+
+* ``nvila_lite_8b``: SigLIP-so400m patch14 @448 (1152 wide, 27 layers, layer −2) → 3×3 projector → Qwen2-7B
+  (28 layers, 3584 wide, 28 heads / 4 KV heads, FFN 18,944, LM head over 151,651 ids). 121 tokens per frame,
+  ≈8.09 B parameters (paper-spec §1.1). Token ids of the Qwen2 + VILA vocabulary.
+* ``tiny``: the same architecture at toy sizes for CPU tests and the demo: 64×64 frames, patch 8 → 8×8 vision
+  tokens → (pad to 9×9) 3×3 = 9 tokens per frame, LLM width 128 (2 layers), a 2,048-row vocabulary covering the
+  deterministic ``tiny`` tokenizer (ids: pad 0, eos 2, ``<image>`` 3, ``<video>`` 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rgpt4d_core.model.llm import LLMConfig
+from rgpt4d_core.model.perception_decoder import DecoderConfig
+from rgpt4d_core.model.student import StudentConfig, TokenConfig
+from rgpt4d_core.model.vision import VisionConfig
+
+
+def nvila_lite_8b() -> StudentConfig:
+    """NVILA-Lite-8B + TPE (the 4D-RGPT-8B student)."""
+    return StudentConfig(vision=VisionConfig(), llm=LLMConfig(), tokens=TokenConfig(), tokenizer="qwen2")
+
+
+def tiny() -> StudentConfig:
+    """A ~1 M-parameter student with the real architecture; one CPU train step in milliseconds."""
+    return StudentConfig(
+        vision=VisionConfig(
+            image_size=64, patch_size=8, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2
+        ),
+        llm=LLMConfig(
+            vocab_size=2048,
+            hidden_size=128,
+            intermediate_size=256,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            max_position_embeddings=1024,
+            rope_theta=10_000.0,
+        ),
+        tokens=TokenConfig(
+            video_token_id=4, image_token_id=3, pad_token_id=0, eos_token_id=2, frame_separator_token_id=31
+        ),
+        decoder=DecoderConfig(mlp_hidden=128),
+        tokenizer="tiny",
+    )
+
+
+#: preset name → config builder
+PRESETS: dict[str, Callable[[], StudentConfig]] = {"tiny": tiny, "nvila_lite_8b": nvila_lite_8b}
+
+
+def student_config(name: str) -> StudentConfig:
+    """The preset ``name``; ``KeyError`` listing the known names otherwise."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise KeyError(f"unknown student preset {name!r}; known: {sorted(PRESETS)}") from None

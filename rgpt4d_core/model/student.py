@@ -1,0 +1,335 @@
+"""The student MLLM (NVILA-Lite + TPE, plus the training-only D_4DP): wiring of the parts in this package.
+
+Data flow per video frame: pixels ``[3, S, S]`` → SigLIP layer features ``[g*g, C_v]`` (+TPE) → projector
+``[n, D]`` (+TPE post) → spliced at the ``<video>`` placeholder → Qwen2 → logits; D_4DP reads the LLM's last
+hidden states at the video's visual tokens and predicts the expert's latents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import Qwen2ForCausalLM
+
+from rgpt4d_core.experts.base import ExpertSpec
+from rgpt4d_core.model.fusion import FusedBatch, FusionConfig, MediaTokens, fuse
+from rgpt4d_core.model.llm import LLMConfig, build_llm
+from rgpt4d_core.model.perception_decoder import (
+    DecoderConfig,
+    LatentLayout,
+    PerceptionDecoder,
+    gather_frame_tokens,
+)
+from rgpt4d_core.model.projector import DownsampleProjector, ProjectorConfig, build_projector
+from rgpt4d_core.model.tpe import TPEConfig, add_timestamp_encoding
+from rgpt4d_core.model.vision import VisionConfig, VisionTower
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """Token ids the model itself needs (values come from the tokenizer, ``rgpt4d_core.text.tokenizer``).
+
+    Defaults: the Qwen2 + VILA vocabulary of NVILA-Lite-8B.
+    """
+
+    video_token_id: int = 151_650
+    image_token_id: int = 151_649
+    pad_token_id: int = 151_643
+    eos_token_id: int = 151_645
+    #: id whose embedding follows each frame when ``fusion.frame_separator`` is on (VILA: ``"\n"`` = 198)
+    frame_separator_token_id: int = 198
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Typed configuration of the whole student (see ``presets.py`` for ``tiny`` and ``nvila_lite_8b``)."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    tpe: TPEConfig = field(default_factory=TPEConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    tokens: TokenConfig = field(default_factory=TokenConfig)
+    #: tokenizer builder name in ``rgpt4d_core.text.tokenizer.TOKENIZERS`` (real checkpoints ship their own)
+    tokenizer: str = "qwen2"
+
+
+@dataclass
+class StudentOutput:
+    """Result of :meth:`Student.forward`.
+
+    Attributes:
+        logits: float ``[B, L, V]`` next-token logits at every fused position.
+        labels: int64 ``[B, L]`` targets aligned with the positions (NOT shifted: the loss predicts
+            ``labels[:, 1:]`` from ``logits[:, :-1]``); ``-100`` on prompt, media and padding.
+        attention_mask: int64 ``[B, L]``, 1 = real token.
+        latents: float ``[B, K, T', h', w', C']`` D_4DP predictions in the expert latent layout (zeros for
+            samples without video), or ``None`` when the model has no decoder or it was not asked for.
+        latent_mask: bool ``[B]``, ``True`` where ``latents`` are real predictions; ``None`` with ``latents``.
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    attention_mask: torch.Tensor
+    latents: torch.Tensor | None = None
+    latent_mask: torch.Tensor | None = None
+
+
+@dataclass
+class GenerationOutput:
+    """Result of :meth:`Student.generate`.
+
+    Attributes:
+        sequences: int64 ``[B, N]`` new tokens (``N <= max_new_tokens``); after a sample's EOS: pad id.
+        lengths: int64 ``[B]`` number of new tokens before EOS (EOS excluded).
+    """
+
+    sequences: torch.Tensor
+    lengths: torch.Tensor
+
+    def as_lists(self) -> list[list[int]]:
+        """New token ids per sample, EOS and padding removed."""
+        return [row[:n].tolist() for row, n in zip(self.sequences, self.lengths.tolist(), strict=True)]
+
+
+class Student(nn.Module):
+    """NVILA-Lite-style video LLM with TPE; with ``expert_spec`` (latents) also the D_4DP decoder.
+
+    Args:
+        cfg: the configuration.
+        expert_spec: the frozen expert whose latent layout D_4DP predicts; ``None`` → no decoder.
+        vision, projector, llm: pre-built parts (loading a checkpoint); built from ``cfg`` when omitted.
+    """
+
+    def __init__(
+        self,
+        cfg: StudentConfig,
+        expert_spec: ExpertSpec | None = None,
+        *,
+        vision: VisionTower | None = None,
+        projector: DownsampleProjector | None = None,
+        llm: Qwen2ForCausalLM | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vision = vision if vision is not None else VisionTower(cfg.vision)
+        self.llm: Qwen2ForCausalLM = llm if llm is not None else build_llm(cfg.llm)
+        hidden = int(self.llm.config.hidden_size)
+        self.projector = (
+            projector
+            if projector is not None
+            else build_projector(cfg.projector, cfg.vision.hidden_size, hidden)
+        )
+        self.expert_spec = expert_spec
+        self.decoder: PerceptionDecoder | None = None
+        if expert_spec is not None and cfg.decoder.enabled and expert_spec.hook_layers:
+            self.decoder = PerceptionDecoder(cfg.decoder, hidden, LatentLayout.from_spec(expert_spec))
+        self._media = MediaTokens(
+            cfg.tokens.video_token_id, cfg.tokens.image_token_id, cfg.tokens.pad_token_id
+        )
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def tokens_per_frame(self) -> int:
+        """Visual tokens per frame / image after the projector (real preset: 121)."""
+        return self.projector.output_grid(self.vision.grid) ** 2
+
+    def strip_decoder(self) -> None:
+        """Drop D_4DP (inference never uses it)."""
+        self.decoder = None
+
+    def encode_frames(self, pixels: torch.Tensor, timestamps_s: torch.Tensor | None) -> torch.Tensor:
+        """Visual tokens of frames or images.
+
+        Args:
+            pixels: float ``[F, 3, S, S]`` in ``[-1, 1]``.
+            timestamps_s: float ``[F]`` seconds for video frames (TPE), ``None`` for images (no TPE).
+
+        Returns:
+            float ``[F, n, D_llm]``.
+        """
+        tpe = self.cfg.tpe
+        feats = self.vision(pixels)
+        if timestamps_s is not None and tpe.placement == "pre_projector":
+            feats = add_timestamp_encoding(feats, timestamps_s, tpe.base)
+        tokens = self.projector(feats.to(self._param_dtype(self.projector)))
+        if timestamps_s is not None and tpe.placement == "post_projector":
+            tokens = add_timestamp_encoding(tokens, timestamps_s, tpe.base)
+        return tokens
+
+    @staticmethod
+    def _param_dtype(module: nn.Module) -> torch.dtype:
+        return next(module.parameters()).dtype
+
+    # ------------------------------------------------------------------ fusion
+    def _fuse(
+        self,
+        input_ids: Sequence[torch.Tensor],
+        labels: Sequence[torch.Tensor] | None,
+        videos: torch.Tensor | None,
+        timestamps_s: torch.Tensor | None,
+        video_mask: torch.Tensor | None,
+        images: torch.Tensor | None,
+        image_owner: torch.Tensor | None,
+        padding_side: str,
+    ) -> FusedBatch:
+        batch = len(input_ids)
+        embed = self.llm.get_input_embeddings()
+        lengths = [int(ids.shape[0]) for ids in input_ids]
+        text = list(torch.split(embed(torch.cat(list(input_ids))), lengths))
+        per_video: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+        if videos is not None:
+            if videos.dim() != 5 or videos.shape[0] != batch:
+                raise ValueError(f"videos must be [B={batch}, T, 3, S, S], got {tuple(videos.shape)}")
+            mask = video_mask if video_mask is not None else torch.ones(batch, dtype=torch.bool)
+            rows = torch.nonzero(mask.to(torch.bool)).flatten().tolist()
+            if self.cfg.tpe.placement != "off" and timestamps_s is None:
+                raise ValueError("timestamps_s [B, T] is required for videos when tpe.placement is not 'off'")
+            if rows:
+                frames = videos.shape[1]
+                pix = videos[rows].flatten(0, 1)
+                ts = timestamps_s[rows].flatten() if timestamps_s is not None else None
+                tokens = self.encode_frames(pix, ts).unflatten(0, (len(rows), frames))
+                for i, b in enumerate(rows):
+                    per_video[b] = [tokens[i]]
+        per_image: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+        if images is not None:
+            if images.dim() != 4 or image_owner is None or image_owner.shape != images.shape[:1]:
+                raise ValueError(
+                    "images must be [N, 3, S, S] with image_owner int64 [N] naming each image's sample"
+                )
+            if images.shape[0]:
+                img_tokens = self.encode_frames(images, None)
+                for i, b in enumerate(image_owner.tolist()):
+                    if not 0 <= b < batch:
+                        raise ValueError(
+                            f"image_owner[{i}] = {b} is not a sample index of a batch of {batch}"
+                        )
+                    per_image[b].append(img_tokens[i])
+        fusion = self.cfg.fusion
+        cfg = FusionConfig(padding_side, fusion.max_length, fusion.truncation, fusion.frame_separator)
+        separator = None
+        if fusion.frame_separator:
+            sep_id = torch.tensor([self.cfg.tokens.frame_separator_token_id], device=text[0].device)
+            separator = embed(sep_id)[0]
+        return fuse(input_ids, text, self._media, per_video, per_image, labels, separator, cfg)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: Sequence[torch.Tensor],
+        labels: Sequence[torch.Tensor] | None = None,
+        videos: torch.Tensor | None = None,
+        timestamps_s: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+        image_owner: torch.Tensor | None = None,
+        compute_latents: bool = True,
+    ) -> StudentOutput:
+        """Teacher-forced forward pass.
+
+        Args:
+            input_ids: ``B`` int64 ``[L_b]`` unpadded prompts(+answers) with one ``<video>`` placeholder per
+                sample that has a video and one ``<image>`` per image.
+            labels: ``B`` int64 ``[L_b]`` aligned with ``input_ids`` (``-100`` where no loss); default none.
+            videos: float ``[B, T, 3, S, S]`` in ``[-1, 1]`` (see ``preprocess.py``); rows of samples without
+                video are ignored (any values).
+            timestamps_s: float ``[B, T]`` frame times in seconds (needed unless TPE is off).
+            video_mask: bool ``[B]``, which samples have a video; default all when ``videos`` is given.
+            images: float ``[N, 3, S, S]`` images (SoM first frame, SAT images), placeholder order per sample.
+            image_owner: int64 ``[N]`` sample index of each image.
+            compute_latents: run D_4DP (when the model has one and the batch has a video).
+
+        Returns:
+            :class:`StudentOutput`.
+        """
+        fused = self._fuse(
+            input_ids,
+            labels,
+            videos,
+            timestamps_s,
+            video_mask,
+            images,
+            image_owner,
+            self.cfg.fusion.padding_side,
+        )
+        out = self.llm.model(
+            inputs_embeds=fused.inputs_embeds,
+            attention_mask=fused.attention_mask,
+            position_ids=fused.position_ids,
+            use_cache=False,
+        )
+        hidden = out.last_hidden_state
+        logits = self.llm.lm_head(hidden)
+        result = StudentOutput(logits=logits, labels=fused.labels, attention_mask=fused.attention_mask)
+        if self.decoder is not None and compute_latents:
+            index, has_video = fused.first_video_index()
+            if bool(has_video.any()):
+                rows = torch.nonzero(has_video).flatten()
+                pred = self.decoder(gather_frame_tokens(hidden[rows], index[rows]))
+                latents = pred.new_zeros((len(input_ids), *pred.shape[1:]))
+                result.latents = latents.index_copy(0, rows, pred)
+                result.latent_mask = has_video
+        return result
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Sequence[torch.Tensor],
+        videos: torch.Tensor | None = None,
+        timestamps_s: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+        image_owner: torch.Tensor | None = None,
+        max_new_tokens: int = 8,
+        eos_token_id: int | None = None,
+    ) -> GenerationOutput:
+        """Batched greedy decoding with a KV cache (left-padded prompts; stops when all samples hit EOS).
+
+        Arguments as in :meth:`forward` (``input_ids`` are prompts ending where the answer starts).
+        """
+        if max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        eos = self.cfg.tokens.eos_token_id if eos_token_id is None else eos_token_id
+        pad = self.cfg.tokens.pad_token_id
+        fused = self._fuse(input_ids, None, videos, timestamps_s, video_mask, images, image_owner, "left")
+        mask = fused.attention_mask
+        position = mask.sum(dim=1)  # next position of each sample (left padding)
+        out = self.llm.model(
+            inputs_embeds=fused.inputs_embeds,
+            attention_mask=mask,
+            position_ids=fused.position_ids,
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        logits = self.llm.lm_head(out.last_hidden_state[:, -1])
+        batch = len(input_ids)
+        finished = torch.zeros(batch, dtype=torch.bool, device=mask.device)
+        lengths = torch.zeros(batch, dtype=torch.long, device=mask.device)
+        steps: list[torch.Tensor] = []
+        embed = self.llm.get_input_embeddings()
+        for _ in range(max_new_tokens):
+            token = logits.argmax(dim=-1)
+            token = torch.where(finished, torch.full_like(token, pad), token)
+            steps.append(token)
+            lengths += (~finished & (token != eos)).long()
+            finished |= token == eos
+            if bool(finished.all()) or len(steps) == max_new_tokens:
+                break
+            mask = torch.cat((mask, torch.ones(batch, 1, dtype=mask.dtype, device=mask.device)), dim=1)
+            out = self.llm.model(
+                inputs_embeds=embed(token.unsqueeze(1)),
+                attention_mask=mask,
+                position_ids=position.unsqueeze(1),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            position = position + 1
+            logits = self.llm.lm_head(out.last_hidden_state[:, -1])
+        return GenerationOutput(torch.stack(steps, dim=1), lengths)
