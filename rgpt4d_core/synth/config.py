@@ -1,0 +1,66 @@
+"""Configuration of the synthetic 4D world generator (one frozen dataclass, loaded with ``rgpt4d_core.config``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: bumped whenever scenes, rendering or questions change for the same seed
+GENERATOR_VERSION = "1.0.0"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What :func:`rgpt4d_core.synth.scenes.make_scene` and the question generator draw from.
+
+    Attributes:
+        seed: dataset seed; scene ``i`` depends only on ``(seed, i)`` and these fields.
+        num_scenes: number of scenes (videos) in the dataset.
+        width, height: frame size in pixels (even, for H.264 yuv420p).
+        fps_choices: frame rates drawn per scene (even, so that every half second is a frame).
+        min_duration_s, max_duration_s: duration range (drawn in 0.5 s steps).
+        max_frames: hard cap on frames per video (keeps rendering time bounded).
+        min_objects, max_objects: objects per scene.
+        dynamic_prob: probability that an object moves (translates and/or rotates).
+        moving_camera_prob: probability that the camera translates and yaws.
+        min_speed, max_speed: initial speed range of translating objects (m/s).
+        split_fractions: ``(train, val, test)`` fractions; a scene belongs to exactly one split.
+        questions_per_category: at most this many questions per category per scene.
+        depth_dtype: ``float32`` or ``float16`` for depth / flow in the ground-truth files.
+        crf: H.264 constant rate factor of the videos.
+    """
+
+    seed: int = 0
+    num_scenes: int = 100
+    width: int = 224
+    height: int = 224
+    fps_choices: tuple[int, ...] = (10, 12, 16, 20, 24, 30)
+    min_duration_s: float = 2.0
+    max_duration_s: float = 8.0
+    max_frames: int = 240
+    min_objects: int = 2
+    max_objects: int = 8
+    dynamic_prob: float = 0.6
+    moving_camera_prob: float = 0.4
+    min_speed: float = 0.3
+    max_speed: float = 1.0
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    questions_per_category: int = 1
+    depth_dtype: str = "float32"
+    crf: int = 18
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when the configuration cannot work."""
+        if self.width % 2 or self.height % 2 or self.width < 16 or self.height < 16:
+            raise ValueError(f"synth.width/height must be even and >= 16, got {self.width}x{self.height}")
+        if any(f % 2 for f in self.fps_choices) or not self.fps_choices:
+            raise ValueError(f"synth.fps_choices must be non-empty and even, got {self.fps_choices}")
+        if not 0.5 <= self.min_duration_s <= self.max_duration_s:
+            raise ValueError("synth.min_duration_s must be in [0.5, max_duration_s]")
+        if not 1 <= self.min_objects <= self.max_objects <= 10:
+            raise ValueError("synth.min_objects/max_objects must satisfy 1 <= min <= max <= 10")
+        if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
+            raise ValueError(f"synth.split_fractions must be 3 numbers summing to 1, got {self.split_fractions}")
+        if self.depth_dtype not in ("float32", "float16"):
+            raise ValueError(f"synth.depth_dtype must be float32 or float16, got {self.depth_dtype}")
+        if self.max_frames < 4:
+            raise ValueError("synth.max_frames must be >= 4")
