@@ -43,7 +43,8 @@ def is_s3(uri: str) -> bool:
     return uri.startswith(S3_SCHEME)
 
 
-def _check_scheme(uri: str) -> None:
+def check_uri(uri: str) -> None:
+    """Raise :class:`StorageError` unless ``uri`` is a local path or ``s3://bucket[/key]``."""
     if not uri:
         raise StorageError("empty URI")
     if is_s3(uri):
@@ -90,7 +91,7 @@ def filesystem_for(uri: str, cfg: StorageConfig | None = None) -> tuple[pafs.Fil
         ``(pyarrow.fs.S3FileSystem, "bucket/key")`` for S3 URIs (pass the path *without* ``s3://`` together
         with ``filesystem=``), ``(pyarrow.fs.LocalFileSystem, "/abs/path")`` for local paths.
     """
-    _check_scheme(uri)
+    check_uri(uri)
     if not is_s3(uri):
         return pafs.LocalFileSystem(), str(Path(uri).resolve())
     kwargs: dict[str, Any] = {"region": _region(cfg)}
@@ -104,7 +105,7 @@ def filesystem_for(uri: str, cfg: StorageConfig | None = None) -> tuple[pafs.Fil
 
 def join(uri: str, *parts: str) -> str:
     """Join path components onto a local path or S3 URI with ``/`` (no normalisation of ``..``)."""
-    _check_scheme(uri)
+    check_uri(uri)
     out = uri.rstrip("/") if uri not in ("/", S3_SCHEME) else uri
     for p in parts:
         p = p.strip("/")
@@ -115,7 +116,7 @@ def join(uri: str, *parts: str) -> str:
 
 def exists(uri: str, cfg: StorageConfig | None = None) -> bool:
     """Whether a file or directory (prefix) exists at ``uri``."""
-    _check_scheme(uri)
+    check_uri(uri)
     if is_s3(uri):
         return bool(s3fs_for(cfg).exists(_s3_key(uri)))
     return Path(uri).exists()
@@ -123,7 +124,7 @@ def exists(uri: str, cfg: StorageConfig | None = None) -> bool:
 
 def size(uri: str, cfg: StorageConfig | None = None) -> int:
     """Size of the object/file at ``uri`` in bytes; :class:`FileNotFoundError` when it does not exist."""
-    _check_scheme(uri)
+    check_uri(uri)
     try:
         if is_s3(uri):
             return int(s3fs_for(cfg).size(_s3_key(uri)))
@@ -139,7 +140,7 @@ def open_input(uri: str, cfg: StorageConfig | None = None) -> IO[bytes]:
         FileNotFoundError: nothing at ``uri`` (message names it).
         StorageError: unsupported scheme or an I/O failure.
     """
-    _check_scheme(uri)
+    check_uri(uri)
     try:
         if is_s3(uri):
             fh: IO[bytes] = s3fs_for(cfg).open(_s3_key(uri), "rb")
@@ -170,7 +171,7 @@ def read_bytes(uri: str, max_bytes: int | None = None, cfg: StorageConfig | None
 
 def write_bytes(uri: str, data: bytes, cfg: StorageConfig | None = None) -> None:
     """Write ``data`` to ``uri``, creating local parent directories. Local writes are atomic (rename)."""
-    _check_scheme(uri)
+    check_uri(uri)
     if is_s3(uri):
         with s3fs_for(cfg).open(_s3_key(uri), "wb") as fh:
             fh.write(data)
@@ -184,7 +185,7 @@ def write_bytes(uri: str, data: bytes, cfg: StorageConfig | None = None) -> None
 
 def listdir(uri: str, cfg: StorageConfig | None = None) -> list[str]:
     """Full URIs of the direct children of directory/prefix ``uri``, sorted. Empty when nothing is there."""
-    _check_scheme(uri)
+    check_uri(uri)
     if is_s3(uri):
         fs = s3fs_for(cfg)
         key = _s3_key(uri)

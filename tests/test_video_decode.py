@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import pickle
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av  # noqa: F401 - import PyAV's FFmpeg before decord's (see rgpt4d_core/video/decode.py)
@@ -218,6 +221,26 @@ def test_timeout_returns_promptly_and_counts_the_abandoned_thread(clip_files: di
         decode_clip(str(clip_files["h264_mp4"]), DecodeConfig(timeout_s=1e-6))
     assert info.value.reason == "timeout"
     assert abandoned_decodes() == before + 1
+    clip = decode_clip(str(clip_files["h264_mp4"]), DecodeConfig(num_frames=4))  # a fresh worker serves it
+    np.testing.assert_array_equal(_read_indices(clip.frames), clip.frame_indices)
+
+
+def test_concurrent_callers_get_correct_clips_and_threads_do_not_accumulate(clip_files: dict[str, Path]) -> None:
+    paths = [str(p) for p in clip_files.values()]
+    expected = {p: decode_clip(p, DecodeConfig(num_frames=5)).frames for p in paths}
+
+    def work(i: int) -> bool:
+        p = paths[i % len(paths)]
+        return bool(np.array_equal(decode_clip(p, DecodeConfig(num_frames=5)).frames, expected[p]))
+
+    threads_before = threading.active_count()
+    for _ in range(3):  # each pool's threads end, and their decode workers with them
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            assert all(pool.map(work, range(12)))
+    deadline = time.monotonic() + 10
+    while threading.active_count() > threads_before + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait for finished workers to exit (not a timing assertion)
+    assert threading.active_count() <= threads_before + 1
 
 
 def test_error_survives_pickling_for_ray_workers() -> None:

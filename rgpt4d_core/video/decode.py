@@ -10,9 +10,10 @@ Order of work for one call of :func:`decode_clip`:
    bounds the work (and memory) of the decode that follows, whatever the file claims further on.
 3. **Decode** with the first backend that succeeds (decord's ``get_batch``, then PyAV's sequential decode).
 
-**Timeout.** Steps 2-3 run in a fresh daemon thread and the caller waits on it with a deadline
-(``timeout_s``). On expiry the caller gets ``VideoDecodeError("timeout")`` at once; the worker thread cannot
-be killed from Python, so it is abandoned and finishes (or not) on its own, and its result is dropped. This
+**Timeout.** Steps 2-3 run on a long-lived daemon worker thread (one per calling thread) and the caller waits
+with a deadline (``timeout_s``). On expiry the caller gets ``VideoDecodeError("timeout")`` at once; a thread
+cannot be killed from Python, so that worker is abandoned (it finishes, or not, on its own, its result is
+dropped and it then exits) and the next call gets a fresh worker. This
 was chosen over a subprocess per call (tens of ms of spawn + a copy of every clip, too slow for a Ray Data
 map over thousands of videos) and over ``signal.alarm`` (main thread only, cannot interrupt native code).
 Memory stays bounded because the probe limits what one decode may allocate; a thread that *never* returns
@@ -26,9 +27,11 @@ and a human-readable detail. Data stages store ``reason`` in the sample's ``erro
 from __future__ import annotations
 
 import io
+import os
+import queue
+import stat
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -49,6 +52,7 @@ Reason = Literal[
     "too_few_frames",
     "timeout",
     "bad_source",
+    "unreadable",
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 BYTES_URI = "<bytes>"
@@ -144,19 +148,21 @@ def _load_source(source: str | bytes, cfg: DecodeConfig) -> tuple[str | bytes, s
         raise VideoDecodeError("bad_source", repr(type(source)), "source must be a path, an s3:// URI or bytes")
     uri = source
     try:
-        n = storage.size(uri)
+        storage.check_uri(uri)
+    except storage.StorageError as exc:
+        raise VideoDecodeError("bad_source", uri, str(exc)) from None
+    try:
+        if storage.is_s3(uri):
+            _check_size(storage.size(uri), uri, cfg)
+            return storage.read_bytes(uri), uri
+        st = os.stat(uri)
     except FileNotFoundError:
-        raise VideoDecodeError("missing", uri, "no such file") from None
-    except (storage.StorageError, OSError) as exc:
-        raise VideoDecodeError("bad_source" if "scheme" in str(exc) else "missing", uri, str(exc)) from None
-    if not storage.is_s3(uri) and not Path(uri).is_file():
+        raise VideoDecodeError("missing", uri, "no such file or object") from None
+    except OSError as exc:  # permissions, network, ...
+        raise VideoDecodeError("unreadable", uri, f"{type(exc).__name__}: {exc}") from None
+    if not stat.S_ISREG(st.st_mode):
         raise VideoDecodeError("missing", uri, "not a regular file")
-    _check_size(n, uri, cfg)
-    if storage.is_s3(uri):
-        try:
-            return storage.read_bytes(uri, max_bytes=cfg.max_file_bytes), uri
-        except FileNotFoundError:
-            raise VideoDecodeError("missing", uri, "no such object") from None
+    _check_size(st.st_size, uri, cfg)
     return uri, uri
 
 
@@ -361,21 +367,52 @@ def _decode(src: str | bytes, uri: str, cfg: DecodeConfig) -> Clip:
     raise best
 
 
-def _run_with_deadline(fn: Any, timeout_s: float, uri: str) -> Clip:
-    global _abandoned
-    box: dict[str, Any] = {}
-    done = threading.Event()
+class _Worker:
+    """One long-lived daemon thread that runs decode jobs for one calling thread.
 
-    def work() -> None:
+    Reusing the thread (instead of one thread per call) keeps its stack and malloc arena warm. The thread is a
+    daemon so a hung decode never blocks interpreter exit. It holds only its queue, not this object, so when the
+    calling thread ends (its ``threading.local`` is cleared) ``__del__`` tells the loop to exit.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=_worker_loop, args=(self._jobs,), name="rgpt4d-decode", daemon=True).start()
+
+    def submit(self, fn: Any, timeout_s: float) -> tuple[bool, dict[str, Any]]:
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        self._jobs.put((fn, box, done))
+        return done.wait(timeout_s), box
+
+    def __del__(self) -> None:
+        self._jobs.put(None)  # exits after the current job (a hung job: when, if ever, it returns)
+
+
+def _worker_loop(jobs: queue.SimpleQueue[Any]) -> None:
+    while (job := jobs.get()) is not None:
+        fn, box, done = job
         try:
             box["value"] = fn()
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
         finally:
             done.set()
+        del job, fn, box, done  # drop the clip now, not when the next job arrives
 
-    threading.Thread(target=work, name="rgpt4d-decode", daemon=True).start()
-    if not done.wait(timeout_s):
+
+_workers = threading.local()
+
+
+def _run_with_deadline(fn: Any, timeout_s: float, uri: str) -> Clip:
+    """Run ``fn`` on this thread's worker; on timeout abandon that worker (a fresh one serves the next call)."""
+    global _abandoned
+    worker: _Worker | None = getattr(_workers, "worker", None)
+    if worker is None:
+        worker = _workers.worker = _Worker()
+    finished, box = worker.submit(fn, timeout_s)
+    if not finished:
+        _workers.worker = None
         with _abandoned_lock:
             _abandoned += 1
         raise VideoDecodeError("timeout", uri, f"decode did not finish within timeout_s={timeout_s}")
