@@ -277,4 +277,5 @@ def test_hundreds_of_decodes_do_not_grow_memory(tmp_path: Path) -> None:
     for i in range(300):
         one_round(i)
     grown = _rss_bytes() - start
+    print(f"RSS growth over 300 decodes: {grown / 1024**2:.2f} MiB")
     assert grown < 24 * 1024**2, f"RSS grew by {grown / 1024**2:.1f} MiB over 300 decodes"
