@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import Tensor, nn
 
+from rgpt4d_core.experts.dpt_heads import DenseHeads
+from rgpt4d_core.experts.l4p import FrozenHeads, get_preset
 from rgpt4d_core.losses import (
     LOSS_PRESETS,
     P4DLossConfig,
@@ -322,3 +325,44 @@ def test_zero_weight_terms_are_logged_detached() -> None:
     assert "ed/camray" in out.terms and "ed/camray" not in out.weighted  # camray weight 0 in the code preset
     assert not out.terms["ed/camray"].requires_grad
     assert out.terms["ed/depth"].requires_grad
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """2 shared cores: thread oversubscription makes the 3-D convolutions of the DPT heads crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_with_the_l4p_tiny_heads_student_equal_to_teacher_gives_zero_ed(one_thread: None) -> None:
+    """Boundary check with the expert's real (tiny) DPT heads, frozen, in the contract layout."""
+    torch.manual_seed(0)
+    heads = FrozenHeads(DenseHeads(get_preset("l4p_tiny").heads))
+    teacher_latents = torch.randn(2, 4, 8, 8, 8, 96)
+    with torch.no_grad():
+        teacher = dict(heads(teacher_latents))
+    teacher["dyn_mask"] = torch.sigmoid(teacher["dyn_mask"])  # the expert stores probabilities
+    teacher["latents"] = teacher_latents
+    cfg = loss_preset("paper", dyn_mask_mode="sigmoid_regression")
+    logits, labels = _lm_batch()
+    student = teacher_latents.clone().requires_grad_(True)
+    same = p4d_loss(cfg, logits, labels, student_latents=student, targets=teacher, heads=heads)
+    assert same.absent == {}
+    for name in ("ld", "ed/depth", "ed/flow_2d_backward", "ed/dyn_mask", "ed/camray"):
+        assert float(same.terms[name].detach()) == pytest.approx(0.0, abs=1e-6), name
+    shifted = p4d_loss(
+        cfg,
+        logits,
+        labels,
+        student_latents=student + 0.5,
+        targets=teacher,
+        heads=heads,
+        sample_mask=torch.tensor([True, False]),
+    )
+    assert all(float(shifted.terms[f"ed/{t}"].detach()) > 0 for t in ("depth", "flow_2d_backward", "camray"))
+    shifted.total.backward()
+    assert student.grad is not None and float(student.grad[0].abs().sum()) > 0
+    assert float(student.grad[1].abs().sum()) == 0.0
+    assert all(p.grad is None for p in heads.parameters())
