@@ -123,7 +123,9 @@ def _vg(c: _Context) -> dict[str, Any] | None:
     answer = _box_json(centre, size, yaw, obj.kind)
     shift = [np.array([dx, dy, 0.0]) for dx, dy in ((1.0, 0.0), (-1.0, 0.0), (0.0, 1.2), (0.0, -1.2))]
     dis = [_box_json(centre + s, size, yaw, obj.kind) for s in shift]
-    dis += [_box_json(centre * np.array([1, 1, 1.6]), size * 1.6, yaw, obj.kind), _box_json(centre * np.array([1, 1, 0.6]), size * 0.6, yaw, obj.kind)]
+    # a larger and a smaller box resting on the same spot (both at least 0.3 m different in every size)
+    for s in (size * 1.5 + 0.3, size * 0.5 if size.min() >= 0.6 else size * 2.0 + 0.6):
+        dis.append(_box_json(np.array([centre[0], centre[1], s[2] / 2.0]), s, yaw, obj.kind))
     dis = [dis[i] for i in c.rng.permutation(len(dis))][:4]
     q = f"At {fmt_time(t)}, which is the 3D bounding box of {m.token} in {FRAME_NOTE}? (yaw in degrees about z)"
     return {"question": q, "options": shuffle([answer, *dis], c.rng), "answer": answer, "meta": {"kind": "box", "obj": m.obj_id, "t": t}}

@@ -31,7 +31,8 @@ class Rendering:
         depth: float32 ``[F, H, W]`` metres (camera z of the visible surface point).
         flow_2d_backward: float32 ``[F, H, W, 2]`` pixels ``(du, dv)``: the visible point at ``(u, v)`` in frame
             ``t`` was at ``(u + du, v + dv)`` in frame ``t - 1``; frame 0 is zeros.
-        dyn_mask: bool ``[F, H, W]``, pixels showing an object that is moving in the world at that frame.
+        dyn_mask: bool ``[F, H, W]``, pixels showing an object that moves in the world around that frame (it is not
+            at rest over ``[t - dt, t + dt]``; an object starting at ``start_s`` counts from the frame before).
         instance: uint8 ``[F, H, W]``, ``0`` background, ``k + 1`` for object ``k``.
         intrinsics: float64 ``[3, 3]`` pixels.
         cam_to_world: float64 ``[F, 4, 4]``.

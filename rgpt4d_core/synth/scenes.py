@@ -190,7 +190,7 @@ def _sample_object(rng: np.random.Generator, cfg: SynthConfig, label_taken: set[
     common = dict(
         kind=kind, size=size, colour=colour, texture=texture,
         texture_scale=float(round(rng.uniform(0.25, 0.5), 2)),
-        pos0=(float(round(rng.uniform(-3.0, 3.0), 2)), float(round(rng.uniform(3.5, 8.5), 2))),
+        pos0=(float(round(rng.uniform(-2.6, 2.6), 2)), float(round(rng.uniform(3.0, 7.5), 2))),
         yaw0=float(round(rng.uniform(-np.pi, np.pi), 3)),
     )
     if not dynamic:
@@ -234,8 +234,8 @@ def make_scene(cfg: SynthConfig, index: int) -> Scene:
     num_frames = min(int(round(duration * fps)), cfg.max_frames)
     cam_moves = rng.random() < cfg.moving_camera_prob
     camera = Camera(
-        width=cfg.width, height_px=cfg.height, fov_deg=float(round(rng.uniform(55.0, 70.0), 1)),
-        height=float(round(rng.uniform(1.2, 2.0), 2)), pitch=float(round(np.deg2rad(rng.uniform(8.0, 18.0)), 4)),
+        width=cfg.width, height_px=cfg.height, fov_deg=float(round(rng.uniform(50.0, 65.0), 1)),
+        height=float(round(rng.uniform(1.2, 2.0), 2)), pitch=float(round(np.deg2rad(rng.uniform(10.0, 20.0)), 4)),
         vel=(float(round(rng.uniform(-0.4, 0.4), 2)), float(round(rng.uniform(0.0, 0.25), 2))) if cam_moves else (0.0, 0.0),
         yaw_rate=float(round(rng.uniform(-0.08, 0.08), 3)) if cam_moves else 0.0,
     )
