@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,17 @@ class P4DLossConfig:
             "dyn_mask": self.dyn_mask_weight,
             "camray": self.camray_weight,
         }[task]
+
+    def with_weights(self, **weights: float | None) -> P4DLossConfig:
+        """A copy with some weights replaced, keyed by term name: ``ld`` and the ``DENSE_TARGETS`` names
+        (``depth``, ``flow_2d_backward``, ``dyn_mask``, ``camray``); ``None`` values are ignored."""
+        fields = {"ld": "ld_weight", "depth": "depth_weight", "flow_2d_backward": "flow_weight"}
+        fields |= {"dyn_mask": "dyn_mask_weight", "camray": "camray_weight"}
+        unknown = set(weights) - set(fields)
+        if unknown:
+            raise KeyError(f"unknown loss weight(s) {sorted(unknown)}; known: {sorted(fields)}")
+        changes: dict[str, Any] = {fields[k]: float(v) for k, v in weights.items() if v is not None}
+        return replace(self, **changes)
 
     @property
     def distills(self) -> bool:

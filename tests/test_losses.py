@@ -263,6 +263,10 @@ def test_presets_have_the_papers_and_codes_weights() -> None:
     assert loss_preset("paper", smooth_l1_beta=0.5).smooth_l1_beta == 0.5
     with pytest.raises(KeyError, match="known"):
         loss_preset("nope")
+    tuned = paper.with_weights(ld=0.0, flow_2d_backward=0.2, camray=None)
+    assert (tuned.ld_weight, tuned.flow_weight, tuned.camray_weight) == (0.0, 0.2, paper.camray_weight)
+    with pytest.raises(KeyError, match="flow"):
+        paper.with_weights(flow=1.0)
     with pytest.raises(ValueError, match="ld_kind"):
         P4DLossConfig(ld_kind="l1")
     with pytest.raises(ValueError, match="depth_weight"):
