@@ -132,12 +132,7 @@ def _letter_rule(text: str, options: Sequence[str], letters: str) -> AnswerMatch
         rest = text[m.end() :]
         if letter.islower() and not (paren or not rest or rest[0] in ").]:,;"):
             continue  # "the answer is a car"
-        if (
-            letter in "Aa"
-            and not paren
-            and _ARTICLE_AFTER.match(rest)
-            and not rest.lstrip().startswith("is ")
-        ):
+        if letter in "Aa" and not paren and _ARTICLE_AFTER.match(rest):
             continue  # "the answer is A car ..."
         if letter.upper() in letters:
             stated.add(letters.index(letter.upper()))
