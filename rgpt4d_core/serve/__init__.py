@@ -1,0 +1,1 @@
+"""Serving: request schema (api), batched inference engine (no Ray), media policy (security)."""
