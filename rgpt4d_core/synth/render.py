@@ -162,10 +162,32 @@ def _backdrop_colour(p: np.ndarray) -> np.ndarray:
 def project(points: np.ndarray, cam_to_world: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
     """Pixel coordinates float64 ``[F, M, 2]`` of world points ``[F, M, 3]`` seen by cameras ``[F, 4, 4]``."""
     rel = points - cam_to_world[:, None, :3, 3]
-    pc = np.einsum("fji,fmj->fmi", cam_to_world[:, :3, :3], rel)
+    pc = np.matmul(rel, cam_to_world[:, :3, :3])  # row-vector form of R^T (X - o)
     z = np.where(pc[..., 2] > 1e-9, pc[..., 2], 1e-9)
     fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
     return np.stack([fx * pc[..., 0] / z + cx, fy * pc[..., 1] / z + cy], -1)
+
+
+def _pixel_window(obj: SceneObject, centres: np.ndarray, c2w: np.ndarray, k_mat: np.ndarray, h: int, w: int) -> np.ndarray | None:
+    """Flat pixel indices that can see ``obj`` in any of the frames ``c2w [Fc, 4, 4]`` (object at ``centres [Fc, 3]``).
+
+    The projected corners of a cube around the object's bounding sphere bound its image (all corners in front of
+    the camera); ``None`` (= every pixel) when a corner is behind or too close to the camera.
+    """
+    r = float(np.linalg.norm(obj.size)) / 2.0
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
+    corners = centres[:, None, :] + r * signs[None]  # [Fc, 8, 3]
+    pc = np.matmul(corners - c2w[:, None, :3, 3], c2w[:, :3, :3])
+    if np.any(pc[..., 2] < 0.05):
+        return None
+    u = k_mat[0, 0] * pc[..., 0] / pc[..., 2] + k_mat[0, 2]
+    v = k_mat[1, 1] * pc[..., 1] / pc[..., 2] + k_mat[1, 2]
+    u0, u1 = max(int(np.floor(u.min())) - 1, 0), min(int(np.ceil(u.max())) + 1, w - 1)
+    v0, v1 = max(int(np.floor(v.min())) - 1, 0), min(int(np.ceil(v.max())) + 1, h - 1)
+    if u0 > u1 or v0 > v1:
+        return np.zeros(0, dtype=np.int64)
+    rows, cols = np.meshgrid(np.arange(v0, v1 + 1), np.arange(u0, u1 + 1), indexing="ij")
+    return (rows * w + cols).ravel()
 
 
 def render_scene(scene: Scene, frames_per_chunk: int = 8) -> Rendering:
@@ -192,22 +214,33 @@ def render_scene(scene: Scene, frames_per_chunk: int = 8) -> Rendering:
         c2w = c2w_all[sl]
         fc = c2w.shape[0]
         origin = c2w[:, None, :3, 3]  # [Fc, 1, 3]
-        d = np.einsum("fij,nj->fni", c2w[:, :3, :3], rays_cam)  # [Fc, N, 3]
+        d = np.matmul(rays_cam[None], c2w[:, :3, :3].transpose(0, 2, 1))  # [Fc, N, 3] world directions
         cands = [
             np.where(d[..., 2] < -1e-9, -origin[..., 2] / np.where(d[..., 2] < -1e-9, d[..., 2], -1.0), np.inf),
             np.where(d[..., 1] > 1e-9, (scene.backdrop_y - origin[..., 1]) / np.where(d[..., 1] > 1e-9, d[..., 1], 1.0), np.inf),
         ]
         for obj, (centre, yaw) in zip(scene.objects, poses, strict=True):
+            window = _pixel_window(obj, centre[sl], c2w, k_mat, h, w)
+            t_obj = np.full((fc, n_pix), np.inf)
+            if window is not None and window.size == 0:
+                cands.append(t_obj)  # off-screen in every frame of the chunk
+                continue
+            d_win = d if window is None else d[:, window]
             yaw_c = yaw[sl][:, None]
             o_l = _rot_z(origin - centre[sl][:, None, :], -yaw_c)
-            d_l = _rot_z(d, -yaw_c)
+            d_l = _rot_z(d_win, -yaw_c)
             half = np.asarray(obj.size) / 2.0
             if obj.kind == "box":
-                cands.append(_hit_box(o_l, d_l, half))
+                t_win = _hit_box(o_l, d_l, half)
             elif obj.kind == "sphere":
-                cands.append(_hit_sphere(o_l, d_l, float(half[0])))
+                t_win = _hit_sphere(o_l, d_l, float(half[0]))
             else:
-                cands.append(_hit_cylinder(o_l, d_l, float(half[0]), float(half[2])))
+                t_win = _hit_cylinder(o_l, d_l, float(half[0]), float(half[2]))
+            if window is None:
+                t_obj = t_win
+            else:
+                t_obj[:, window] = t_win
+            cands.append(t_obj)
         t_all = np.stack(cands)  # [S, Fc, N]
         winner = t_all.argmin(0)
         t_hit = np.take_along_axis(t_all, winner[None], 0)[0]

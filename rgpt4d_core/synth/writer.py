@@ -61,13 +61,13 @@ def split_for(index: int, fractions: tuple[float, float, float]) -> str:
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """A compressed ``.npz`` archive (readable by ``np.load``) with fixed member timestamps: deterministic bytes."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for name, arr in arrays.items():
             member = io.BytesIO()
             np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, member.getvalue(), compresslevel=6)
+            zf.writestr(info, member.getvalue(), compresslevel=1)
     return buf.getvalue()
 
 
