@@ -5,11 +5,13 @@
 #   sbatch cluster/slurm/ray_sbatch.sh                                   # the paper's distillation run (default)
 #   sbatch --nodes=2 cluster/slurm/ray_sbatch.sh python pipelines/precompute.py --config conf/precompute/cluster.yaml \
 #     --config conf/expert/l4p_vitg.yaml input.dataset_root=s3://YOUR_BUCKET/rgpt4d/data \
-#     output.uri=s3://YOUR_BUCKET/rgpt4d/shards/l4p-vitg-16f expert.checkpoint=/shared/models/l4p/l4p_vitg.safetensors
+#     output.uri=s3://YOUR_BUCKET/rgpt4d/shards/l4p-vitg-16f
 #   RGPT4D_VENV=/shared/rgpt4d/.venv sbatch cluster/slurm/ray_sbatch.sh ...        # a venv on the shared filesystem
 #
 # Requirements: a Python 3.11 environment with this package and the CUDA torch build on every node (a venv on a
-# shared filesystem, see docs/cluster.md), run from the repo root (submitted as the job's working directory).
+# shared filesystem, see docs/cluster.md), run from the repo root (submitted as the job's working directory); the
+# presets read the NVILA-Lite-8B and L4P weights from /mnt/weights (mount the shared copy there, or override
+# student.init_checkpoint= / expert.checkpoint=).
 # Preemption/requeue: the job resumes from its latest checkpoint when resubmitted with the same run name and
 # storage path (the default entrypoint pins both), so `--requeue` is safe.
 #SBATCH --job-name=rgpt4d
