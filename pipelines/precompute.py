@@ -1,0 +1,347 @@
+"""Precompute job (Ray Data): videos + QA -> frozen-expert targets in versioned Parquet shards + manifest.
+
+    python pipelines/precompute.py --config conf/precompute/tiny.yaml [key=value ...]
+    ray job submit --working-dir . -- python pipelines/precompute.py --config conf/precompute/tiny.yaml
+
+Stages (the work itself is framework-free, in ``rgpt4d_core.shards.precompute``):
+read QA manifest / video list (driver) -> decode (CPU tasks) -> expert (``map_batches`` with a callable class on
+an actor pool; size, batch size, ``num_gpus`` from config) -> encode rows with the shard schema ->
+``write_parquet`` into ``<output>/data/`` (row groups sized by bytes) -> ``_manifest.json`` (last).
+
+Resume and exactly-once: a re-run into the same output first drops the manifest (the set is incomplete while it
+runs), deletes data files a killed writer left unreadable (no Parquet footer; S3 objects appear atomically),
+skips the (video, question) pairs present in the complete files, and writes the rest. The manifest lists
+exactly the complete files and the job refuses to commit a set in which a sample id appears twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow as pa
+
+from pipelines._ray import init_ray
+from rgpt4d_core import config as config_lib
+from rgpt4d_core import storage
+from rgpt4d_core.experts.base import ExpertSpec
+from rgpt4d_core.experts.registry import ExpertConfig, build_expert
+from rgpt4d_core.shards import manifest as M
+from rgpt4d_core.shards import precompute as P
+from rgpt4d_core.shards import schema as S
+from rgpt4d_core.shards.reader import scan_written
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Where the samples come from.
+
+    Attributes:
+        dataset_root: a synthetic-world style root: ``<root>/questions/<split>.jsonl``, videos relative to root.
+        splits: splits read from ``dataset_root``.
+        qa_manifest: an R4D-format JSONL file (local or s3://), alternative to ``dataset_root``.
+        video_list: a text file with one video URI per line (samples without a question).
+        video_root: base of relative video paths (default: ``dataset_root``, else the manifest's folder).
+        limit: keep only the first N records (0 = all).
+    """
+
+    dataset_root: str | None = None
+    splits: list[str] = field(default_factory=lambda: ["train"])
+    qa_manifest: str | None = None
+    video_list: str | None = None
+    video_root: str | None = None
+    limit: int = 0
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Ray resources. On a 2-core dev box keep actors at 0.5 CPU so decode/encode tasks still get scheduled.
+
+    Attributes:
+        num_actors: expert actor-pool size.
+        batch_size: clips per expert call.
+        num_gpus_per_actor: GPUs per expert actor (0 on CPU).
+        num_cpus_per_actor: logical CPUs per expert actor.
+        num_cpus_per_task: logical CPUs per decode / encode task.
+        torch_threads: intra-op threads inside each expert actor (0 = leave torch's default).
+        decode_batch_size: videos per decode task.
+        decode_memory_mb: memory each decode task reserves (also keeps Ray from fusing decode into the expert
+            actors, so decoding overlaps the expert instead of running inside it).
+    """
+
+    num_actors: int = 1
+    batch_size: int = 2
+    num_gpus_per_actor: float = 0.0
+    num_cpus_per_actor: float = 0.5
+    num_cpus_per_task: float = 0.5
+    torch_threads: int = 1
+    decode_batch_size: int = 1
+    decode_memory_mb: int = 512
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where and how shards are written.
+
+    Attributes:
+        uri: shard root (local path or ``s3://bucket/prefix``).
+        row_group_bytes: target bytes per Parquet row group (rows per group = this / estimated row bytes).
+        rows_per_file: minimum rows per data file (Ray Data bundles blocks up to it).
+    """
+
+    uri: str = "out/shards/tiny"
+    row_group_bytes: int = 64 << 20
+    rows_per_file: int = 64
+
+
+@dataclass(frozen=True)
+class PrecomputeJob:
+    """The precompute job's config (``conf/precompute/*.yaml`` are deltas over these defaults).
+
+    Attributes:
+        plugins: modules imported on the driver and in every expert actor before the expert is built
+            (they may ``register_expert`` custom experts).
+        ray_address: ``None``: start a local Ray (or attach when ``RAY_ADDRESS`` is set, as under ``ray job
+            submit``); else the address to attach to.
+        num_cpus: logical CPUs of a locally started Ray.
+        forward_env: environment variables copied from the driver into the job's Ray tasks and actors when set
+            (S3 endpoint/region by default). Workers of an already running cluster do not see the driver's
+            environment; naming credentials here puts them into the job's runtime_env, which anyone with access
+            to the cluster's dashboard can read, so prefer credentials configured on the nodes.
+    """
+
+    input: InputConfig = field(default_factory=InputConfig)
+    sampling: P.SamplingConfig = field(default_factory=P.SamplingConfig)
+    expert: ExpertConfig = field(default_factory=lambda: ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu"))
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    plugins: list[str] = field(default_factory=list)
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    forward_env: list[str] = field(
+        default_factory=lambda: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION"]
+    )
+
+
+@dataclass
+class Summary:
+    """What a run did (this run) and what the shard set holds (all runs)."""
+
+    output: str
+    videos: int = 0
+    records: int = 0
+    skipped_written: int = 0
+    skipped_duplicate: int = 0
+    written_ok: int = 0
+    written_error: int = 0
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+    removed_partial_files: int = 0
+    total_rows: int = 0
+    total_bytes: int = 0
+    files: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.videos / self.wall_s if self.wall_s > 0 else 0.0
+
+    def text(self) -> str:
+        lines = [
+            f"precompute -> {self.output}",
+            f"  this run : {self.videos} videos, {self.records} samples ({self.written_ok} ok, "
+            f"{self.written_error} error), {self.clips_per_s:.2f} clips/s over {self.wall_s:.1f} s",
+            f"  skipped  : {self.skipped_written} already written, {self.skipped_duplicate} duplicate inputs, "
+            f"{self.removed_partial_files} partial files removed",
+        ]
+        for reason, n in sorted(self.errors_by_reason.items()):
+            lines.append(f"  error    : {reason}: {n}")
+        lines.append(f"  shard set: {self.total_rows} rows in {self.files} files, {self.total_bytes / 1e6:.2f} MB")
+        return "\n".join(lines)
+
+
+# ---- Ray stage callables (thin: the work is in rgpt4d_core.shards.precompute) -----------------------------
+
+
+def _import_plugins(plugins: list[str]) -> None:
+    for name in plugins:
+        importlib.import_module(name)
+
+
+def _decode_batch(batch: pa.Table, sampling: P.SamplingConfig) -> pa.Table:
+    return P.to_table(P.decode_requests(batch.to_pylist(), sampling))
+
+
+class ExpertActor:
+    """Holds one frozen expert (built inside the actor from config) and applies it to request batches."""
+
+    def __init__(self, expert: ExpertConfig, plugins: list[str], torch_threads: int) -> None:
+        _import_plugins(plugins)
+        if torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        self.expert = build_expert(expert)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return P.to_table(P.expert_requests(self.expert, batch.to_pylist()))
+
+
+def _encode_batch(batch: pa.Table, spec: dict[str, Any], sampling: P.SamplingConfig) -> pa.Table:
+    expert_spec = ExpertSpec.from_dict(spec)
+    return P.rows_table(P.rows_from_requests(batch.to_pylist(), expert_spec, sampling), expert_spec)
+
+
+def _spec_of(expert: ExpertConfig, plugins: list[str]) -> dict[str, Any]:
+    _import_plugins(plugins)
+    return build_expert(expert).spec.to_dict()
+
+
+# ---- driver --------------------------------------------------------------------------------------------------
+
+
+def load_records(inp: InputConfig) -> list[dict[str, Any]]:
+    """All input records (QA lines and plain videos), in input order."""
+    records: list[dict[str, Any]] = []
+    if inp.dataset_root:
+        for split in inp.splits:
+            uri = storage.join(inp.dataset_root, "questions", f"{split}.jsonl")
+            text = storage.read_bytes(uri).decode()
+            records += P.qa_records(text, split, inp.video_root or inp.dataset_root, f"{split}.jsonl")
+    if inp.qa_manifest:
+        text = storage.read_bytes(inp.qa_manifest).decode()
+        root = inp.video_root or inp.qa_manifest.rsplit("/", 1)[0]
+        split = inp.splits[0] if inp.splits else "train"
+        records += P.qa_records(text, split, root, inp.qa_manifest.rsplit("/", 1)[-1])
+    if inp.video_list:
+        lines = storage.read_bytes(inp.video_list).decode().splitlines()
+        root = inp.video_root or inp.video_list.rsplit("/", 1)[0]
+        uris = [P._resolve_video(u.strip(), root) for u in lines if u.strip()]
+        records += P.video_records(uris, inp.splits[0] if inp.splits else "train")
+    if not (inp.dataset_root or inp.qa_manifest or inp.video_list):
+        raise config_lib.ConfigError("input: set dataset_root, qa_manifest or video_list")
+    return records[: inp.limit] if inp.limit > 0 else records
+
+
+def _delete(uri: str) -> None:
+    if storage.is_s3(uri):
+        storage.s3fs_for().rm(uri[len(storage.S3_SCHEME) :])
+    else:
+        Path(uri).unlink(missing_ok=True)
+
+
+def estimated_row_bytes(spec: ExpertSpec, sampling: P.SamplingConfig) -> int:
+    """Rough bytes of one ok row: fp16 targets + encoded frames (JPEG ~1/10, PNG ~1/2 of raw RGB)."""
+    h, w = sampling.frame_size or spec.input_size
+    raw_frames = sampling.num_frames * h * w * 3
+    return S.tensor_nbytes(S.tensor_shapes(spec)) + raw_frames // (10 if sampling.image_format == "jpeg" else 2)
+
+
+def _runtime_env(job: PrecomputeJob) -> dict[str, Any]:
+    env = {k: os.environ[k] for k in job.forward_env if k in os.environ}
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
+def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]]) -> None:
+    import ray
+
+    c = job.compute
+    renv = _runtime_env(job)
+    ds: Any = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // max(1, c.decode_batch_size)))
+    ds = ds.map_batches(_decode_batch, fn_kwargs={"sampling": job.sampling}, batch_size=c.decode_batch_size,
+                        batch_format="pyarrow", num_cpus=c.num_cpus_per_task, memory=c.decode_memory_mb << 20, **renv)
+    ds = ds.map_batches(
+        ExpertActor,
+        fn_constructor_kwargs={"expert": job.expert, "plugins": list(job.plugins), "torch_threads": c.torch_threads},
+        batch_size=c.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=c.num_actors),
+        num_gpus=c.num_gpus_per_actor, num_cpus=c.num_cpus_per_actor, **renv,
+    )
+    ds = ds.map_batches(_encode_batch, fn_kwargs={"spec": spec.to_dict(), "sampling": job.sampling},
+                        batch_format="pyarrow", num_cpus=c.num_cpus_per_task, **renv)
+    fs, path = storage.filesystem_for(storage.join(job.output.uri, M.DATA_DIR))
+    rows_per_group = max(1, job.output.row_group_bytes // max(1, estimated_row_bytes(spec, job.sampling)))
+    ds.write_parquet(path, filesystem=fs, schema=S.arrow_schema(S.tensor_shapes(spec)),
+                     row_group_size=rows_per_group, min_rows_per_file=job.output.rows_per_file,
+                     ray_remote_args={"num_cpus": c.num_cpus_per_task, **renv})  # fmt: skip
+
+
+def run(job: PrecomputeJob) -> Summary:
+    """Run the job (Ray must be initialised, see :func:`main`); returns the summary after the manifest is written."""
+    import ray
+
+    t0 = time.perf_counter()
+    root = job.output.uri
+    summary = Summary(output=root)
+    _import_plugins(job.plugins)
+    spec_task = ray.remote(_spec_of).options(num_gpus=job.compute.num_gpus_per_actor, num_cpus=0, **_runtime_env(job))
+    spec = ExpertSpec.from_dict(ray.get(spec_task.remote(job.expert, list(job.plugins))))
+    sampling = job.sampling.to_dict()
+    M.claim_directory(root, spec, sampling)
+    M.remove_manifest(root)  # incomplete from here until the new manifest lands
+    state = scan_written(root)
+    for uri in state.partial:
+        _delete(uri)
+    summary.removed_partial_files = len(state.partial)
+    written = set(zip(state.keys.column(S.VIDEO_URI).to_pylist(), state.keys.column(S.QUESTION_ID).to_pylist(),
+                      strict=True))  # fmt: skip
+    plan = P.build_requests(load_records(job.input), written)
+    summary.videos, summary.records = len(plan.requests), plan.num_records
+    summary.skipped_written, summary.skipped_duplicate = plan.skipped_written, plan.skipped_duplicate
+    if plan.requests:
+        _write(job, spec, plan.requests)
+    summary.wall_s = time.perf_counter() - t0
+
+    final = scan_written(root)
+    for uri in final.partial:  # cannot come from this run (every write task finished); do not commit them
+        _delete(uri)
+    ids = final.keys.column(S.SAMPLE_ID).to_pylist()
+    dup = [sid for sid, n in Counter(ids).items() if n > 1]
+    if dup:
+        raise RuntimeError(f"{root}: {len(dup)} sample ids written more than once (e.g. {dup[:3]}); not committing")
+    new = {sid for sid in ids} - state.sample_ids
+    statuses = final.keys.column(S.STATUS).to_pylist()
+    reasons = final.keys.column(S.ERROR_REASON).to_pylist()
+    all_errors = Counter(r for s, r in zip(statuses, reasons, strict=True) if s == S.STATUS_ERROR)
+    this_run = [(s, r) for sid, s, r in zip(ids, statuses, reasons, strict=True) if sid in new]
+    summary.written_ok = sum(1 for s, _ in this_run if s == S.STATUS_OK)
+    summary.written_error = len(this_run) - summary.written_ok
+    summary.errors_by_reason = dict(Counter(r for s, r in this_run if s == S.STATUS_ERROR))
+    counts = M.Counts(total=len(ids), ok=statuses.count(S.STATUS_OK), error=sum(all_errors.values()),
+                      errors_by_reason=dict(all_errors))  # fmt: skip
+    extra = {"config": json.loads(json.dumps(asdict(job), default=str)), "last_run": {
+        "videos": summary.videos, "records": summary.records, "wall_s": round(summary.wall_s, 3),
+        "clips_per_s": round(summary.clips_per_s, 4)}}  # fmt: skip
+    manifest = M.build_manifest(spec, sampling, counts, final.files, extra=extra)
+    M.write_manifest(root, manifest)
+    summary.total_rows, summary.total_bytes, summary.files = counts.total, manifest.bytes, len(final.files)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> Summary:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", action="append", default=[], help="YAML file(s), later ones win")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. output.uri=s3://b/shards")
+    args = parser.parse_args(argv)
+    job = config_lib.load(PrecomputeJob, args.config, args.overrides)
+    if args.print_config:
+        print(config_lib.to_yaml(job))
+        return Summary(output=job.output.uri)
+    init_ray(job.ray_address, num_cpus=job.num_cpus)
+    summary = run(job)
+    print(summary.text(), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Precompute job end to end on the session's local Ray cluster: real mp4 files, the tiny L4P expert, Parquet.
+
+Covers: every column of every row against an independent decode + expert run; the bad-input table; resume after
+a SIGKILL (exactly once, partial files removed); S3 input and output on moto; manifest checks via the reader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from precompute_testkit import make_dataset, qa_line, video_bytes, write_questions
+
+from pipelines.precompute import PrecomputeJob, Summary, run
+from rgpt4d_core import config as config_lib
+from rgpt4d_core import storage
+from rgpt4d_core.experts.registry import build_expert
+from rgpt4d_core.shards import schema as S
+from rgpt4d_core.shards.codec import decode_row, make_sample_id
+from rgpt4d_core.shards.manifest import MANIFEST_NAME, ShardManifestError
+from rgpt4d_core.shards.reader import list_data_files, open_shards, scan_written
+from rgpt4d_core.video.decode import decode_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "conf" / "precompute" / "tiny.yaml")
+
+
+def _job(dataset: str, out: str, *overrides: str) -> PrecomputeJob:
+    base = [f"input.dataset_root={dataset}", f"output.uri={out}", "input.splits=[train]"]
+    return config_lib.load(PrecomputeJob, [TINY], [*base, *overrides])
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    data = str(tmp_path / "ds")
+    train = make_dataset(data, num_videos=3, questions_per_video=2)
+    val = make_dataset(data, num_videos=1, split="val")  # rewrites v0.mp4 identically; a third QA on it
+    job = _job(data, str(tmp_path / "shards"), "output.rows_per_file=2", "input.splits=[train,val]")
+    summary = run(job)
+    assert (summary.videos, summary.records, summary.written_ok, summary.written_error) == (3, 7, 7, 0)
+    assert "7 samples (7 ok, 0 error)" in summary.text()
+
+    shards = open_shards(job.output.uri)
+    m = shards.manifest
+    expert = build_expert(job.expert)
+    assert m.expert_spec == expert.spec and m.counts.total == 7 and m.counts.error == 0
+    assert m.sampling == job.sampling.to_dict() and len(m.git_sha) >= 7 and m.created_at
+    table = shards.read_table()
+    rows = {r[S.QUESTION_ID]: r for r in table.to_pylist()}
+    assert sorted(rows) == sorted(q["id"] for q in train + val)
+    assert len(set(table.column(S.SAMPLE_ID).to_pylist())) == 7
+    shapes = m.shapes()
+    clips = {}
+    for qa in train + val:
+        row = rows[qa["id"]]
+        uri = storage.join(data, qa["video"])
+        if uri not in clips:
+            clip = decode_clip(uri, job.sampling.decode_config())
+            clips[uri] = (clip, expert.encode([clip])[0])
+        clip, targets = clips[uri]
+        d = decode_row(row, shapes)
+        assert d.status == S.STATUS_OK and d.error_reason is None
+        assert d.sample_id == make_sample_id(uri, clip.frame_indices, qa["id"])
+        assert d.source.split == ("val" if qa["id"].startswith("val") else "train")
+        assert d.source.scene_id == qa["scene_id"] and d.source.item.som_image is None
+        item = d.source.item
+        assert (item.question, item.options, item.answer, item.task) == (
+            qa["question"], tuple(qa["options"]), qa["answer"], qa["task"])
+        assert [(r.obj_id, r.label) for r in item.regions] == [(1, "box")]
+        np.testing.assert_allclose(item.regions[0].box, qa["regions"][0]["box"], rtol=1e-6)
+        assert row[S.FRAMES_FORMAT] == "jpeg" and (row[S.FRAME_HEIGHT], row[S.FRAME_WIDTH]) == (64, 64)
+        assert d.clip is not None and d.clip.frames.shape == clip.frames.shape == (16, 64, 64, 3)
+        assert np.abs(d.clip.frames.astype(int) - clip.frames.astype(int)).mean() < 4.0  # JPEG q90
+        np.testing.assert_array_equal(d.clip.frame_indices, clip.frame_indices)
+        np.testing.assert_allclose(d.clip.timestamps_s, clip.timestamps_s)
+        assert d.clip.num_source_frames == clip.num_source_frames and d.clip.fps == pytest.approx(clip.fps)
+        assert row[S.EXPERT_NAME] == "l4p" and row[S.EXPERT_REVISION] == expert.spec.revision
+        for name in S.TENSOR_COLUMNS:
+            want = getattr(targets, name)
+            got = getattr(d.targets, name)
+            assert got is not None and got.shape == want.shape and got.dtype == np.float16
+            np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-3, atol=2e-3)
+
+    # a second run has nothing to do and commits the same set
+    again = run(job)
+    assert (again.videos, again.skipped_written, again.total_rows) == (0, 7, 7)
+    assert open_shards(job.output.uri).manifest.files == m.files
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_bad_inputs_become_error_rows_and_good_samples_are_written(tmp_path: Path) -> None:
+    data = tmp_path / "ds"
+    lines = make_dataset(str(data), num_videos=2)
+    good = video_bytes(0)
+    bad_files = {
+        "corrupt": os.urandom(4000),
+        "truncated": good[: len(good) // 2],
+        "empty": b"",
+        "mpeg4": video_bytes(1, codec="mpeg4"),
+        "oversize": video_bytes(2, size=128),
+        "short": video_bytes(3, num_frames=5),
+    }
+    for name, blob in bad_files.items():
+        (data / "videos" / f"{name}.mp4").write_bytes(blob)
+        lines.append(qa_line(f"q-{name}", f"videos/{name}.mp4"))
+    lines.append(qa_line("q-missing", "videos/not_there.mp4"))
+    lines.append(qa_line("q-undefined", "videos/v0.mp4", question="Is <obj_1> left of <obj_3>?"))
+    lines.append(qa_line("q-badbox", "videos/v1.mp4", regions=[{"obj_id": 1, "box": [0.5, 0.5, 0.2, 0.9]}]))
+    lines.append(qa_line("q-dup", "videos/v1.mp4"))
+    lines.append(qa_line("q-dup", "videos/v1.mp4"))
+    missing_field = qa_line("q-noanswer", "videos/v1.mp4")
+    del missing_field["answer"]
+    write_questions(str(data), "train", [*lines, "{not json", missing_field])
+    job = _job(str(data), str(tmp_path / "shards"), "sampling.allowed_codecs=[h264]",
+               "sampling.max_pixels_per_frame=10000")  # fmt: skip
+    summary = run(job)
+
+    expected = {
+        "decode:corrupt": 1, "decode:truncated": 1, "decode:empty": 1, "decode:unsupported_codec": 1,
+        "decode:too_large": 1, "decode:too_few_frames": 1, "decode:missing": 1, "qa:undefined_region": 1,
+        "qa:bad_region": 1, "qa:malformed": 2,
+    }  # fmt: skip
+    assert summary.errors_by_reason == expected
+    assert summary.written_ok == 3 and summary.skipped_duplicate == 1  # v0, v1, q-dup (once)
+    text = summary.text()
+    for reason in expected:
+        assert reason in text
+    shards = open_shards(job.output.uri)
+    assert shards.manifest.counts.errors_by_reason == expected
+    rows = shards.read_table().to_pylist()
+    by_id = {r[S.QUESTION_ID]: r for r in rows}
+    assert by_id["q-undefined"][S.ERROR_MESSAGE].count("<obj_3>") == 1
+    assert "not_there.mp4" in by_id["q-missing"][S.ERROR_MESSAGE]
+    assert by_id["train.jsonl:" + str(len(lines) + 1)][S.ERROR_REASON] == "qa:malformed"
+    for r in rows:
+        if r[S.STATUS] == S.STATUS_ERROR:
+            assert r[S.FRAMES] is None and all(r[c] is None for c in S.TENSOR_COLUMNS)
+    ok = [b for b in shards.iter_batches(batch_size=8)]
+    assert sum(len(b) for b in ok) == 3
+
+
+def _wait_for_files(root: str, n: int, proc: subprocess.Popen, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(scan_written(root).files) < n:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace")[-4000:] if proc.stdout else ""
+            raise AssertionError(f"job ended (rc={proc.returncode}) before {n} files were written:\n{out}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {n} data files after {timeout_s} s")
+        time.sleep(0.2)
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_kill_and_resume_writes_every_sample_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    data, out = str(tmp_path / "ds"), str(tmp_path / "shards")
+    lines = make_dataset(data, num_videos=6)
+    args = [f"input.dataset_root={data}", f"output.uri={out}", "input.splits=[train]", "expert.name=slow_classical",
+            "plugins=[precompute_testkit]", "output.rows_per_file=1", "compute.batch_size=1",
+            "forward_env=[PYTHONPATH]"]  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "pipelines" / "precompute.py"), "--config", TINY, *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_files(out, 2, proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # let the cluster reap the dead driver's workers, then check the set is incomplete
+    for _ in range(50):
+        before = len(list_data_files(out))
+        time.sleep(0.3)
+        if len(list_data_files(out)) == before:
+            break
+    assert not Path(out, MANIFEST_NAME).exists()
+    with pytest.raises(ShardManifestError, match="incomplete"):
+        open_shards(out)
+    first = scan_written(out)
+    assert 2 <= len(first.sample_ids) < len(lines)
+    # a writer killed inside a file leaves a torn file behind: simulate one next to the complete ones
+    complete = Path(out) / first.files[0].path
+    torn = complete.with_name("killed_mid_write-0.parquet")
+    torn.write_bytes(complete.read_bytes()[: complete.stat().st_size // 2])
+
+    # resume in this process (same config; the job's actors import the test plugin through PYTHONPATH)
+    monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
+    resumed = run(config_lib.load(PrecomputeJob, [TINY], args))
+    assert resumed.skipped_written == len(first.sample_ids) and resumed.removed_partial_files == 1
+    assert resumed.records == len(lines) - len(first.sample_ids)
+    assert not torn.exists()
+    table = open_shards(out).read_table([S.SAMPLE_ID, S.QUESTION_ID, S.STATUS])
+    qids = table.column(S.QUESTION_ID).to_pylist()
+    assert sorted(qids) == sorted(q["id"] for q in lines)  # every sample exactly once
+    assert len(set(table.column(S.SAMPLE_ID).to_pylist())) == len(lines)
+    assert set(table.column(S.STATUS).to_pylist()) == {S.STATUS_OK}
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_s3_videos_in_and_shards_out(s3_bucket: str, tmp_path: Path) -> None:
+    data, out = f"{s3_bucket}/r4d", f"{s3_bucket}/shards/v1"
+    make_dataset(data, num_videos=2)
+    (tmp_path / "videos.txt").write_text(f"{data}/videos/v0.mp4\n{data}/videos/nope.mp4\n")
+    job = _job(data, out, "expert.name=classical", "expert.preset=res64", f"input.video_list={tmp_path}/videos.txt",
+               "forward_env=[AWS_ENDPOINT_URL,AWS_ENDPOINT_URL_S3,AWS_DEFAULT_REGION,AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY]")
+    summary: Summary = run(job)
+    assert (summary.written_ok, summary.errors_by_reason) == (3, {"decode:missing": 1})
+    shards = open_shards(out)
+    assert shards.file_uris() and all(u.startswith(out + "/data/") for u in shards.file_uris())
+    manifest = json.loads(storage.read_bytes(f"{out}/{MANIFEST_NAME}"))
+    assert manifest["counts"]["total"] == 4 and manifest["expert"]["name"] == "classical"
+    (batch,) = list(shards.iter_batches(batch_size=8))
+    assert len(batch) == 3 and batch.targets[S.LATENTS] is None and batch.target(S.DYN_MASK).shape[0] == 3
+    plain = [r for r in shards.read_table().to_pylist() if r[S.QUESTION_ID] == ""]
+    assert len(plain) == 2 and {r[S.VIDEO_URI].rsplit("/", 1)[-1] for r in plain} == {"v0.mp4", "nope.mp4"}
