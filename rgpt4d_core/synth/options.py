@@ -20,7 +20,8 @@ def fmt_time(t: float) -> str:
 
 
 def numeric_options(value: float, unit: str, rng: np.random.Generator, n: int = 5) -> tuple[list[str], str]:
-    """``n`` distinct non-negative quantities: the true ``value`` and distractors at least 25 % (and 0.1) away.
+    """``n`` distinct quantities: the true ``value`` and distractors at least 25 % (and 0.1) away; distractors are
+    positive (0 appears only as a true value, e.g. the speed of a still object).
 
     Returns:
         (options shuffled, answer string). Every distractor differs from every other option by
@@ -31,7 +32,7 @@ def numeric_options(value: float, unit: str, rng: np.random.Generator, n: int = 
     chosen = [round(float(value), 2)]
     for c in cands:
         c = round(float(c), 2)
-        if c < 0 or any(abs(c - o) < max(0.25 * max(c, o), 0.1) for o in chosen):
+        if c < 0 or (c == 0 and value > 0) or any(abs(c - o) < max(0.25 * max(c, o), 0.1) for o in chosen):
             continue
         chosen.append(c)
         if len(chosen) == n:

@@ -228,9 +228,11 @@ def _fits(obj: SceneObject, others: list[SceneObject], t: np.ndarray, cam_xy: np
 def make_scene(cfg: SynthConfig, index: int) -> Scene:
     """The scene with ``index`` of a dataset with ``cfg.seed``; pure function of ``(cfg, index)``."""
     rng = scene_rng(cfg.seed, index, 0)
-    fps = float(cfg.fps_choices[int(rng.integers(len(cfg.fps_choices)))])
     steps = np.arange(cfg.min_duration_s, cfg.max_duration_s + 1e-9, 0.5)
     duration = float(steps[int(rng.integers(len(steps)))])
+    # frame rates that fit the duration into max_frames (else the lowest rate, and the clip is cut at max_frames)
+    fitting = [f for f in cfg.fps_choices if duration * f <= cfg.max_frames] or [min(cfg.fps_choices)]
+    fps = float(fitting[int(rng.integers(len(fitting)))])
     num_frames = min(int(round(duration * fps)), cfg.max_frames)
     cam_moves = rng.random() < cfg.moving_camera_prob
     camera = Camera(
