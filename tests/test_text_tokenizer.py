@@ -25,7 +25,7 @@ SAMPLES = [
 
 @pytest.fixture(scope="module")
 def qwen2() -> TextTokenizer:
-    return qwen2_tokenizer()  # ~2-3 s: once for this module
+    return qwen2_tokenizer()  # built once per process (cached), ~3 s
 
 
 def test_tiny_ids_are_documented_and_stable() -> None:
@@ -98,30 +98,24 @@ def test_qwen2_ids_match_the_real_vocabulary(qwen2: TextTokenizer) -> None:
     assert len(obj) > 1 and qwen2.decode(obj) == "<obj_3>"
 
 
-def test_qwen2_loads_from_nvila_layout_and_from_plain_qwen2(qwen2: TextTokenizer, tmp_path: Path) -> None:
-    # an NVILA checkpoint root keeps the tokenizer in llm/ (written by save_pretrained, no rgpt4d metadata)
-    qwen2.hf.save_pretrained(str(tmp_path / "ckpt" / "llm"))
-    loaded = TextTokenizer.load(tmp_path / "ckpt")
-    assert (loaded.kind, loaded.video_id, loaded.image_id, loaded.vocab_size) == (
-        "qwen2",
-        151650,
-        151649,
-        151651,
-    )
-    text = "<|im_start|>user\n<image><vila/video>Is <obj_1> moving?<|im_end|>"
-    assert loaded.encode(text) == qwen2.encode(text)
-    # a plain Qwen2 tokenizer (3 specials only) gets VILA's media tokens appended at the same ids
-    plain = tmp_path / "plain"
-    plain.mkdir()
+def test_qwen2_loads_from_an_nvila_checkpoint_root_and_grows_media_tokens(
+    qwen2: TextTokenizer, tmp_path: Path
+) -> None:
+    # an NVILA checkpoint root keeps the tokenizer in llm/; here a plain Qwen2 tokenizer (3 specials only, no
+    # rgpt4d metadata): load() finds llm/ and appends VILA's tokens at the ids the real checkpoints use
+    llm = tmp_path / "ckpt" / "llm"
+    qwen2.hf.save_pretrained(str(llm))
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        spec = json.loads((tmp_path / "ckpt" / "llm" / name).read_text())
+        spec = json.loads((llm / name).read_text())
         if "added_tokens" in spec:
             spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < 151646]
         if "added_tokens_decoder" in spec:
             spec["added_tokens_decoder"] = {
                 k: v for k, v in spec["added_tokens_decoder"].items() if int(k) < 151646
             }
-        (plain / name).write_text(json.dumps(spec))
-    grown = TextTokenizer.load(plain)
-    assert (grown.image_id, grown.video_id, grown.vocab_size) == (151649, 151650, 151651)
+        (llm / name).write_text(json.dumps(spec))
+    assert "<vila/video>" not in (llm / "tokenizer.json").read_text()
+    grown = TextTokenizer.load(tmp_path / "ckpt")
+    assert (grown.kind, grown.image_id, grown.video_id, grown.vocab_size) == ("qwen2", 151649, 151650, 151651)
+    text = "<|im_start|>user\n<image><vila/video>Is <obj_1> moving?<|im_end|>"
     assert grown.encode(text) == qwen2.encode(text)

