@@ -215,3 +215,49 @@ def load_training_state(directory: str | Path) -> TrainingState:
         rng=_decode(doc["rng"], tensors),
         extra=doc.get("extra", {}),
     )
+
+
+# -- (un)wrapped models: plain, DDP, FSDP2 ----------------------------------------------------------------------
+
+
+def _state_dict_options(loading: bool = False) -> Any:
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    distributed = dist.is_available() and dist.is_initialized()
+    if loading:
+        return StateDictOptions(full_state_dict=distributed, strict=True)
+    return StateDictOptions(full_state_dict=distributed, cpu_offload=distributed)
+
+
+def gather_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Full, unsharded state dict of a plain, DDP or FSDP2 model, names without wrapper prefixes.
+
+    Under ``torch.distributed`` this is a collective (call it on every rank); tensors end up on rank 0's CPU
+    (other ranks get an empty dict).
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state = get_model_state_dict(model, options=_state_dict_options())
+    return {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def gather_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Optimiser state keyed by parameter *name* (portable across wrappers and world sizes); collective."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_state_dict_options())
+
+
+def restore_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load a :func:`gather_model_state` dict into a plain, DDP or FSDP2 model (every rank passes the full dict)."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    set_model_state_dict(model, dict(state), options=_state_dict_options(loading=True))
+
+
+def restore_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a :func:`gather_optimizer_state` dict (every rank passes the full dict)."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=_state_dict_options(loading=True))

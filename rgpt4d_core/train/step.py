@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rgpt4d_core.losses import P4DLossConfig, loss_preset, p4d_loss
 from rgpt4d_core.train.optim import clip_gradients
 
 
@@ -136,3 +137,60 @@ def optimizer_step(
 
 def _floats(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in terms.items()}
+
+
+class DistillLoss:
+    """The P4D :data:`LossFn`: forward the student on a :class:`~rgpt4d_core.train.collate.StudentBatch`, then
+    L = L_SFT + w_LD·L_LD + Σ_m w_m·L_ED,m with :func:`rgpt4d_core.losses.p4d_loss`.
+
+    Args:
+        loss_cfg: kinds and weights (a preset of ``rgpt4d_core.losses`` with the job's overrides and ablation).
+        heads: the expert's frozen dense heads (``None``: no L_ED).
+        compute_latents: run D_4DP (any distillation term on).
+    """
+
+    def __init__(self, loss_cfg: P4DLossConfig, heads: nn.Module | None, compute_latents: bool) -> None:
+        self.loss_cfg = loss_cfg
+        self.heads = heads
+        self.compute_latents = compute_latents
+
+    @classmethod
+    def from_config(cls, cfg: Any, heads: nn.Module | None) -> DistillLoss:
+        """From a ``DistillJobConfig``: ``losses.preset`` ⊕ single-weight overrides ⊕ ``ablation.variant``."""
+        sec = cfg.losses
+        loss_cfg = loss_preset(sec.preset).with_weights(
+            ld=sec.ld, depth=sec.depth, flow_2d_backward=sec.flow_2d_backward, dyn_mask=sec.dyn_mask, camray=sec.camray
+        )
+        if not cfg.ablation.latent_distillation:
+            loss_cfg = loss_cfg.with_weights(ld=0.0)
+        if not cfg.ablation.explicit_distillation:
+            loss_cfg = loss_cfg.with_weights(depth=0.0, flow_2d_backward=0.0, dyn_mask=0.0, camray=0.0)
+        distills = cfg.ablation.latent_distillation or cfg.ablation.explicit_distillation
+        return cls(loss_cfg, heads, compute_latents=distills)
+
+    def __call__(self, model: nn.Module, batch: Any) -> LossOutput:
+        out = model(
+            input_ids=batch.input_ids,
+            labels=batch.labels,
+            videos=batch.videos,
+            timestamps_s=batch.timestamps_s,
+            images=batch.images,
+            image_owner=batch.image_owner,
+            compute_latents=self.compute_latents,
+        )
+        terms = p4d_loss(
+            self.loss_cfg,
+            out.logits,
+            out.labels,
+            student_latents=out.latents,
+            targets=batch.targets,
+            sample_mask=out.latent_mask,
+            heads=self.heads,
+        )
+        logged = {**terms.terms, **{f"weighted/{k}": v for k, v in terms.weighted.items()}}
+        return LossOutput(
+            total=terms.total,
+            terms={k: v.detach() for k, v in logged.items()},
+            num_samples=len(batch),
+            num_tokens=int(batch.num_tokens),
+        )

@@ -1,0 +1,253 @@
+"""The per-worker training loop of ``pipelines/distill.py`` (runs inside Ray Train V2 worker processes).
+
+Wiring only: the student, loss, collate and optimiser come from ``rgpt4d_core.train``; this file adds Ray Train's
+dataset shard, context, checkpoint and report calls, and the DDP / FSDP2 wrapping.
+
+Data position and resume: each worker consumes exactly ``plan.micro_batches_per_epoch`` micro-batches of its
+equal-sized shard per epoch (Ray Data ``streaming_split(equal=True)``, order preserved). A checkpoint records the
+epoch and how many micro-batches of it were consumed; a restarted worker group replays the epoch's stream and
+skips that many, so a run with failures does exactly as many optimiser steps as a clean one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from rgpt4d_core.config import from_yaml
+from rgpt4d_core.experts.base import ExpertSpec
+from rgpt4d_core.shards.reader import batch_from_table
+from rgpt4d_core.tracking import MLflowTracker, NullTracker, Tracker
+from rgpt4d_core.train.checkpoint import (
+    DataPosition,
+    TrainingState,
+    capture_rng_state,
+    gather_model_state,
+    gather_optimizer_state,
+    load_training_state,
+    restore_model_state,
+    restore_optimizer_state,
+    restore_rng_state,
+    save_training_state,
+)
+from rgpt4d_core.train.config import DistillJobConfig, StepPlan
+from rgpt4d_core.train.distill import DistillSetup, build_setup, export_inference_checkpoint
+from rgpt4d_core.train.optim import build_optimizer, build_scheduler
+from rgpt4d_core.train.step import StepStats, optimizer_step
+
+EXPORT_DIR = "export"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by ``debug.fail_at_step`` (fault-injection tests)."""
+
+
+def _wrap(setup: DistillSetup, cfg: DistillJobConfig, device: torch.device, world: int) -> nn.Module:
+    """DDP (CPU/gloo or GPU) or FSDP2 ``fully_shard`` per LLM decoder layer + root, bf16 params when asked."""
+    student = setup.student
+    if cfg.scaling.activation_checkpointing:
+        student.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.scaling.resolved_strategy() == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mp = None
+        if cfg.scaling.resolved_precision() == "bf16":
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        for layer in student.llm.model.layers:
+            fully_shard(layer, mp_policy=mp) if mp else fully_shard(layer)
+        fully_shard(student, mp_policy=mp) if mp else fully_shard(student)
+        return student
+    if world == 1:
+        return student
+    return nn.parallel.DistributedDataParallel(
+        student,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=cfg.scaling.find_unused_parameters,
+    )
+
+
+def _autocast(cfg: DistillJobConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if cfg.scaling.resolved_precision() == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _all_reduce_stats(stats: StepStats, device: torch.device, world: int) -> dict[str, float]:
+    """Loss terms averaged over workers; samples and tokens summed (the same key order on every rank)."""
+    keys = sorted(stats.losses)
+    values = torch.tensor([stats.losses[k] for k in keys] + [stats.samples, stats.tokens], dtype=torch.float64)
+    if world > 1:
+        values = values.to(device)
+        dist.all_reduce(values)
+        values = values.cpu()
+        values[: len(keys)] /= world
+    out = {f"loss/{k}": float(v) for k, v in zip(keys, values[: len(keys)].tolist(), strict=True)}
+    out["samples"] = float(values[len(keys)])
+    out["tokens"] = float(values[len(keys) + 1])
+    return out
+
+
+def _save_checkpoint(
+    model: nn.Module,
+    setup: DistillSetup,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    position: DataPosition,
+    wc: dict[str, Any],
+    rank: int,
+    directory: Path,
+    export: bool,
+) -> bool:
+    """Write the training state (and, for the final checkpoint, the inference export) on rank 0. Collective."""
+    model_state = gather_model_state(model)
+    optim_state = gather_optimizer_state(model, optimizer)
+    if rank != 0:
+        return False
+    state = TrainingState(
+        model=model_state,
+        optimizer=optim_state,
+        scheduler=scheduler.state_dict(),
+        position=position,
+        rng=capture_rng_state(),
+        extra={"config_yaml": wc["config_yaml"], "plan": wc["plan"]},
+    )
+    save_training_state(directory, state)
+    (directory / "config.yaml").write_text(wc["config_yaml"])
+    if export:
+        student = setup.student
+        if model_state:  # FSDP2 / DDP: write the export from the gathered full weights, not the local shards
+            export_student = type(student)(student.cfg, student.expert_spec)
+            export_student.load_state_dict(model_state)
+            student = export_student
+        export_inference_checkpoint(student, setup.tokenizer, directory / EXPORT_DIR)
+    return True
+
+
+def train_worker(wc: dict[str, Any]) -> None:
+    """Ray Train entry point; ``wc`` is built by ``pipelines.distill._worker_config``."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = from_yaml(DistillJobConfig, wc["config_yaml"])
+    plan = StepPlan(**wc["plan"])
+    shapes = {k: (tuple(v) if v is not None else None) for k, v in wc["tensor_shapes"].items()}
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if cfg.loop.torch_threads > 0:
+        torch.set_num_threads(cfg.loop.torch_threads)
+    device = ray.train.torch.get_device()
+
+    setup = build_setup(cfg, ExpertSpec.from_dict(wc["expert_spec"]), device)
+    model = _wrap(setup, cfg, device, world)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, plan.total_steps)
+    position = DataPosition()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = load_training_state(d)
+        restore_model_state(model, state.model)
+        restore_optimizer_state(model, optimizer, state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        restore_rng_state(state.rng)
+        position = state.position
+    start_step = position.optimizer_step
+    nodes = _worker_nodes(world)
+    tracker: Tracker = NullTracker()
+    if rank == 0 and wc["mlflow_run_id"]:
+        tracker = MLflowTracker.attach(wc["tracking_uri"], wc["mlflow_run_id"])
+        tracker.log_metrics({"attempt/start_step": float(start_step)}, step=start_step)
+        tracker.set_tags({"ray.worker_nodes": ",".join(nodes)})
+
+    def loss_fn(m: nn.Module, batch: Any) -> Any:
+        with _autocast(cfg, device):
+            return setup.loss(m, batch)
+
+    shard = ray.train.get_dataset_shard("train")
+    step = position.optimizer_step
+    last = time.perf_counter()
+    while step < plan.total_steps:
+        epoch, skip = position.epoch, position.batches_in_epoch
+        consumed, group = 0, []
+        batches = shard.iter_batches(
+            batch_size=cfg.loop.micro_batch_size,
+            batch_format="pyarrow",
+            drop_last=True,
+            prefetch_batches=cfg.data.prefetch_batches,
+        )
+        for table in batches:
+            if consumed >= plan.micro_batches_per_epoch or step >= plan.total_steps:
+                break
+            consumed += 1
+            if consumed <= skip:
+                continue
+            group.append(setup.prepare(batch_from_table(_as_table(table), shapes), device))
+            if len(group) < plan.accumulation:
+                continue
+            stats = optimizer_step(model, group, loss_fn, optimizer, scheduler, cfg.optim.max_grad_norm)
+            group = []
+            step += 1
+            metrics = _all_reduce_stats(stats, device, world)
+            now = time.perf_counter()
+            elapsed, last = now - last, now
+            position = DataPosition(epoch, consumed, step, position.samples_seen + int(metrics["samples"]))
+            metrics.update(
+                {
+                    "workers/num_nodes": float(len(set(nodes))),
+                    "attempt/start_step": float(start_step),
+                    "lr": stats.lr,
+                    "grad_norm": stats.grad_norm,
+                    "epoch": float(epoch),
+                    "throughput/samples_per_s": metrics["samples"] / elapsed,
+                    "throughput/tokens_per_s": metrics["tokens"] / elapsed,
+                }
+            )
+            if step % max(1, cfg.loop.log_every_steps) == 0 or step == plan.total_steps:
+                tracker.log_metrics(metrics, step=step)
+            if cfg.debug.fail_at_step == step and rank == cfg.debug.fail_rank % world and checkpoint is None:
+                raise InjectedFailure(f"debug.fail_at_step={step}: injected failure on rank {rank}")
+            end_of_epoch = consumed == plan.micro_batches_per_epoch
+            every = cfg.loop.checkpoint_every_steps
+            final = step == plan.total_steps
+            if end_of_epoch:
+                position = DataPosition(epoch + 1, 0, step, position.samples_seen)
+            if final or end_of_epoch or (every > 0 and step % every == 0):
+                _report(model, setup, optimizer, scheduler, position, wc, rank, metrics, step, final)
+        if consumed < plan.micro_batches_per_epoch and step < plan.total_steps:
+            raise RuntimeError(
+                f"rank {rank}: epoch {epoch} yielded {consumed} micro-batches, expected {plan.micro_batches_per_epoch}"
+            )
+        position = DataPosition(epoch + 1, 0, step, position.samples_seen) if position.epoch == epoch else position
+
+
+def _worker_nodes(world: int) -> list[str]:
+    """Ray node id of every rank, in rank order (a collective)."""
+    import ray
+
+    mine = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return [mine]
+    nodes: list[Any] = [None] * world
+    dist.all_gather_object(nodes, mine)
+    return [str(n) for n in nodes]
+
+
+def _report(model, setup, optimizer, scheduler, position, wc, rank, metrics, step, final) -> None:  # type: ignore[no-untyped-def]
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wrote = _save_checkpoint(model, setup, optimizer, scheduler, position, wc, rank, Path(tmp), export=final)
+        ckpt = ray.train.Checkpoint.from_directory(tmp) if wrote else None
+        ray.train.report({**metrics, "step": step}, checkpoint=ckpt)
+
+
+def _as_table(batch: Any) -> pa.Table:
+    return batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])

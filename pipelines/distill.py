@@ -1,0 +1,298 @@
+"""P4D distillation on Ray Train V2: ``python pipelines/distill.py --config conf/distill/tiny.yaml key=value ...``.
+
+Also runs as ``ray job submit --working-dir . -- python pipelines/distill.py --config ...`` against a cluster.
+
+Driver (this process), before any worker starts:
+
+1. load + validate the typed config (:class:`~rgpt4d_core.train.config.DistillJobConfig`);
+2. open the shard manifest and check it against the expert spec the student expects (name, revision, shapes);
+3. plan the optimiser steps from the manifest's row count (the LR schedule needs the total);
+4. create (or, for a re-submitted job, re-open) the job's single MLflow run and log params/tags/config.
+
+Then ``TorchTrainer.fit()`` runs :func:`pipelines._distill_worker.train_worker` on every worker (DDP/gloo on CPU,
+FSDP2/NCCL on GPUs), with ``RunConfig(name, storage_path)`` + ``FailureConfig`` + ``ray.train.get_checkpoint()``
+for fault tolerance and resume. At the end the driver logs the exported inference checkpoint (NVILA layout, no
+perception decoder) to MLflow, registers it, and closes the run with the job's status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python pipelines/distill.py` (also under `ray job submit`)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines._ray import init_ray
+from rgpt4d_core import storage
+from rgpt4d_core.config import load, to_flat_dict, to_yaml
+from rgpt4d_core.shards import schema as S
+from rgpt4d_core.shards.reader import ShardSet, open_shards
+from rgpt4d_core.tracking import (
+    MLflowTracker,
+    NullTracker,
+    Tracker,
+    default_tracking_uri,
+    git_sha,
+    library_versions,
+)
+from rgpt4d_core.train.compat import check_manifest, expected_expert_spec
+from rgpt4d_core.train.config import DistillJobConfig, StepPlan, plan_steps
+
+EXPORT_DIR = "export"
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    """What a finished job produced.
+
+    Attributes:
+        run_dir: ``<storage_path>/<name>`` (Ray Train's checkpoints live under it).
+        checkpoint: URI/path of the last checkpoint (training state + ``export/``), or ``None``.
+        export: path of the exported inference checkpoint inside it, or ``None``.
+        metrics: rank 0's last reported metrics.
+        mlflow_run_id: the job's MLflow run (``None`` if tracking is off).
+        plan: the optimiser-step plan.
+        model_version: registered model version (``None`` if not registered).
+    """
+
+    run_dir: str
+    checkpoint: str | None
+    export: str | None
+    metrics: dict[str, Any]
+    mlflow_run_id: str | None
+    plan: StepPlan
+    model_version: str | None
+
+
+def run_dir_of(cfg: DistillJobConfig) -> str:
+    return storage.join(cfg.run.storage_path, cfg.run.name)
+
+
+def tracking_uri_of(cfg: DistillJobConfig) -> str:
+    return cfg.mlflow.tracking_uri or default_tracking_uri(run_dir_of(cfg))
+
+
+def _start_tracker(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan) -> Tracker:
+    if not cfg.mlflow.enabled:
+        return NullTracker()
+    manifest = shards.manifest
+    tags = {
+        "git_sha": git_sha(Path(__file__).resolve().parents[1]),
+        "shards.uri": cfg.data.shards,
+        "shards.manifest_fingerprint": manifest_fingerprint(shards),
+        "shards.schema_fingerprint": manifest.schema_fingerprint,
+        "expert.name": manifest.expert_spec.name,
+        "expert.revision": manifest.expert_spec.revision,
+        "plan.total_steps": str(plan.total_steps),
+        **library_versions(),
+    }
+    tracker = MLflowTracker.start(
+        tracking_uri_of(cfg),
+        cfg.mlflow.experiment,
+        run_name=cfg.run.name,
+        job_key=run_dir_of(cfg),
+        params=to_flat_dict(cfg),
+        tags=tags,
+    )
+    tracker.log_text(to_yaml(cfg), "config/resolved.yaml")
+    return tracker
+
+
+def manifest_fingerprint(shards: ShardSet) -> str:
+    """sha256 of the manifest's canonical JSON (which files, rows, expert, schema): identifies the training data."""
+    import hashlib
+
+    return hashlib.sha256(shards.manifest.to_json().encode()).hexdigest()
+
+
+def _usable(table: Any, split: str) -> Any:
+    """Row mask of ``table``: ok rows of ``split`` (every split when ``split == ""``)."""
+    import pyarrow.compute as pc
+
+    mask = pc.equal(table.column(S.STATUS), S.STATUS_OK)
+    if split:
+        mask = pc.and_(mask, pc.equal(table.column(S.SPLIT), split))
+    return mask
+
+
+def count_usable_rows(shards: ShardSet, split: str) -> int:
+    """Ok rows of ``split`` (reads two small columns of every file; the manifest counts all splits together)."""
+    table = shards.read_table(columns=[S.STATUS, S.SPLIT])
+    return int(table.filter(_usable(table, split)).num_rows)
+
+
+def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
+    """Ray Dataset of the usable rows (training columns only), in manifest order."""
+    import pyarrow as pa
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    uris = shards.file_uris()
+    fs = storage.filesystem_for(uris[0])[0] if uris and storage.is_s3(uris[0]) else None
+    paths = [storage.filesystem_for(u)[1] for u in uris] if fs is not None else uris
+    columns = list(dict.fromkeys([*S.TRAIN_COLUMNS, S.SPLIT]))
+    ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns, shuffle=None)
+    split = cfg.data.split
+
+    def keep_usable(batch: pa.Table) -> pa.Table:
+        return batch.filter(_usable(batch, split))
+
+    ds = ds.map_batches(keep_usable, batch_format="pyarrow", batch_size=None)
+    if cfg.data.max_samples > 0:
+        ds = ds.limit(cfg.data.max_samples)
+    return ds
+
+
+def _worker_config(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan, tracker: Tracker) -> dict[str, Any]:
+    return {
+        "config_yaml": to_yaml(cfg),
+        "plan": plan.__dict__,
+        "tensor_shapes": {k: (list(v) if v is not None else None) for k, v in shards.manifest.shapes().items()},
+        "expert_spec": shards.manifest.expert,
+        "tracking_uri": tracking_uri_of(cfg) if tracker.run_id else "",
+        "mlflow_run_id": tracker.run_id or "",
+    }
+
+
+def with_absolute_paths(cfg: DistillJobConfig) -> DistillJobConfig:
+    """``cfg`` with local relative paths (shards, storage, checkpoints) made absolute against the driver's CWD.
+
+    Workers run elsewhere (other nodes, or a job's unpacked working directory), so they only ever see absolute
+    paths or URIs.
+    """
+
+    def absolute(path: str | None) -> str | None:
+        return path if not path or "://" in path else os.path.abspath(os.path.expanduser(path))
+
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, shards=str(absolute(cfg.data.shards))),
+        run=dataclasses.replace(cfg.run, storage_path=str(absolute(cfg.run.storage_path))),
+        expert=dataclasses.replace(cfg.expert, checkpoint=absolute(cfg.expert.checkpoint)),
+        student=dataclasses.replace(cfg.student, init_checkpoint=absolute(cfg.student.init_checkpoint)),
+    )
+
+
+def run(cfg: DistillJobConfig) -> DistillResult:
+    """Run (or resume) the distillation job described by ``cfg``; returns its :class:`DistillResult`.
+
+    Raises:
+        ShardManifestError / ValueError: before any worker starts, for incomplete or mismatching shards and bad
+            config values.
+        ray.train.TrainingFailedError: if the workers failed more often than ``run.max_failures``.
+    """
+    cfg = with_absolute_paths(cfg)
+    cfg.validate()
+    shards = open_shards(cfg.data.shards)
+    check_manifest(shards.manifest, expected_expert_spec(cfg), cfg)
+    plan = plan_steps(cfg, count_usable_rows(shards, cfg.data.split))
+    init_ray(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus)
+
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipelines._distill_worker import train_worker
+
+    tracker = _start_tracker(cfg, shards, plan)
+    storage_fs = storage.filesystem_for(cfg.run.storage_path)[0] if storage.is_s3(cfg.run.storage_path) else None
+    storage_path = storage.filesystem_for(cfg.run.storage_path)[1] if storage_fs is not None else cfg.run.storage_path
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=_worker_config(cfg, shards, plan, tracker),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker=dict(cfg.scaling.resources_per_worker),
+            placement_strategy=cfg.scaling.placement_strategy,
+        ),
+        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+        datasets={"train": _dataset(cfg, shards)},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(
+            name=cfg.run.name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.loop.num_checkpoints_to_keep),
+        ),
+    )
+    status = "FAILED"
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+        status = "FINISHED" if result.error is None else "FAILED"
+        if result.error is not None:
+            raise result.error
+        metrics = dict(result.metrics or {})
+        checkpoint_path = result.checkpoint.path if result.checkpoint is not None else None
+        export, version = _log_export(cfg, result.checkpoint, tracker)
+        tracker.log_metrics({"job/wall_s": time.perf_counter() - started}, step=int(metrics.get("step", 0)))
+        return DistillResult(
+            run_dir=run_dir_of(cfg),
+            checkpoint=checkpoint_path,
+            export=export,
+            metrics=metrics,
+            mlflow_run_id=tracker.run_id,
+            plan=plan,
+            model_version=version,
+        )
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.set_terminated(status)
+
+
+def _log_export(cfg: DistillJobConfig, checkpoint: Any, tracker: Tracker) -> tuple[str | None, str | None]:
+    """Log ``export/`` of the final checkpoint as the job's model and register it (driver side)."""
+    if checkpoint is None:
+        return None, None
+    export_uri = storage.join(checkpoint.path if "://" in checkpoint.path else checkpoint.path, EXPORT_DIR)
+    with checkpoint.as_directory() as local:
+        export_local = Path(local) / EXPORT_DIR
+        if not export_local.is_dir():
+            return None, None
+        version = tracker.log_model_dir(export_local, "model", cfg.mlflow.registered_model_name or None)
+    return export_uri, version
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[list[str], list[str], bool]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order (conf/distill/*.yaml)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loop.epochs=2")
+    args = p.parse_args(argv)
+    return args.config, args.overrides, args.print_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    files, overrides, print_only = parse_args(argv)
+    cfg = load(DistillJobConfig, files, overrides)
+    if print_only:
+        print(to_yaml(cfg))
+        return 0
+    result = run(cfg)
+    summary = {
+        "run_dir": result.run_dir,
+        "checkpoint": result.checkpoint,
+        "export": result.export,
+        "mlflow_run_id": result.mlflow_run_id,
+        "model_version": result.model_version,
+        "steps": result.metrics.get("step"),
+        "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, int | float)},
+    }
+    print("DISTILL_RESULT " + json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

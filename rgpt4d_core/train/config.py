@@ -1,0 +1,302 @@
+"""``DistillJobConfig``: the typed configuration of the P4D distillation job (``pipelines/distill.py``).
+
+Loaded with :func:`rgpt4d_core.config.load` from the defaults below ⊕ ``conf/distill/*.yaml`` ⊕ ``key=value``
+overrides. Sections: ``data`` (shards), ``student`` (preset, init weights, what trains), ``expert`` (which frozen
+heads, :class:`~rgpt4d_core.experts.registry.ExpertConfig`), ``losses`` (per-term weights), ``ablation`` (P4D
+variant, TPE), ``optim``, ``loop`` (epochs, batches, checkpoints), ``scaling`` (Ray Train workers), ``run``
+(name, storage), ``mlflow`` and ``debug`` (fault injection for tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from rgpt4d_core.experts.registry import ExpertConfig
+from rgpt4d_core.train.optim import OptimConfig
+
+#: P4D variants of the paper's ablations ([P] Tab. 5/6): which distillation terms are on
+ABLATIONS: dict[str, tuple[bool, bool]] = {
+    "sft_only": (False, False),  # (latent distillation, explicit distillation)
+    "ld_only": (True, False),
+    "ed_only": (False, True),
+    "ld_ed": (True, True),
+}
+TARGET_MODES: tuple[str, ...] = ("shards", "online")
+STRATEGIES: tuple[str, ...] = ("auto", "ddp", "fsdp")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class DataConfig:
+    """Attributes:
+    shards: shard directory written by ``pipelines/precompute.py`` (local path or ``s3://``).
+    split: train on rows of this split only (``""`` = every split).
+    max_samples: use at most this many ok rows (0 = all); for smoke runs.
+    targets: ``"shards"`` (expert targets read from the shards) or ``"online"`` (the full expert runs inside each
+        worker on the shard's frames; for ablations and checks only, it is far slower).
+    prefetch_batches: micro-batches Ray Data prepares ahead of each worker.
+    som_image: prepend the Set-of-Marks image (frame 1 with the region boxes) to each prompt, as R4D-Bench does.
+    duration_prompt: add the "uniformly sampled from a video of X seconds" sentence ([P] Tab. 6 prompt trick).
+    """
+
+    shards: str = MISSING
+    split: str = "train"
+    max_samples: int = 0
+    targets: str = "shards"
+    prefetch_batches: int = 1
+    som_image: bool = True
+    duration_prompt: bool = False
+
+
+@dataclass
+class StudentSection:
+    """Attributes:
+    preset: student preset (``"tiny"``, ``"nvila_lite_8b"``).
+    init_checkpoint: NVILA-layout directory to start from (``None`` = seeded random init of the preset).
+    train_vision: train SigLIP (paper: frozen).
+    train_projector: train the projector E_P (paper: trained).
+    train_llm: train the LLM (paper: trained, full fine-tuning).
+    train_decoder: train the 4D perception decoder D_4DP (paper: trained; unused and frozen under ``sft_only``).
+    lora_rank: LoRA rank for the LLM (0 = full fine-tuning, the paper's setting). Not implemented: must be 0.
+    """
+
+    preset: str = "tiny"
+    init_checkpoint: str | None = None
+    train_vision: bool = False
+    train_projector: bool = True
+    train_llm: bool = True
+    train_decoder: bool = True
+    lora_rank: int = 0
+
+
+@dataclass
+class LossSection:
+    """Per-term loss weights (paper Eq. A8 with the released code's tuned weights, paper-spec §2.5).
+
+    Attributes:
+        preset: preset of ``rgpt4d_core.losses.LOSS_PRESETS`` (``"released_code"``: the code's tuned weights,
+            ``"paper"``: Eq. A8's α/β·λ); the fields below, when not ``None``, override single weights.
+        ld: weight of L_LD.
+        depth, flow_2d_backward, dyn_mask, camray: weights of the L_ED terms.
+    """
+
+    preset: str = "released_code"
+    ld: float | None = None
+    depth: float | None = None
+    flow_2d_backward: float | None = None
+    dyn_mask: float | None = None
+    camray: float | None = None
+
+
+@dataclass
+class AblationConfig:
+    """Attributes:
+    variant: one of :data:`ABLATIONS` (``"ld_ed"`` = full P4D).
+    tpe: timestamp positional encoding on/off.
+    """
+
+    variant: str = "ld_ed"
+    tpe: bool = True
+
+    @property
+    def latent_distillation(self) -> bool:
+        return ABLATIONS[self.variant][0]
+
+    @property
+    def explicit_distillation(self) -> bool:
+        return ABLATIONS[self.variant][1]
+
+
+@dataclass
+class LoopConfig:
+    """Attributes:
+    epochs: passes over the shards (paper: 5).
+    global_batch_size: samples per optimiser step over all workers (paper: 1024); reached by gradient accumulation:
+        ``global = micro_batch_size * workers * accumulation`` must hold exactly.
+    micro_batch_size: samples per forward pass per worker.
+    max_steps: stop after this many optimiser steps (0 = ``epochs`` full passes).
+    checkpoint_every_steps: report a checkpoint every N optimiser steps (and at every epoch end); 0 = epoch ends only.
+    num_checkpoints_to_keep: how many checkpoints Ray Train keeps.
+    log_every_steps: MLflow logging period (optimiser steps).
+    seed: seed of model init, data order and dropout.
+    torch_threads: intra-op threads per worker (0 = leave torch's default).
+    """
+
+    epochs: int = 1
+    global_batch_size: int = 8
+    micro_batch_size: int = 2
+    max_steps: int = 0
+    checkpoint_every_steps: int = 0
+    num_checkpoints_to_keep: int = 2
+    log_every_steps: int = 1
+    seed: int = 0
+    torch_threads: int = 0
+
+
+@dataclass
+class ScalingSection:
+    """Attributes:
+    num_workers: Ray Train workers (one per GPU on GPU clusters).
+    use_gpu: one GPU per worker.
+    resources_per_worker: Ray resources per worker; on a 2-CPU machine ``{"CPU": 0.5}`` leaves room for Ray Data
+        (stack-notes §9.2), on GPU nodes e.g. ``{"CPU": 8, "GPU": 1}``.
+    strategy: ``"ddp"``, ``"fsdp"`` (FSDP2 ``fully_shard``) or ``"auto"`` (FSDP2 on GPUs, DDP on CPU).
+    precision: ``"bf16"`` mixed precision, ``"fp32"``, or ``"auto"`` (bf16 on GPUs).
+    activation_checkpointing: recompute LLM layer activations in backward (GPU memory for compute).
+    find_unused_parameters: DDP flag for students whose trainable parts can be skipped by a batch.
+    placement_strategy: Ray placement of the workers: ``"PACK"`` (fill nodes) or ``"SPREAD"`` (one per node first).
+    """
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = field(default_factory=lambda: {"CPU": 0.5})
+    strategy: str = "auto"
+    precision: str = "auto"
+    activation_checkpointing: bool = False
+    find_unused_parameters: bool = False
+    placement_strategy: str = "PACK"
+
+    def resolved_strategy(self) -> str:
+        return ("fsdp" if self.use_gpu else "ddp") if self.strategy == "auto" else self.strategy
+
+    def resolved_precision(self) -> str:
+        return ("bf16" if self.use_gpu else "fp32") if self.precision == "auto" else self.precision
+
+
+@dataclass
+class RunSection:
+    """Attributes:
+    name: the job's name; re-submitting a job with the same ``name`` and ``storage_path`` resumes it.
+    storage_path: absolute directory or ``s3://`` URI holding checkpoints (and, by default, the MLflow db).
+    ray_address: ``None`` = start a local Ray (or attach under ``ray job submit``); else passed to ``ray.init``.
+    ray_num_cpus: logical CPUs of a locally started Ray (``None`` = all cores).
+    max_failures: worker-group restarts Ray Train may do (``FailureConfig``); -1 = unlimited.
+    """
+
+    name: str = "distill"
+    storage_path: str = MISSING
+    ray_address: str | None = None
+    ray_num_cpus: int | None = None
+    max_failures: int = 1
+
+
+@dataclass
+class MLflowSection:
+    """Attributes:
+    enabled: track the job in MLflow.
+    tracking_uri: ``""`` = ``sqlite:///<storage_path>/<name>/mlflow.db``; or an ``http://`` MLflow server.
+    experiment: experiment name.
+    registered_model_name: name the final inference checkpoint is registered under (``""`` = do not register).
+    """
+
+    enabled: bool = True
+    tracking_uri: str = ""
+    experiment: str = "rgpt4d-distill"
+    registered_model_name: str = "rgpt4d-student"
+
+
+@dataclass
+class DebugSection:
+    """Test hooks. Attributes:
+    fail_at_step: rank ``fail_rank`` raises right after optimiser step N on the job's first attempt (-1 = never).
+    fail_rank: which worker raises.
+    """
+
+    fail_at_step: int = -1
+    fail_rank: int = 1
+
+
+@dataclass
+class DistillJobConfig:
+    """The whole distillation job (see module docstring for the sections)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    student: StudentSection = field(default_factory=StudentSection)
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    losses: LossSection = field(default_factory=LossSection)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    scaling: ScalingSection = field(default_factory=ScalingSection)
+    run: RunSection = field(default_factory=RunSection)
+    mlflow: MLflowSection = field(default_factory=MLflowSection)
+    debug: DebugSection = field(default_factory=DebugSection)
+
+    def validate(self) -> None:
+        """Cross-field checks; raises ``ValueError`` naming the offending key."""
+        checks = [
+            (self.data.targets in TARGET_MODES, f"data.targets must be one of {TARGET_MODES}"),
+            (self.ablation.variant in ABLATIONS, f"ablation.variant must be one of {tuple(ABLATIONS)}"),
+            (self.scaling.strategy in STRATEGIES, f"scaling.strategy must be one of {STRATEGIES}"),
+            (self.scaling.precision in PRECISIONS, f"scaling.precision must be one of {PRECISIONS}"),
+            (self.scaling.num_workers >= 1, "scaling.num_workers must be >= 1"),
+            (self.loop.micro_batch_size >= 1, "loop.micro_batch_size must be >= 1"),
+            (self.loop.epochs >= 1, "loop.epochs must be >= 1"),
+            (self.student.lora_rank == 0, "student.lora_rank > 0 (LoRA) is not implemented; the paper fine-tunes fully"),
+            (
+                self.scaling.resolved_strategy() != "fsdp" or self.scaling.use_gpu,
+                "scaling.strategy=fsdp needs scaling.use_gpu=true (FSDP2 + NCCL); use ddp on CPU",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        self.accumulation_steps()
+
+    def accumulation_steps(self) -> int:
+        """Micro-batches per worker per optimiser step (``global / (micro * workers)``, must divide exactly)."""
+        per_pass = self.loop.micro_batch_size * self.scaling.num_workers
+        if self.loop.global_batch_size % per_pass:
+            raise ValueError(
+                f"loop.global_batch_size={self.loop.global_batch_size} is not a multiple of "
+                f"loop.micro_batch_size ({self.loop.micro_batch_size}) x scaling.num_workers ({self.scaling.num_workers})"
+            )
+        return self.loop.global_batch_size // per_pass
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many optimiser steps a job does, derived from the shard row count on the driver.
+
+    Attributes:
+        rows_per_worker: ok rows each worker reads per epoch (Ray Data equal split).
+        micro_batches_per_epoch: micro-batches each worker consumes per epoch (a multiple of ``accumulation``).
+        accumulation: micro-batches per optimiser step per worker.
+        steps_per_epoch: optimiser steps per epoch.
+        total_steps: optimiser steps of the whole job (LR schedule length).
+    """
+
+    rows_per_worker: int
+    micro_batches_per_epoch: int
+    accumulation: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def plan_steps(cfg: DistillJobConfig, ok_rows: int) -> StepPlan:
+    """The job's step plan for ``ok_rows`` usable samples.
+
+    Raises:
+        ValueError: if one optimiser step needs more samples than the shards hold.
+    """
+    rows = min(ok_rows, cfg.data.max_samples) if cfg.data.max_samples > 0 else ok_rows
+    accumulation = cfg.accumulation_steps()
+    rows_per_worker = rows // cfg.scaling.num_workers
+    steps_per_epoch = (rows_per_worker // cfg.loop.micro_batch_size) // accumulation
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{rows} usable samples cannot fill one optimiser step of loop.global_batch_size="
+            f"{cfg.loop.global_batch_size}; lower the batch size or add data ({cfg.data.shards})"
+        )
+    total = steps_per_epoch * cfg.loop.epochs
+    if cfg.loop.max_steps > 0:
+        total = min(total, cfg.loop.max_steps)
+    return StepPlan(
+        rows_per_worker=rows_per_worker,
+        micro_batches_per_epoch=steps_per_epoch * accumulation,
+        accumulation=accumulation,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total,
+    )

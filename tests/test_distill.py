@@ -1,0 +1,137 @@
+"""The distillation job on real local Ray: 2 CPU workers over real shard files, MLflow on sqlite, faults, resume.
+
+All runs use ``conf/distill/tiny.yaml`` (tiny student, l4p_tiny heads) made smaller: 8 samples, 2 workers x
+micro-batch 1 x 2 accumulation steps = global batch 4 → 2 optimiser steps per epoch, 2 epochs = 4 steps, a
+checkpoint after every step; on the session-scoped Ray cluster of ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.distill import run, tracking_uri_of, with_absolute_paths
+from rgpt4d_core.config import load
+from rgpt4d_core.shards.manifest import ShardManifestError
+from rgpt4d_core.train.checkpoint import load_training_state
+from rgpt4d_core.train.config import DistillJobConfig
+from tests.distill_testkit import write_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "conf" / "distill" / "tiny.yaml"
+STEPS = 4  # 8 rows / global batch 4 = 2 steps per epoch, 2 epochs
+SMALL = ("loop.micro_batch_size=1", "loop.global_batch_size=4", "loop.epochs=2", "loop.checkpoint_every_steps=1")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(write_shards(tmp_path_factory.mktemp("shards"), num_samples=8))
+
+
+def _cfg(shards: str, storage: Path, name: str, *overrides: str) -> DistillJobConfig:
+    return load(
+        DistillJobConfig,
+        [TINY],
+        [f"data.shards={shards}", f"run.storage_path={storage}", f"run.name={name}", *SMALL, *overrides],
+    )
+
+
+def _mlflow(cfg: DistillJobConfig):  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri_of(with_absolute_paths(cfg)))
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+    assert experiment is not None
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def _history(client, run_id: str, key: str) -> list[float]:  # type: ignore[no-untyped-def]
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
+
+
+def _steps(client, run_id: str, key: str = "loss/total") -> list[int]:  # type: ignore[no-untyped-def]
+    return sorted({m.step for m in client.get_metric_history(run_id, key)})
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_two_worker_run_learns_and_tracks_one_mlflow_run(shards: str, tmp_path: Path) -> None:
+    cfg = _cfg(shards, tmp_path, "clean")
+    result = run(cfg)
+
+    assert result.plan.total_steps == STEPS and result.metrics["step"] == STEPS
+    client, runs = _mlflow(cfg)
+    assert len(runs) == 1, "exactly one MLflow run per job (driver creates it, rank 0 re-attaches)"
+    mlrun = runs[0]
+    assert mlrun.info.run_id == result.mlflow_run_id and mlrun.info.status == "FINISHED"
+    keys = set(mlrun.data.metrics)
+    expected = {"loss/total", "loss/sft", "loss/ld", "lr", "grad_norm", "throughput/samples_per_s", "throughput/tokens_per_s"}
+    assert expected <= keys, expected - keys
+    assert any(k.startswith("loss/ed") for k in keys), f"no explicit-distillation terms in {sorted(keys)}"
+    assert _steps(client, mlrun.info.run_id) == list(range(1, STEPS + 1))
+    for term in ("loss/sft", "loss/ld"):
+        curve = _history(client, mlrun.info.run_id, term)
+        assert curve[-1] < curve[0], f"{term} did not fall: {curve}"
+    lrs = _history(client, mlrun.info.run_id, "lr")
+    assert max(lrs) <= 1e-3 + 1e-12 and lrs[-1] < max(lrs)  # cosine decay after warm-up
+
+    tags, params = mlrun.data.tags, mlrun.data.params
+    assert len(tags["git_sha"].split("-")[0]) == 40
+    assert len(tags["shards.manifest_fingerprint"]) == 64 and tags["expert.revision"] == "untrained"
+    assert tags["version.torch"].startswith("2.") and tags["version.ray"] == "2.60.0"
+    assert params["optim.lr"] == "0.001" and params["scaling.num_workers"] == "2"
+    artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
+    assert {"config", "model"} <= artifacts
+    versions = client.search_model_versions(f"name='{cfg.mlflow.registered_model_name}'")
+    assert [v.run_id for v in versions] == [mlrun.info.run_id] and result.model_version == "1"
+
+    from rgpt4d_core.model.checkpoint import load_student
+
+    export = Path(str(result.export))
+    assert (export / "config.json").is_file() and not (export / "perception_decoder").exists()
+    student = load_student(export)
+    assert student.decoder is None and student.cfg.tpe.placement != "off"
+    state = load_training_state(Path(str(result.checkpoint)))
+    assert state.position.optimizer_step == STEPS and state.position.epoch == 2
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_worker_failure_resumes_from_last_checkpoint_with_same_step_count(shards: str, tmp_path: Path) -> None:
+    cfg = _cfg(shards, tmp_path, "faulty", "debug.fail_at_step=2", "debug.fail_rank=1", "run.max_failures=1")
+    result = run(cfg)
+
+    assert result.metrics["step"] == STEPS == result.plan.total_steps
+    assert load_training_state(Path(str(result.checkpoint))).position.optimizer_step == STEPS
+    client, runs = _mlflow(cfg)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run_id = runs[0].info.run_id
+    assert _history(client, run_id, "attempt/start_step") == [0.0, 1.0]  # attempt 2 resumed mid-epoch from the step-1 checkpoint
+    assert _steps(client, run_id) == list(range(1, STEPS + 1))
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_resubmitted_job_resumes_the_same_run(shards: str, tmp_path: Path) -> None:
+    failing = _cfg(shards, tmp_path, "resub", "debug.fail_at_step=2", "run.max_failures=0")
+    with pytest.raises(Exception, match="injected failure"):
+        run(failing)
+    client, runs = _mlflow(failing)
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+
+    result = run(_cfg(shards, tmp_path, "resub"))  # the same name and storage: a re-submission
+
+    assert result.metrics["step"] == STEPS
+    client, runs = _mlflow(failing)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert _history(client, runs[0].info.run_id, "attempt/start_step") == [0.0, 1.0]
+    assert _steps(client, runs[0].info.run_id) == list(range(1, STEPS + 1))
+
+
+def test_mismatching_shards_fail_on_the_driver(shards: str, tmp_path: Path) -> None:
+    with pytest.raises(ShardManifestError, match="expert latent_dim|expert hook_layers|expert revision"):
+        run(_cfg(shards, tmp_path, "bad", "expert.preset=l4p_vitg"))
+    with pytest.raises(ShardManifestError, match="expert name"):
+        run(_cfg(shards, tmp_path, "bad", "expert.name=oracle", "ablation.variant=sft_only"))
+    with pytest.raises(ShardManifestError, match="no _manifest.json|incomplete"):
+        run(_cfg(str(tmp_path / "nothing"), tmp_path, "bad"))
+    with pytest.raises(ValueError, match="global_batch_size"):
+        run(_cfg(shards, tmp_path, "bad", "loop.global_batch_size=6"))
