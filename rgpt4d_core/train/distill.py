@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -149,7 +149,7 @@ def build_setup(cfg: DistillJobConfig, expert_spec: ExpertSpec | None, device: t
     if cfg.student.init_checkpoint and _has_tokenizer(llm_dir):
         tokenizer = TextTokenizer.load(llm_dir)
     else:
-        build: Callable[[], TextTokenizer] = TOKENIZERS[student.cfg.tokenizer]
+        build = cast(Callable[[], TextTokenizer], TOKENIZERS[student.cfg.tokenizer])
         tokenizer = build()
     collate = Collator(
         tokenizer=tokenizer,
