@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from rgpt4d_core.model.projector import PROJECTORS, ProjectorConfig, build_proje
 from rgpt4d_core.model.student import Student
 from rgpt4d_core.model.tpe import TPEConfig, add_timestamp_encoding, timestamp_encoding
 from rgpt4d_core.model.vision import VisionConfig, VisionTower
+from rgpt4d_core.text.tokenizer import TextTokenizer, qwen2_tokenizer, tiny_tokenizer
 
 L4P_SPEC = ExpertSpec(
     name="l4p",
@@ -208,3 +210,17 @@ def test_presets_registry_and_tiny_size() -> None:
     student = Student(student_config("tiny"))
     n = sum(p.numel() for p in student.parameters())
     assert 2e5 < n < 5e6 and student.tokens_per_frame == 9 and student.decoder is None
+
+
+@pytest.mark.parametrize(
+    ("preset", "builder"), [("tiny", tiny_tokenizer), ("nvila_lite_8b", qwen2_tokenizer)]
+)
+def test_preset_token_ids_match_the_tokenizer(preset: str, builder: Callable[[], TextTokenizer]) -> None:
+    cfg = student_config(preset)
+    tok = builder()
+    assert cfg.tokenizer == tok.kind and tok.vocab_size <= cfg.llm.vocab_size
+    ids = cfg.tokens
+    assert (ids.video_token_id, ids.image_token_id, ids.pad_token_id, ids.eos_token_id) == (
+        tok.video_id, tok.image_id, tok.pad_id, tok.eos_id,
+    )  # fmt: skip
+    assert tok.encode("\n") == [ids.frame_separator_token_id]

@@ -67,7 +67,8 @@ def test_forward_shapes_and_latents_only_for_video_samples() -> None:
     student = make_student()
     out = student(**batch())
     assert out.logits.shape[:2] == out.labels.shape == out.attention_mask.shape
-    assert out.attention_mask.sum(1).tolist() == [8 - 1 + 16 * 9, 6 - 2 + 16 * 9 + 9, 4]
+    # each frame: 9 tokens + the "\\n" separator; the SoM image: 9 tokens
+    assert out.attention_mask.sum(1).tolist() == [8 - 1 + 16 * 10, 6 - 2 + 16 * 10 + 9, 4]
     assert out.latents is not None and out.latent_mask is not None
     assert out.latents.shape == (3, 4, 8, 8, 8, 96)
     assert out.latent_mask.tolist() == [True, True, False]

@@ -5,13 +5,17 @@
   ≈8.09 B parameters (paper-spec §1.1). Token ids of the Qwen2 + VILA vocabulary.
 * ``tiny``: the same architecture at toy sizes for CPU tests and the demo: 64×64 frames, patch 8 → 8×8 vision
   tokens → (pad to 9×9) 3×3 = 9 tokens per frame, LLM width 128 (2 layers), a 2,048-row vocabulary covering the
-  deterministic ``tiny`` tokenizer (ids: pad 0, eos 2, ``<image>`` 3, ``<video>`` 4).
+  deterministic ``tiny`` tokenizer (ids: pad 0, eos 2, ``<image>`` 3, ``<video>`` 4, ``"\n"`` 31).
+
+Both presets put the ``"\n"`` embedding after each frame's tokens (VILA's video encoder), so a video of ``T``
+frames takes ``T·(n+1)`` positions; the index map of :mod:`fusion` skips the separators.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from rgpt4d_core.model.fusion import FusionConfig
 from rgpt4d_core.model.llm import LLMConfig
 from rgpt4d_core.model.perception_decoder import DecoderConfig
 from rgpt4d_core.model.student import StudentConfig, TokenConfig
@@ -19,8 +23,15 @@ from rgpt4d_core.model.vision import VisionConfig
 
 
 def nvila_lite_8b() -> StudentConfig:
-    """NVILA-Lite-8B + TPE (the 4D-RGPT-8B student)."""
-    return StudentConfig(vision=VisionConfig(), llm=LLMConfig(), tokens=TokenConfig(), tokenizer="qwen2")
+    """NVILA-Lite-8B + TPE (the 4D-RGPT-8B student); each frame's 121 tokens are followed by the ``"\n"``
+    embedding as in VILA's default video encoder (paper-spec §1.2)."""
+    return StudentConfig(
+        vision=VisionConfig(),
+        llm=LLMConfig(),
+        fusion=FusionConfig(frame_separator=True),
+        tokens=TokenConfig(),
+        tokenizer="qwen2",
+    )
 
 
 def tiny() -> StudentConfig:
@@ -42,6 +53,7 @@ def tiny() -> StudentConfig:
         tokens=TokenConfig(
             video_token_id=4, image_token_id=3, pad_token_id=0, eos_token_id=2, frame_separator_token_id=31
         ),
+        fusion=FusionConfig(frame_separator=True),
         decoder=DecoderConfig(mlp_hidden=128),
         tokenizer="tiny",
     )
