@@ -16,7 +16,7 @@ from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.projector import DownsampleProjector, ProjectorConfig, build_projector
 from rgpt4d_core.model.student import Student
 from rgpt4d_core.model.vision import VisionTower
-from rgpt4d_core.text.tokenizer import tiny_tokenizer
+from rgpt4d_core.text.tokenizer import TextTokenizer, tiny_tokenizer
 
 SPEC = ExpertSpec(
     name="l4p", revision="test", num_frames=16, input_size=(64, 64), hook_layers=(2, 3, 4, 5),
@@ -53,6 +53,9 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     assert torch.equal(a.logits, b.logits)
     assert a.latents is not None and b.latents is not None and torch.equal(a.latents, b.latents)
     assert (root / "llm" / "tokenizer.json").is_file()  # tokenizer travels with the LLM as in NVILA
+    reloaded = TextTokenizer.load(root)  # beside llm/config.json (a Qwen2 config), as in NVILA
+    text = "<|im_start|>user\n<video>\nDoes <obj_1> move?<|im_end|>"
+    assert reloaded.kind == "tiny" and reloaded.encode(text) == tiny_tokenizer().encode(text)
 
     inference = load_student(root).eval()  # decoder stripped by default
     assert inference.decoder is None

@@ -176,7 +176,13 @@ class TextTokenizer:
             raise FileNotFoundError(
                 f"no tokenizer files (tokenizer.json / tokenizer_config.json) in {directory}"
             )
-        hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        # With a tokenizer.json present, build the fast tokenizer from it directly: AutoTokenizer would pick
+        # the class from a neighbouring model config.json (NVILA's llm/ holds a Qwen2 config) and rebuild a
+        # slow-style Qwen2Tokenizer that drops our added specials.
+        if (path / "tokenizer.json").is_file():
+            hf = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        else:
+            hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         meta_file = path / _META_FILE
         if meta_file.is_file():
             meta = json.loads(meta_file.read_text())
