@@ -25,6 +25,25 @@ def _build(args: tuple[SynthConfig, int]) -> int:
     return sum(len(b) for b in out.files.values())
 
 
+def _burn(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+
+
+def control_speedup(workers: int = 2, jobs: int = 4, n: int = 3_000_000) -> float:
+    """Speed-up of a pure-Python CPU loop on ``workers`` processes vs 1: what the machine offers right now."""
+    rates = []
+    for w in (1, workers):
+        with mp.get_context("spawn").Pool(w) as pool:
+            pool.map(_burn, [10] * w)
+            start = time.perf_counter()
+            pool.map(_burn, [n] * jobs, chunksize=1)
+            rates.append(jobs / (time.perf_counter() - start))
+    return rates[1] / rates[0]
+
+
 def scenes_per_s(cfg: SynthConfig, indices: list[int], workers: int) -> tuple[float, float]:
     """(scenes/s, MB written per scene) building ``indices`` on ``workers`` processes (pool start excluded)."""
     ctx = mp.get_context("spawn")
@@ -54,11 +73,13 @@ def main() -> None:
             rate, mb = scenes_per_s(cfg, idx, workers)
             runs[workers].append(rate)
     one, two = max(runs[1]), max(runs[2])
+    control = control_speedup()
     print(f"synth {a.size}x{a.size}, <= {a.max_frames} frames, {a.scenes} scenes x {a.rounds} rounds, {mb:.2f} MB/scene, "
           f"cpus={os.cpu_count()}, load average before={load[0]:.1f} after={os.getloadavg()[0]:.1f}")
     print(f"1 worker : {one:.2f} scenes/s (rounds: {', '.join(f'{r:.2f}' for r in runs[1])})")
     print(f"2 workers: {two:.2f} scenes/s (rounds: {', '.join(f'{r:.2f}' for r in runs[2])})")
     print(f"speed-up : {two / one:.2f}x (target >= 1.7x on 2 free cores)")
+    print(f"control  : {control:.2f}x for a pure CPU loop on the same machine now (the ceiling when others load it)")
 
 
 if __name__ == "__main__":
