@@ -1,0 +1,291 @@
+"""Evaluate a student checkpoint on a benchmark in R4D-Bench's format with Ray Data batch inference.
+
+    python -m pipelines.evaluate --config conf/eval/synthetic.yaml engine.checkpoint=<ckpt> benchmark.path=<dir>
+    python -m pipelines.evaluate --config conf/eval/r4d_bench.yaml engine.checkpoint=<ckpt> benchmark.path=<R4D-Bench>
+    ray job submit --working-dir . -- python pipelines/evaluate.py --config conf/eval/r4d_bench.yaml ...
+
+Stages: the benchmark is read on the driver (``rgpt4d_core.eval.benchmark``: a downloaded R4D-Bench directory as
+is, or the synthetic world's ``questions/test.jsonl``) -> rows -> ``map_batches`` with a callable class holding one
+``VQAEngine`` per actor (pool size, batch size, CPUs/GPUs from config; 16 uniformly sampled frames; the R4D prompt
+with the duration sentence switchable by ``engine.include_duration``) -> the shared answer extractor -> per-item
+predictions -> the 12-column table (+ the random-guess row from the options) -> report files (predictions JSONL,
+Markdown/JSON tables, per-category bar chart PNG) -> MLflow: a new run in ``mlflow.experiment``, or, with
+``mlflow.run_id``, metrics and artifacts attached to an existing (training) run.
+
+Items that cannot be answered (a video that fails to decode, an unreadable SoM image) are predictions with an
+``error_code``: counted as wrong, listed per code in the report, never dropped from a denominator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python pipelines/evaluate.py` (also under `ray job submit`)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow as pa
+from omegaconf import MISSING
+
+from pipelines._ray import init_ray
+from rgpt4d_core.config import load, to_flat_dict, to_yaml
+from rgpt4d_core.eval.benchmark import REGIONS_FROM, Benchmark, item_from_row, item_to_row, load_benchmark
+from rgpt4d_core.eval.metrics import AccuracyTable, accuracy_table, markdown_table, random_guess_table
+from rgpt4d_core.eval.predict import PREDICTION_SCHEMA, Prediction, error_prediction
+from rgpt4d_core.eval.report import ReportFiles, error_note, summary_of, write_report
+from rgpt4d_core.serve.engine import EngineConfig
+from rgpt4d_core.tracking import (
+    MLflowTracker,
+    NullTracker,
+    Tracker,
+    default_tracking_uri,
+    git_sha,
+    library_versions,
+)
+
+
+@dataclass
+class BenchmarkSection:
+    """Attributes:
+    path: benchmark directory or question file (local or ``s3://``), see ``rgpt4d_core.eval.benchmark``.
+    split: split of a synthetic world (``questions/<split>.jsonl``); preferred file name part for R4D-Bench.
+    video_root: base of relative media paths (``None``: the benchmark directory).
+    limit: evaluate only the first N items (0 = all).
+    regions_from: ``"auto"`` (draw the ``regions`` field when present, else the SoM image file) or ``"som_image"``.
+    """
+
+    path: str = MISSING
+    split: str = "test"
+    video_root: str | None = None
+    limit: int = 0
+    regions_from: str = "auto"
+
+
+@dataclass
+class ComputeSection:
+    """Ray Data resources. Attributes: ``num_actors`` (engine actor pool size), ``batch_size`` (items per
+    batched generation), ``num_cpus_per_actor`` / ``num_gpus_per_actor`` (videos of a batch are decoded on
+    ``engine.decode_threads`` threads inside each actor)."""
+
+    num_actors: int = 1
+    batch_size: int = 8
+    num_cpus_per_actor: float = 1.0
+    num_gpus_per_actor: float = 0.0
+
+
+@dataclass
+class OutputSection:
+    """Attributes: ``dir`` (report directory), ``name`` (the model row's name; ``""`` = the checkpoint's folder)."""
+
+    dir: str = "out/eval"
+    name: str = ""
+
+
+@dataclass
+class MLflowSection:
+    """Attributes:
+    enabled: log to MLflow.
+    tracking_uri: ``""`` = ``sqlite:///<parent of output.dir>/mlflow.db``; with ``run_id``, the training run's URI.
+    experiment: experiment of a new evaluation run.
+    run_id: attach metrics and artifacts to this existing run (e.g. the distillation run) instead of a new run.
+    metric_prefix: metric names are ``<prefix>/<column>`` (``eval/Avg``, ``eval/random/Avg``, ``eval/errors``).
+    """
+
+    enabled: bool = True
+    tracking_uri: str = ""
+    experiment: str = "rgpt4d-eval"
+    run_id: str = ""
+    metric_prefix: str = "eval"
+
+
+@dataclass
+class EvaluateJob:
+    """The evaluation job. ``engine.checkpoint`` is the student checkpoint (NVILA layout) to evaluate."""
+
+    benchmark: BenchmarkSection = field(default_factory=BenchmarkSection)
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(torch_threads=1))
+    compute: ComputeSection = field(default_factory=ComputeSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    mlflow: MLflowSection = field(default_factory=MLflowSection)
+    random_row: bool = True
+    ray_address: str | None = None
+    num_cpus: int | None = None
+
+    def validate(self) -> None:
+        if not self.engine.checkpoint:
+            raise ValueError("engine.checkpoint: the checkpoint to evaluate is required")
+        if self.benchmark.regions_from not in REGIONS_FROM:
+            raise ValueError(f"benchmark.regions_from must be one of {REGIONS_FROM}")
+        if self.compute.num_actors < 1 or self.compute.batch_size < 1:
+            raise ValueError("compute.num_actors and compute.batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What an evaluation produced: the model and random tables, per-item predictions, files and the MLflow run."""
+
+    table: AccuracyTable
+    random: AccuracyTable | None
+    predictions: list[Prediction]
+    files: ReportFiles
+    mlflow_run_id: str | None
+    wall_s: float
+
+    @property
+    def tables(self) -> list[AccuracyTable]:
+        return [self.table] + ([self.random] if self.random is not None else [])
+
+
+class EngineActor:
+    """Ray Data callable class: one loaded ``VQAEngine`` answering batches of benchmark rows."""
+
+    def __init__(self, engine: EngineConfig, regions_from: str, decode_threads: int) -> None:
+        from rgpt4d_core.eval.predict import BenchmarkPredictor
+        from rgpt4d_core.serve.engine import VQAEngine
+
+        self.predictor = BenchmarkPredictor(VQAEngine(engine), regions_from, decode_threads)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        items = [item_from_row(r) for r in batch.to_pylist()]
+        rows = [p.to_row() for p in self.predictor.predict(items)]
+        return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+
+
+def _absolute(path: str) -> str:
+    return path if not path or "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def with_absolute_paths(job: EvaluateJob) -> EvaluateJob:
+    """Local relative paths pinned to the driver's working directory (actors may run elsewhere)."""
+    bench = dataclasses.replace(job.benchmark, path=_absolute(job.benchmark.path),
+                                video_root=_absolute(job.benchmark.video_root) if job.benchmark.video_root else None)  # fmt: skip
+    engine = dataclasses.replace(job.engine, checkpoint=_absolute(job.engine.checkpoint))
+    output = dataclasses.replace(job.output, dir=_absolute(job.output.dir))
+    return dataclasses.replace(job, benchmark=bench, engine=engine, output=output)
+
+
+def predict_all(job: EvaluateJob, bench: Benchmark) -> list[Prediction]:
+    """Run the engine actor pool over every item; one prediction per item, in benchmark order."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    c = job.compute
+    rows = [item_to_row(i) for i in bench.items]
+    ds: Any = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), -(-len(rows) // c.batch_size))))
+    ds = ds.map_batches(
+        EngineActor,
+        fn_constructor_kwargs={"engine": job.engine, "regions_from": job.benchmark.regions_from,
+                               "decode_threads": job.engine.decode_threads},  # fmt: skip
+        batch_size=c.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=c.num_actors),
+        num_cpus=c.num_cpus_per_actor,
+        num_gpus=c.num_gpus_per_actor,
+    )
+    by_id = {r["id"]: Prediction.from_row(r) for r in ds.take_all()}
+    return [by_id.get(i.id) or error_prediction(i, "missing_output", "no prediction came back for this item")
+            for i in bench.items]  # fmt: skip
+
+
+def model_name(job: EvaluateJob) -> str:
+    if job.output.name:
+        return job.output.name
+    ckpt = Path(job.engine.checkpoint.rstrip("/"))
+    return ckpt.parent.name if ckpt.name in ("export", "final") else ckpt.name
+
+
+def tracking_uri_of(job: EvaluateJob) -> str:
+    """``mlflow.tracking_uri``, or a sqlite file beside the report directory (shared by sibling reports)."""
+    return job.mlflow.tracking_uri or default_tracking_uri(Path(job.output.dir).parent)
+
+
+def _tracker(job: EvaluateJob, bench: Benchmark) -> Tracker:
+    m = job.mlflow
+    if not m.enabled:
+        return NullTracker()
+    if m.run_id:
+        return MLflowTracker.attach(tracking_uri_of(job), m.run_id)
+    tags = {"git_sha": git_sha(Path(__file__).resolve().parents[1]), "benchmark.name": bench.name,
+            "benchmark.layout": bench.layout, "checkpoint": job.engine.checkpoint, **library_versions()}  # fmt: skip
+    tracker = MLflowTracker.start(tracking_uri_of(job), m.experiment, run_name=f"eval-{model_name(job)}",
+                                  job_key=f"eval:{job.output.dir}", params=to_flat_dict(job), tags=tags)  # fmt: skip
+    tracker.log_text(to_yaml(job), "config/eval.yaml")
+    return tracker
+
+
+def _log(tracker: Tracker, job: EvaluateJob, result_tables: list[AccuracyTable], summary: dict[str, Any],
+         files: ReportFiles) -> None:  # fmt: skip
+    prefix = job.mlflow.metric_prefix
+    metrics: dict[str, float] = {}
+    for t in result_tables:
+        sub = f"{prefix}/random" if t.name == "Random" else prefix
+        metrics.update({f"{sub}/{c}": v for c, v in t.accuracy.items() if v is not None})
+    metrics[f"{prefix}/items"] = summary["items"]
+    metrics[f"{prefix}/errors"] = summary["errors"]
+    tracker.log_metrics(metrics, step=0)
+    tracker.set_tags({f"{prefix}.benchmark": job.benchmark.path, f"{prefix}.checkpoint": job.engine.checkpoint})
+    for path in (files.table_md, files.table_json, files.predictions, files.chart_png):
+        tracker.log_artifact(path, artifact_path=f"{prefix}/{model_name(job)}")
+
+
+def run(job: EvaluateJob) -> EvalResult:
+    """Evaluate ``job.engine.checkpoint`` on ``job.benchmark`` (starts or attaches to Ray as configured)."""
+    job = with_absolute_paths(job)
+    job.validate()
+    start = time.perf_counter()
+    bench = load_benchmark(job.benchmark.path, job.benchmark.split, job.benchmark.video_root, job.benchmark.limit)
+    if not bench.items:
+        raise ValueError(f"benchmark {job.benchmark.path} has no items")
+    init_ray(job.ray_address, num_cpus=job.num_cpus)
+    tracker = _tracker(job, bench)
+    status = "FAILED"
+    try:
+        predictions = predict_all(job, bench)
+        name = model_name(job)
+        table = accuracy_table((p.scored() for p in predictions), name)
+        rnd = random_guess_table(p.scored() for p in predictions) if job.random_row else None
+        tables = [table] + ([rnd] if rnd is not None else [])
+        summary = summary_of(predictions)
+        extra = {"benchmark": {"path": job.benchmark.path, "name": bench.name, "layout": bench.layout,
+                               "split": job.benchmark.split, "files": list(bench.files)},
+                 "checkpoint": job.engine.checkpoint, "num_frames": job.engine.num_frames,
+                 "include_duration": job.engine.include_duration, "mlflow_run_id": tracker.run_id}  # fmt: skip
+        files = write_report(Path(job.output.dir), predictions, tables, title=f"{name} on {bench.name}", extra=extra)
+        _log(tracker, job, tables, summary, files)
+        status = "FINISHED"
+    finally:
+        if not job.mlflow.run_id:  # an attached run belongs to its job: leave its status alone
+            tracker.set_terminated(status)
+    return EvalResult(table, rnd, predictions, files, tracker.run_id, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> EvalResult | None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order (conf/eval/*.yaml)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. engine.checkpoint=out/ckpt")
+    args = p.parse_args(argv)
+    job = load(EvaluateJob, args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(job))
+        return None
+    result = run(job)
+    summary = summary_of(result.predictions)
+    print(markdown_table(result.tables), end="")
+    print(error_note(summary))
+    print(f"report: {result.files.directory}  (table.md, table.json, predictions.jsonl, {result.files.chart_png.name})")
+    print("EVAL_RESULT " + json.dumps({"report": str(result.files.directory), "mlflow_run_id": result.mlflow_run_id,
+                                      "accuracy": result.table.accuracy, "summary": summary,
+                                      "wall_s": round(result.wall_s, 2)}, sort_keys=True))  # fmt: skip
+    return result
+
+
+if __name__ == "__main__":
+    main()
