@@ -19,10 +19,11 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -218,7 +219,8 @@ def write_random_checkpoint(path: str | Path, preset: str = "tiny", seed: int = 
     cfg = student_config(preset)
     torch.manual_seed(seed)
     student = Student(cfg)
-    return save_student(student, path, tokenizer=TOKENIZERS[cfg.tokenizer](), include_decoder=False)
+    builder = cast(Callable[[], TextTokenizer], TOKENIZERS[cfg.tokenizer])
+    return save_student(student, path, tokenizer=builder(), include_decoder=False)
 
 
 def _pick_device(name: str) -> torch.device:
@@ -282,11 +284,11 @@ class VQAEngine:
             )
             ids = torch.tensor(build_inference_ids(self.tokenizer, text), dtype=torch.long)
         except VideoDecodeError as exc:
-            return VQAError(request.request_id, f"video_{exc.reason}", str(exc), "video")
+            return VQAError(request.request_id, f"video_{exc.reason}", f"video: {exc}", "video")
         except RegionError as exc:
-            return VQAError(request.request_id, "invalid_region", str(exc), "regions")
+            return VQAError(request.request_id, "invalid_region", f"regions: {exc}", "regions")
         except ValueError as exc:  # prompt building: options count, chat specials in the question
-            return VQAError(request.request_id, "invalid_request", str(exc), "question")
+            return VQAError(request.request_id, "invalid_request", f"question: {exc}", "question")
         except Exception as exc:  # noqa: BLE001 - isolate anything else to this request
             log.exception("prepare failed for request %s", request.request_id)
             return VQAError(request.request_id, "internal", f"{type(exc).__name__}: {exc}")

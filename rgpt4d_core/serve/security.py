@@ -91,7 +91,10 @@ def resolve_media_path(path: str, cfg: SecurityConfig, field: str = "video.path"
         raise MediaAccessError(field, "invalid", "empty path or NUL byte")
     if "://" in path or path.lower().startswith("file:"):
         raise MediaAccessError(field, "forbidden", "a path must not carry a scheme (file:// and URLs are refused)")
-    root = Path(cfg.media_root).resolve(strict=True)
+    try:
+        root = Path(cfg.media_root).resolve(strict=True)
+    except OSError:
+        raise MediaAccessError(field, "not_found", "the server's media root does not exist") from None
     candidate = Path(path) if os.path.isabs(path) else root / path
     try:
         real = candidate.resolve(strict=True)
