@@ -1,0 +1,112 @@
+"""The framework-free training setup: ablation variants, TPE switch, frozen parts, online targets, collate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rgpt4d_core.config import load
+from rgpt4d_core.shards.reader import open_shards
+from rgpt4d_core.train.config import DistillJobConfig, plan_steps
+from rgpt4d_core.train.distill import build_setup, online_targets
+from rgpt4d_core.train.optim import OptimConfig, build_optimizer, build_scheduler
+from rgpt4d_core.train.step import optimizer_step
+from tests.distill_testkit import write_shards
+
+TINY = Path(__file__).resolve().parents[1] / "conf" / "distill" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(write_shards(tmp_path_factory.mktemp("shards"), num_samples=2, files=1))
+
+
+def _cfg(shards: str, *overrides: str) -> DistillJobConfig:
+    return load(DistillJobConfig, [TINY], [f"data.shards={shards}", "run.storage_path=/tmp/unused", *overrides])
+
+
+def _one_step(cfg: DistillJobConfig, shards: str) -> tuple[dict[str, float], object]:
+    torch.set_num_threads(1)
+    s = open_shards(shards)
+    setup = build_setup(cfg, s.manifest.expert_spec, torch.device("cpu"))
+    batch = setup.prepare(next(s.iter_batches(1)), torch.device("cpu"))
+    opt = build_optimizer(setup.student, OptimConfig(lr=1e-3, fused=False))
+    stats = optimizer_step(setup.student, [batch], setup.loss, opt, build_scheduler(opt, cfg.optim, 4), 1.0)
+    return stats.losses, setup
+
+
+@pytest.mark.parametrize(
+    ("variant", "trained", "absent"),
+    [
+        ("sft_only", set(), {"ld", "ed/depth"}),
+        ("ld_only", {"ld"}, {"ed/depth"}),
+        ("ed_only", {"ed/depth", "ed/flow_2d_backward", "ed/dyn_mask"}, set()),
+        ("ld_ed", {"ld", "ed/depth", "ed/flow_2d_backward", "ed/dyn_mask"}, set()),
+    ],
+)
+def test_ablation_variants_select_the_loss_terms(shards: str, variant: str, trained: set[str], absent: set[str]) -> None:
+    losses, setup = _one_step(_cfg(shards, f"ablation.variant={variant}"), shards)
+    weighted = {k.removeprefix("weighted/") for k in losses if k.startswith("weighted/")}
+    assert weighted == trained
+    assert not absent & set(losses)
+    assert (setup.student.decoder is None) == (variant == "sft_only")  # type: ignore[attr-defined]
+    assert (setup.heads is None) == (variant in ("sft_only", "ld_only"))  # type: ignore[attr-defined]
+    if variant == "ed_only":
+        assert "ld" in losses  # weight 0: logged, not trained
+
+
+def test_frozen_parts_and_tpe_switch(shards: str) -> None:
+    _, setup = _one_step(_cfg(shards, "ablation.tpe=false"), shards)
+    student = setup.student  # type: ignore[attr-defined]
+    assert student.cfg.tpe.placement == "off"
+    assert not any(p.requires_grad for p in student.vision.parameters())
+    assert all(p.requires_grad for p in student.projector.parameters())
+    assert all(p.requires_grad for p in student.llm.parameters())
+    assert all(p.requires_grad for p in student.decoder.parameters())
+    assert not any(p.requires_grad for p in setup.heads.parameters())  # type: ignore[attr-defined]
+    assert all(p.grad is None for p in student.vision.parameters())
+    _, with_tpe = _one_step(_cfg(shards), shards)
+    assert with_tpe.student.cfg.tpe.placement == "pre_projector"  # type: ignore[attr-defined]
+
+
+def test_online_targets_match_the_precomputed_ones(shards: str) -> None:
+    cfg = _cfg(shards, "data.targets=online")
+    s = open_shards(shards)
+    setup = build_setup(cfg, s.manifest.expert_spec, torch.device("cpu"))
+    assert setup.online_expert is not None
+    batch = next(s.iter_batches(2))
+    fresh = online_targets(setup.online_expert, batch)
+    for name, stored in batch.targets.items():
+        assert stored is not None and fresh.targets[name] is not None
+        np.testing.assert_allclose(fresh.targets[name].astype(np.float32), stored.astype(np.float32), rtol=1e-2, atol=1e-2)
+
+
+def test_collate_builds_supervised_answer_and_media(shards: str) -> None:
+    s = open_shards(shards)
+    setup = build_setup(_cfg(shards), s.manifest.expert_spec, torch.device("cpu"))
+    raw = next(s.iter_batches(2))
+    batch = setup.collate(raw)
+    tok = setup.tokenizer
+    for ids, labels, answer in zip(batch.input_ids, batch.labels, raw.answers, strict=True):
+        supervised = [int(t) for t, lab in zip(ids, labels, strict=True) if lab != -100]
+        letter = "ABCD"[["left", "right", "up", "down"].index(answer)]
+        assert tok.decode(supervised).startswith(letter)
+        assert int((ids == tok.video_id).sum()) == 1
+        assert int((ids == tok.image_id).sum()) == 1
+    assert batch.videos.shape == (2, 16, 3, 64, 64) and batch.images is not None and batch.images.shape == (2, 3, 64, 64)
+    assert batch.targets["latents"].shape == (2, 4, 8, 8, 8, 96) and batch.targets["latents"].dtype == torch.float32
+
+
+def test_step_plan_and_accumulation_errors(shards: str) -> None:
+    cfg = _cfg(shards, "loop.global_batch_size=8", "loop.micro_batch_size=2", "scaling.num_workers=2")
+    plan = plan_steps(cfg, 20)
+    assert (plan.accumulation, plan.rows_per_worker, plan.steps_per_epoch, plan.total_steps) == (2, 10, 2, 4)
+    with pytest.raises(ValueError, match="cannot fill one optimiser step"):
+        plan_steps(cfg, 7)
+    with pytest.raises(ValueError, match="not a multiple"):
+        _cfg(shards, "loop.global_batch_size=6").validate()
+    with pytest.raises(ValueError, match="fsdp needs"):
+        _cfg(shards, "scaling.strategy=fsdp").validate()
