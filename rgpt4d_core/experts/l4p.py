@@ -7,7 +7,8 @@ Presets (:data:`PRESETS`):
   camera-ray head at 16×16×16. 1,337.3 M parameters (encoder 1,011.6 M + four heads 325.7 M). Builds on
   ``meta``; a checkpoint is needed for real use (see *Checkpoints*).
 * ``l4p_tiny`` — the embedded default, trains on CPU in minutes (``pipelines/pretrain_expert.py``): 16 frames at
-  64², patch 8 → 8×8×8 tokens × 96, 5 blocks, hooks (2, 3, 4, 5); dense heads at 16×32×32, rays at 16×8×8.
+  64², patch 8 → 8×8×8 tokens × 96, 5 blocks, hooks (2, 3, 4, 5); DPT heads of width 24 at 16×32×32, rays at
+  16×8×8 (0.6 M encoder + 1.2 M head parameters).
 
 Preprocessing (:func:`preprocess`): frames are resized to the input size (bilinear, antialiased, aspect not
 kept — as 4D-RGPT feeds L4P), scaled to [0, 1] and ImageNet-normalised.
@@ -85,17 +86,18 @@ class L4PPreset:
 
 def _tiny_head(resample: tuple, fusion: tuple) -> DPTHeadConfig:
     return DPTHeadConfig(
-        token_dim=96, feature_dim=32, layer_dims=(32, 48, 64, 64), last_dim=16,
+        token_dim=96, feature_dim=24, layer_dims=(24, 32, 48, 48), last_dim=16,
         resample_exponents=resample, fusion_factors=fusion,
     )  # fmt: skip
 
 
 PRESETS: dict[str, L4PPreset] = {
     "l4p_vitg": L4PPreset(encoder=VideoViTConfig(), heads=DenseHeadsConfig(), hook_layers=(14, 21, 28, 36)),
+    # CPU budget: the fusion path stays at T' = 8 and only the last upsampling restores 16 frames
     "l4p_tiny": L4PPreset(
         encoder=VideoViTConfig(image_size=(64, 64), patch_size=8, width=96, depth=5, num_heads=4, mlp_ratio=4.0),
         heads=DenseHeadsConfig(
-            dense=_tiny_head(((1, 1, 1), (1, 0, 0), (0, 0, 0), (-1, -1, -1)), ((1, 2, 2), (1, 2, 2), (2, 1, 1), (2, 2, 2))),
+            dense=_tiny_head(((0, 1, 1), (0, 0, 0), (0, 0, 0), (-1, -1, -1)), ((1, 2, 2), (1, 2, 2), (1, 1, 1), (2, 2, 2))),
             camray=_tiny_head(CAMRAY_RESAMPLE, CAMRAY_FUSION),
             dense_size=(16, 32, 32),
             camray_size=(16, 8, 8),
@@ -143,12 +145,22 @@ def build_model(preset: str, device: str | torch.device = "cpu", seed: int = 0) 
         return L4PModel(get_preset(preset))
 
 
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> float32 ``[T, 3, h, w]`` in [0, 1], resized (bilinear, antialiased)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return x
+
+
 def preprocess(clips: Sequence[Clip], num_frames: int, input_size: tuple[int, int]) -> torch.Tensor:
     """Clips -> float32 ``[B, 3, T, H, W]``: resized (bilinear, antialiased), [0, 1], ImageNet-normalised.
 
     Raises:
         ValueError: a clip has the wrong frame count or is not uint8 ``[T, H, W, 3]`` (names the clip's uri).
     """
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     out = []
     for clip in clips:
         f = clip.frames
@@ -156,12 +168,7 @@ def preprocess(clips: Sequence[Clip], num_frames: int, input_size: tuple[int, in
             raise ValueError(f"clip {clip.uri!r}: frames must be uint8 [T, H, W, 3], got {f.dtype} {list(f.shape)}")
         if f.shape[0] != num_frames:
             raise ValueError(f"clip {clip.uri!r}: the expert takes {num_frames} frames, got {f.shape[0]}")
-        x = torch.from_numpy(np.ascontiguousarray(f)).permute(0, 3, 1, 2).float() / 255.0  # [T, 3, H, W]
-        if tuple(x.shape[-2:]) != input_size:
-            x = F.interpolate(x, size=input_size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        out.append(((x - mean) / std).permute(1, 0, 2, 3))
+        out.append(((resize_frames(f, input_size) - mean) / std).permute(1, 0, 2, 3))
     return torch.stack(out)
 
 

@@ -1,0 +1,187 @@
+"""Pretrain the ``l4p_tiny`` expert on the synthetic world's ground truth with Ray Train V2.
+
+    python pipelines/pretrain_expert.py --config conf/pretrain_expert/tiny.yaml [key=value ...]
+    ray job submit --working-dir . -- python pipelines/pretrain_expert.py --config ... run.storage_path=s3://...
+
+Driver (this process):
+
+1. makes sure the training world exists (``data.root``; generated with ``pipelines/make_synthetic.py``'s
+   Ray Data job when its ``dataset.json`` is missing), and splits its scenes: ``train`` scenes train, ``val`` +
+   ``test`` scenes are held out;
+2. builds the examples with Ray Data (one task per video: decode, ground truth via the oracle, several 16-frame
+   windows per training video, the uniform whole-video clip for held-out videos);
+3. opens the job's single MLflow run, then ``TorchTrainer.fit()`` runs :func:`train_worker` on
+   ``scaling.num_workers`` workers (DDP/gloo; ``{"CPU": 0.5}`` each on a 2-core machine), checkpointing every
+   ``loop.checkpoint_every_steps`` (resume: same ``run.name`` + ``run.storage_path``);
+4. evaluates the final weights on the held-out clips (AbsRel, flow EPE, mask IoU, ray L1) beside an untrained
+   model of the same preset and the ``classical`` expert's flow EPE on the same clips, logs them to MLflow,
+   and writes the checkpoint the frozen expert loads (``output``, safetensors) plus ``<output>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python pipelines/pretrain_expert.py` (also under `ray job submit`)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rgpt4d_core import storage
+from rgpt4d_core.config import load, to_flat_dict, to_yaml
+from rgpt4d_core.experts.pretrain_config import CHECKPOINT_FILE, PretrainExpertJob
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def ensure_world(cfg: PretrainExpertJob) -> dict[str, list[str]]:
+    """Generate the world if needed; ``{"train": [...], "heldout": [...]}`` video URIs by the scenes' split."""
+    root = cfg.data.root
+    if not storage.exists(storage.join(root, "dataset.json")):
+        if not cfg.data.generate:
+            raise FileNotFoundError(f"data.root={root!r} has no dataset.json and data.generate is false")
+        from pipelines.make_synthetic import MakeSyntheticJob, generate
+
+        summary = generate(MakeSyntheticJob(synth=cfg.data.synth, out=root, workers=cfg.data.workers), progress=False)
+        if summary["card"] is None:
+            raise RuntimeError(f"generating the expert's world failed for {summary['failed']} scene(s) under {root}")
+    splits: dict[str, list[str]] = {"train": [], "heldout": []}
+    for uri in sorted(storage.listdir(storage.join(root, "scenes"))):
+        if uri.endswith(".json"):
+            rec = json.loads(storage.read_bytes(uri))
+            video = storage.join(root, "videos", f"{rec['scene_id']}.mp4")
+            splits["train" if rec["split"] == "train" else "heldout"].append(video)
+    if cfg.data.max_videos > 0:
+        splits["train"] = splits["train"][: cfg.data.max_videos]
+    if not splits["train"] or not splits["heldout"]:
+        raise ValueError(f"{root}: need train and held-out scenes, found {[(k, len(v)) for k, v in splits.items()]}")
+    return splits
+
+
+def _examples_fn(preset: str, windows: int, seed: int) -> Any:
+    def fn(row: dict[str, Any]) -> list[dict[str, Any]]:
+        from rgpt4d_core.experts.l4p import get_preset
+        from rgpt4d_core.experts.l4p_training import build_examples
+
+        return build_examples(row["video"], get_preset(preset), windows, seed)
+
+    return fn
+
+
+def examples_dataset(videos: list[str], cfg: PretrainExpertJob, windows: int) -> Any:
+    """Ray Dataset of examples (one Ray task per video), materialised."""
+    import ray.data
+
+    items = ray.data.from_items([{"video": v} for v in videos], override_num_blocks=max(1, len(videos)))
+    ds = items.flat_map(_examples_fn(cfg.preset, windows, cfg.loop.seed), num_cpus=0.5,
+                     compute=ray.data.TaskPoolStrategy(size=max(1, cfg.data.workers)))  # fmt: skip
+    return ds.materialize()
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+
+
+def _abs(path: str) -> str:
+    return path if storage.is_s3(path) or os.path.isabs(path) else os.path.abspath(path)
+
+
+def run(cfg: PretrainExpertJob) -> dict[str, Any]:
+    """Run (or resume) the job; returns the summary printed by :func:`main`."""
+    from pipelines._pretrain_expert_worker import train_worker
+    from pipelines._ray import init_ray
+    from rgpt4d_core.experts.l4p import build_model, load_checkpoint_state
+    from rgpt4d_core.experts.l4p_training import classical_flow_epe, evaluate, zero_flow_epe
+    from rgpt4d_core.tracking import (
+        MLflowTracker,
+        NullTracker,
+        Tracker,
+        default_tracking_uri,
+        git_sha,
+        library_versions,
+    )
+
+    started = time.perf_counter()
+    init_ray(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus)
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    splits = ensure_world(cfg)
+    train_ds = examples_dataset(splits["train"], cfg, cfg.data.windows_per_video)
+    heldout = examples_dataset(splits["heldout"], cfg, 1).take_all()
+    storage_path = _abs(cfg.run.storage_path)
+    run_dir = storage.join(storage_path, cfg.run.name)
+    tracker: Tracker = NullTracker()
+    tracking_uri = cfg.mlflow.tracking_uri or default_tracking_uri(run_dir)
+    if cfg.mlflow.enabled:
+        tags = {"git_sha": git_sha(Path(__file__).resolve().parents[1]), "expert.preset": cfg.preset,
+                "data.root": cfg.data.root, **library_versions()}  # fmt: skip
+        tracker = MLflowTracker.start(tracking_uri, cfg.mlflow.experiment, run_name=cfg.run.name, job_key=run_dir,
+                                      params=to_flat_dict(cfg), tags=tags)  # fmt: skip
+        tracker.log_text(to_yaml(cfg), "config/resolved.yaml")
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config_yaml": to_yaml(cfg), "tracking_uri": tracking_uri, "run_id": tracker.run_id or ""},
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=False,
+                                     resources_per_worker=dict(cfg.scaling.resources_per_worker)),  # fmt: skip
+        torch_config=TorchConfig(backend="gloo"),
+        datasets={"train": train_ds},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(name=cfg.run.name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),  # fmt: skip
+    )
+    status = "FAILED"
+    try:
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+        assert result.checkpoint is not None, "training reported no checkpoint"
+        output = _abs(cfg.output)
+        with result.checkpoint.as_directory() as d:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(d) / CHECKPOINT_FILE, output)
+        trained = build_model(cfg.preset)
+        trained.load_state_dict(load_checkpoint_state(output)[0])
+        metrics: dict[str, float] = {f"heldout/{k}": v for k, v in evaluate(trained, heldout).items()}
+        metrics |= {f"untrained/{k}": v for k, v in evaluate(build_model(cfg.preset, seed=cfg.loop.seed), heldout).items()}
+        metrics |= {"classical/flow_epe": classical_flow_epe(heldout), "zero_motion/flow_epe": zero_flow_epe(heldout)}
+        from rgpt4d_core.experts.l4p import file_revision
+
+        summary = {"output": output, "revision": file_revision(output), "steps": cfg.loop.steps,
+                   "train_examples": train_ds.count(), "heldout_clips": len(heldout), "mlflow_run_id": tracker.run_id,
+                   "wall_s": round(time.perf_counter() - started, 1), "metrics": metrics}  # fmt: skip
+        Path(output + ".json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+        tracker.log_metrics(metrics, step=cfg.loop.steps)
+        tracker.log_artifact(output, "expert")
+        tracker.log_artifact(output + ".json", "expert")
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.set_terminated(status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order (conf/pretrain_expert/*.yaml)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loop.steps=50")
+    args = p.parse_args(argv)
+    cfg = load(PretrainExpertJob, args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg))
+        return 0
+    print("PRETRAIN_RESULT " + json.dumps(run(cfg), sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
