@@ -11,7 +11,12 @@ an actor pool; size, batch size, ``num_gpus`` from config) -> encode rows with t
 Resume and exactly-once: a re-run into the same output first drops the manifest (the set is incomplete while it
 runs), deletes data files a killed writer left unreadable (no Parquet footer; S3 objects appear atomically),
 skips the (video, question) pairs present in the complete files, and writes the rest. The manifest lists
-exactly the complete files and the job refuses to commit a set in which a sample id appears twice.
+exactly the complete files and the job refuses to commit a set in which a sample id appears twice. One job at a
+time per output directory (two concurrent writers are not detected).
+
+Under ``ray job submit`` the entry point must be the cluster's Python with this project installed, and a
+working dir with large untracked folders needs ``--runtime-env-json '{"working_dir": ".", "excludes":
+["/data/", "/out/", "/runs/"]}'`` (Ray refuses uploads over 100 MiB).
 """
 
 from __future__ import annotations
