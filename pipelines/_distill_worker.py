@@ -105,6 +105,7 @@ def _save_checkpoint(
     rank: int,
     directory: Path,
     export: bool,
+    sharded: bool,
 ) -> bool:
     """Write the training state (and, for the final checkpoint, the inference export) on rank 0. Collective."""
     model_state = gather_model_state(model)
@@ -122,11 +123,12 @@ def _save_checkpoint(
     save_training_state(directory, state)
     (directory / "config.yaml").write_text(wc["config_yaml"])
     if export:
-        student = setup.student
-        if model_state:  # FSDP2 / DDP: write the export from the gathered full weights, not the local shards
-            export_student = type(student)(student.cfg, student.expert_spec)
-            export_student.load_state_dict(model_state)
-            student = export_student
+        student = setup.student  # plain / DDP: the live module holds the full weights
+        if sharded:  # FSDP2: rebuild on the meta device and take the gathered full weights
+            with torch.device("meta"):
+                student = type(student)(student.cfg, student.expert_spec)
+            student.load_state_dict(model_state, assign=True)
+            student.llm.tie_weights()
         export_inference_checkpoint(student, setup.tokenizer, directory / EXPORT_DIR)
     return True
 
@@ -174,6 +176,7 @@ def train_worker(wc: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     step = position.optimizer_step
     last = time.perf_counter()
+    steady = SteadyRate()
     while step < plan.total_steps:
         epoch, skip = position.epoch, position.batches_in_epoch
         consumed, group = 0, []
@@ -198,16 +201,17 @@ def train_worker(wc: dict[str, Any]) -> None:
             metrics = _all_reduce_stats(stats, device, world)
             now = time.perf_counter()
             elapsed, last = now - last, now
+            steady.add(metrics["samples"], metrics["tokens"], now)
             position = DataPosition(epoch, consumed, step, position.samples_seen + int(metrics["samples"]))
             metrics.update(
                 {
                     "workers/num_nodes": float(len(set(nodes))),
-                    "attempt/start_step": float(start_step),
                     "lr": stats.lr,
                     "grad_norm": stats.grad_norm,
                     "epoch": float(epoch),
                     "throughput/samples_per_s": metrics["samples"] / elapsed,
                     "throughput/tokens_per_s": metrics["tokens"] / elapsed,
+                    **steady.rates(),
                 }
             )
             if step % max(1, cfg.loop.log_every_steps) == 0 or step == plan.total_steps:
@@ -228,6 +232,27 @@ def train_worker(wc: dict[str, Any]) -> None:
         position = DataPosition(epoch + 1, 0, step, position.samples_seen) if position.epoch == epoch else position
 
 
+class SteadyRate:
+    """Samples/s and tokens/s since the end of this attempt's first step (start-up and warm-up excluded)."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+        self.samples = self.tokens = 0.0
+        self.t = 0.0
+
+    def add(self, samples: float, tokens: float, now: float) -> None:
+        if self.t0 is None:
+            self.t0 = now
+            return
+        self.samples, self.tokens, self.t = self.samples + samples, self.tokens + tokens, now
+
+    def rates(self) -> dict[str, float]:
+        if self.t0 is None or self.t <= self.t0:
+            return {}
+        span = self.t - self.t0
+        return {"throughput/steady_samples_per_s": self.samples / span, "throughput/steady_tokens_per_s": self.tokens / span}
+
+
 def _worker_nodes(world: int) -> list[str]:
     """Ray node id of every rank, in rank order (a collective)."""
     import ray
@@ -244,7 +269,8 @@ def _report(model, setup, optimizer, scheduler, position, wc, rank, metrics, ste
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
-        wrote = _save_checkpoint(model, setup, optimizer, scheduler, position, wc, rank, Path(tmp), export=final)
+        sharded = from_yaml(DistillJobConfig, wc["config_yaml"]).scaling.resolved_strategy() == "fsdp"
+        wrote = _save_checkpoint(model, setup, optimizer, scheduler, position, wc, rank, Path(tmp), final, sharded)
         ckpt = ray.train.Checkpoint.from_directory(tmp) if wrote else None
         ray.train.report({**metrics, "step": step}, checkpoint=ckpt)
 

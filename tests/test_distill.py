@@ -21,6 +21,8 @@ from tests.distill_testkit import write_shards
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "conf" / "distill" / "tiny.yaml"
 STEPS = 4  # 8 rows / global batch 4 = 2 steps per epoch, 2 epochs
+#: fault-tolerance runs: one epoch of 2 steps without the dense heads (L_LD only) — they test resume, not losses
+RESUME = ("loop.epochs=1", "ablation.variant=ld_only")
 SMALL = ("loop.micro_batch_size=1", "loop.global_batch_size=4", "loop.epochs=2", "loop.checkpoint_every_steps=1")
 
 
@@ -97,33 +99,34 @@ def test_two_worker_run_learns_and_tracks_one_mlflow_run(shards: str, tmp_path: 
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_worker_failure_resumes_from_last_checkpoint_with_same_step_count(shards: str, tmp_path: Path) -> None:
-    cfg = _cfg(shards, tmp_path, "faulty", "debug.fail_at_step=2", "debug.fail_rank=1", "run.max_failures=1")
+    clean_steps = 2  # one epoch; a clean run of this config does 2 optimiser steps (plan and the clean test above)
+    cfg = _cfg(shards, tmp_path, "faulty", *RESUME, "debug.fail_at_step=2", "debug.fail_rank=1", "run.max_failures=1")
     result = run(cfg)
 
-    assert result.metrics["step"] == STEPS == result.plan.total_steps
-    assert load_training_state(Path(str(result.checkpoint))).position.optimizer_step == STEPS
+    assert result.metrics["step"] == clean_steps == result.plan.total_steps
+    assert load_training_state(Path(str(result.checkpoint))).position.optimizer_step == clean_steps
     client, runs = _mlflow(cfg)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run_id = runs[0].info.run_id
     assert _history(client, run_id, "attempt/start_step") == [0.0, 1.0]  # attempt 2 resumed mid-epoch from the step-1 checkpoint
-    assert _steps(client, run_id) == list(range(1, STEPS + 1))
+    assert _steps(client, run_id) == list(range(1, clean_steps + 1))
 
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_resubmitted_job_resumes_the_same_run(shards: str, tmp_path: Path) -> None:
-    failing = _cfg(shards, tmp_path, "resub", "debug.fail_at_step=2", "run.max_failures=0")
+    failing = _cfg(shards, tmp_path, "resub", *RESUME, "debug.fail_at_step=2", "run.max_failures=0")
     with pytest.raises(Exception, match="injected failure"):
         run(failing)
     client, runs = _mlflow(failing)
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
 
-    result = run(_cfg(shards, tmp_path, "resub"))  # the same name and storage: a re-submission
+    result = run(_cfg(shards, tmp_path, "resub", *RESUME))  # the same name and storage: a re-submission
 
-    assert result.metrics["step"] == STEPS
+    assert result.metrics["step"] == 2
     client, runs = _mlflow(failing)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert _history(client, runs[0].info.run_id, "attempt/start_step") == [0.0, 1.0]
-    assert _steps(client, runs[0].info.run_id) == list(range(1, STEPS + 1))
+    assert _steps(client, runs[0].info.run_id) == [1, 2]
 
 
 def test_mismatching_shards_fail_on_the_driver(shards: str, tmp_path: Path) -> None:
@@ -134,4 +137,21 @@ def test_mismatching_shards_fail_on_the_driver(shards: str, tmp_path: Path) -> N
     with pytest.raises(ShardManifestError, match="no _manifest.json|incomplete"):
         run(_cfg(str(tmp_path / "nothing"), tmp_path, "bad"))
     with pytest.raises(ValueError, match="global_batch_size"):
-        run(_cfg(shards, tmp_path, "bad", "loop.global_batch_size=6"))
+        run(_cfg(shards, tmp_path, "bad", "loop.global_batch_size=5"))
+
+
+def test_cli_prints_the_resolved_config(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.distill import main
+
+    assert main(["--config", str(TINY), "--config", str(ROOT / "conf/distill/ablation_sft_only.yaml"),
+                 "--print-config", "data.shards=/s", "run.storage_path=/r", "optim.lr=0.5"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "variant: sft_only" in out and "lr: 0.5" in out and "shards: /s" in out
+
+
+def test_paper_recipe_preset() -> None:
+    cfg = load(DistillJobConfig, [ROOT / "conf/distill/nvila_lite_8b_a100.yaml"], [])
+    cfg.validate()
+    assert (cfg.optim.lr, cfg.optim.warmup_ratio, cfg.loop.global_batch_size, cfg.loop.epochs) == (1e-5, 0.03, 1024, 5)
+    assert cfg.scaling.num_workers == 64 and cfg.scaling.resolved_strategy() == "fsdp" and cfg.accumulation_steps() == 4
+    assert cfg.student.preset == "nvila_lite_8b" and not cfg.student.train_vision and cfg.student.train_llm

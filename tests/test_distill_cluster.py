@@ -1,0 +1,130 @@
+"""``ray job submit`` of the distillation job against a real two-node Ray cluster started by the test.
+
+Two ``ray start --block`` processes on this machine (a head and a second node, 1 CPU each, every port free and
+explicit, ``RAY_AUTH_MODE=disabled``) form a two-node cluster; the job is submitted through the head's job server
+with ``--working-dir .`` exactly as a user would, asks for two workers with the ``SPREAD`` placement, and must
+finish with one worker on each node. Both processes are terminated at the end (never ``ray stop``, which would
+stop other clusters on this machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import free_port
+from tests.distill_testkit import write_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+START_TIMEOUT_S = 120
+
+
+def _node_ports() -> list[str]:
+    return [
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        "--num-cpus=1",
+        f"--object-store-memory={256 * 1024**2}",
+        "--disable-usage-stats",
+        "--block",
+    ]
+
+
+def _alive_nodes(dashboard: str) -> list[str]:
+    try:
+        reply = requests.get(f"{dashboard}/api/v0/nodes", params={"limit": 10}, timeout=5).json()
+    except (requests.RequestException, ValueError):
+        return []
+    rows = reply.get("data", {}).get("result", {}).get("result", []) if isinstance(reply, dict) else []
+    return [r["node_id"] for r in rows if r.get("state") == "ALIVE"]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
+    """A head + one more node (1 CPU each); yields (dashboard URL, node ids)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    env.pop("RAY_ADDRESS", None)
+    temp_dir = tempfile.mkdtemp(prefix="rgd", dir="/tmp")  # short: Ray's unix socket paths live under it
+    gcs_port, dash_port = free_port(), free_port()
+    dashboard = f"http://127.0.0.1:{dash_port}"
+    head = subprocess.Popen(
+        [RAY, "start", "--head", f"--port={gcs_port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dash_port}", f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}",
+         "--include-dashboard=true", *_node_ports()],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    procs = [head]
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(_alive_nodes(dashboard)) < 1:
+            assert head.poll() is None, "ray start --head exited"
+            assert time.monotonic() < deadline, "the Ray head did not come up"
+            time.sleep(1)
+        second = subprocess.Popen(
+            [RAY, "start", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1", *_node_ports()],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        procs.append(second)
+        while len(nodes := _alive_nodes(dashboard)) < 2:
+            assert second.poll() is None, "ray start (second node) exited"
+            assert time.monotonic() < deadline, "the second Ray node did not join"
+            time.sleep(1)
+        yield dashboard, nodes
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_on_both_nodes(two_node_cluster: tuple[str, list[str]], tmp_path: Path) -> None:
+    dashboard, nodes = two_node_cluster
+    shards = write_shards(tmp_path / "shards", num_samples=4)
+    cmd = [
+        RAY, "job", "submit", f"--address={dashboard}", "--working-dir", ".", "--",
+        sys.executable, "pipelines/distill.py", "--config", "conf/distill/tiny.yaml",
+        f"data.shards={shards}", f"run.storage_path={tmp_path / 'runs'}", "run.name=two-nodes",
+        "scaling.placement_strategy=SPREAD", "loop.micro_batch_size=1", "loop.global_batch_size=2", "loop.epochs=1",
+    ]  # fmt: skip
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    line = next((ln for ln in out.splitlines() if ln.startswith("DISTILL_RESULT ")), None)
+    assert line is not None, out[-4000:]
+    result = json.loads(line[len("DISTILL_RESULT ") :])
+    assert result["steps"] == 2  # 4 rows / global batch 2
+    assert result["metrics"]["workers/num_nodes"] == 2.0, "SPREAD must place one worker on each node"
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'two-nodes' / 'mlflow.db'}")
+    run = client.get_run(result["mlflow_run_id"])
+    assert set(run.data.tags["ray.worker_nodes"].split(",")) == set(nodes)
+    assert run.info.status == "FINISHED"
