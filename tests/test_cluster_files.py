@@ -39,28 +39,6 @@ LAUNCHER_FILES = sorted(CLUSTER.glob("aws-*.yaml"))
 KUBERAY_FILES = sorted((CLUSTER / "kuberay").glob("*.yaml"))
 COMMAND_SOURCES = sorted(p for p in CLUSTER.rglob("*") if p.is_file() and p.suffix in {".yaml", ".sh", ""}) + [RUNBOOK]
 
-#: entry points and config files other engineers had not landed when these files were written: a command naming
-#: one of them that is still absent is reported as XFAIL with the missing path (never skipped silently); once a
-#: path exists it is checked like any other. Empty this set when they have all landed.
-PENDING: frozenset[str] = frozenset(
-    {
-        "pipelines/precompute.py",
-        "pipelines/distill.py",
-        "pipelines/serve.py",
-        "pipelines/evaluate.py",
-        "conf/precompute/cluster.yaml",
-        "conf/distill/nvila_lite_8b_a100.yaml",
-        "conf/serve/nvila_lite_8b.yaml",
-        "conf/eval/r4d_bench.yaml",
-    }
-)
-
-
-def _xfail_if_pending(path: str, where: str) -> None:
-    if path in PENDING and not (ROOT / path).exists():
-        pytest.xfail(f"{path} (named at {where}) has not landed yet")
-
-
 CREDENTIAL_ENV = re.compile(r"(^|_)(ACCESS_KEY|SECRET|PASSWORD|TOKEN|USERNAME|CREDENTIALS?)(_|$)", re.IGNORECASE)
 KUBERAY_CLUSTER_OF = {
     "RayCluster": lambda d: d["spec"],
@@ -256,14 +234,22 @@ def test_serve_configs_validate_and_agree() -> None:
 def test_serve_import_path_exists(app: dict[str, Any]) -> None:
     module_name, _, attr = app["import_path"].partition(":")
     source = ROOT / (module_name.replace(".", "/") + ".py")
-    _xfail_if_pending(_rel(source), "cluster/serve_config.yaml")
     assert source.is_file(), f"import_path {app['import_path']}: {_rel(source)} does not exist"
     target = getattr(importlib.import_module(module_name), attr, None)
     assert target is not None, f"import_path {app['import_path']}: {module_name} has no attribute {attr!r}"
     config = app.get("args", {}).get("config")
     if config:
-        _xfail_if_pending(config, "cluster/serve_config.yaml")
         assert (ROOT / config).is_file(), f"serve app args.config {config} does not exist"
+    # what `serve deploy` does: call the builder with args; the deployments the config tunes must be in the app,
+    # and user_config may only carry keys the deployment reconfigures from
+    built = target(app.get("args", {})) if callable(target) else target
+    bound = built._bound_deployment
+    names = {bound.name}
+    for deployment in app.get("deployments", []):
+        assert deployment["name"] in names, f"serve config tunes deployment {deployment['name']}, app has {names}"
+        defaults = bound._deployment_config.user_config or {}
+        unknown = set(deployment.get("user_config", {})) - set(defaults)
+        assert not unknown, f"user_config keys {sorted(unknown)} are not the deployment's ({sorted(defaults)})"
 
 
 # ---- runtime env, image, Slurm ----------------------------------------------------------------------------------------
@@ -430,11 +416,9 @@ def test_job_command_names_real_entry_point_configs_and_keys(cmd: JobCommand) ->
     from rgpt4d_core.config import load
 
     source = ROOT / cmd.script
-    _xfail_if_pending(cmd.script, cmd.where)
     assert source.is_file(), f"{cmd.where}: entry point {cmd.script} does not exist"
     assert cmd.configs, f"{cmd.where}: {cmd.script} is run without --config"
     for conf in cmd.configs:
-        _xfail_if_pending(conf, cmd.where)
         assert conf.startswith("conf/") and (ROOT / conf).is_file(), f"{cmd.where}: config file {conf} does not exist"
     module = importlib.import_module(cmd.script[:-3].replace("/", "."))
     job_cls = _job_config_class(module, source)
