@@ -105,7 +105,7 @@ def main() -> None:
         f"server.batch_wait_timeout_s={args.wait}", "server.app_name=bench",
     ])
     init_ray(num_cpus=2, object_store_memory=512 * 1024**2)
-    url, _ = start(job, version="bench")
+    url, _ = start(job)
     question = "Where does <obj_1> move?"
     body: dict[str, Any] = {"video": {"data_b64": base64.b64encode(video).decode()}, "question": question,
             "options": OPTIONS, "regions": [{"obj_id": 1, "box": [0.05, 0.3, 0.4, 0.65]}]}
@@ -114,7 +114,7 @@ def main() -> None:
     results: dict[tuple[str, int], dict[str, Any]] = {}
     try:
         for mode, user_config in settings.items():
-            serve.run(make_app(job, user_config, version="bench"), name=job.server.app_name, route_prefix="/")
+            serve.run(make_app(job, user_config), name=job.server.app_name, route_prefix="/")
             asyncio.run(load(url, body, 8, 4))  # warm-up
             for conc, n in zip(args.concurrency, args.requests, strict=True):
                 results[(mode, conc)] = asyncio.run(load(url, body, n, conc))

@@ -452,17 +452,11 @@ class VQAModel:
 # ------------------------------------------------------------------------------------------------ builders
 
 
-def make_app(
-    job: ServeJob, user_config: dict[str, Any] | None = None, version: str | None = None
-) -> serve.Application:
+def make_app(job: ServeJob, user_config: dict[str, Any] | None = None) -> serve.Application:
     """The bound application for ``job``: deployment options from ``job.server``, and ``user_config`` (batching)
-    from ``job.server`` unless given.
-
-    ``serve deploy`` updates a changed ``user_config`` in place by itself. Imperative ``serve.run`` restarts the
-    replicas on every call unless the deployment carries the same ``version``: pass one to reconfigure in place.
-    """
+    from ``job.server`` unless given. ``serve deploy`` applies a changed ``user_config`` to running replicas in
+    place (``VQAModel.reconfigure``); an imperative ``serve.run`` replaces the replicas."""
     s = job.server
-    extra = {} if version is None else {"version": version}
     batching = {"max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s}
     deployment: Any = VQAModel
     return deployment.options(
@@ -470,7 +464,6 @@ def make_app(
         max_ongoing_requests=s.max_ongoing_requests,
         ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
         user_config=batching if user_config is None else user_config,
-        **extra,
     ).bind(job)
 
 
@@ -497,11 +490,11 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     return make_app(load_job(args.get("config"), overrides.split() if isinstance(overrides, str) else overrides))
 
 
-def start(job: ServeJob, version: str | None = None) -> tuple[str, DeploymentHandle]:
+def start(job: ServeJob, user_config: dict[str, Any] | None = None) -> tuple[str, DeploymentHandle]:
     """Start Serve's HTTP proxy and the application on the running Ray; returns ``(url, handle)``."""
     s = job.server
     serve.start(http_options={"host": s.host, "port": s.port, "request_timeout_s": s.request_timeout_s})
-    handle = serve.run(make_app(job, version=version), name=s.app_name, route_prefix=s.route_prefix)
+    handle = serve.run(make_app(job, user_config), name=s.app_name, route_prefix=s.route_prefix)
     return f"http://{s.host}:{s.port}{s.route_prefix.rstrip('/')}", handle
 
 

@@ -36,6 +36,7 @@ class Server:
     video: bytes
     job: Any
     client: httpx.Client
+    handle: Any
 
     def b64(self) -> str:
         return base64.b64encode(self.video).decode()
@@ -65,13 +66,14 @@ def server(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
         f"engine.checkpoint={base / 'ckpt'}", "bootstrap_preset=tiny", "engine.max_new_tokens=4",
         "engine.torch_threads=1", "engine.decode_threads=2", f"security.media_root={media}",
         f"security.max_body_bytes={MAX_BODY}", "security.max_upload_bytes=300000", f"server.port={port}",
-        "server.num_cpus=0.5", "server.max_batch_size=8", "server.batch_wait_timeout_s=0.05",
+        "server.num_cpus=0.5", "server.max_batch_size=2", "server.batch_wait_timeout_s=0.05",
         "server.app_name=rgpt4d-test",
     ])
-    url, _ = start(job, version="t")
+    # batching comes from Serve's user_config (8), not from the job's server section (2)
+    url, handle = start(job, {"max_batch_size": 8, "batch_wait_timeout_s": 0.05})
     try:
         with httpx.Client(timeout=120) as client:
-            yield Server(url, media, video, job, client)
+            yield Server(url, media, video, job, client, handle)
     finally:
         serve.shutdown()
 
@@ -283,20 +285,17 @@ def test_server_keeps_serving_after_bad_requests(server: Server) -> None:
 # ------------------------------------------------------------------------------------------------ operations
 
 
-def test_batching_is_reconfigurable_through_user_config(server: Server) -> None:
-    from ray import serve
-
-    from pipelines.serve import make_app
-
-    s = server.job.server
+def test_batching_is_reconfigurable_in_place(server: Server) -> None:
+    # what Serve calls on running replicas when a deployed user_config changes (`serve deploy`)
     try:
-        serve.run(make_app(server.job, {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}, version="t"),
-                  name=s.app_name, route_prefix=s.route_prefix)
+        server.handle.reconfigure.remote({"max_batch_size": 1, "batch_wait_timeout_s": 0.0}).result()
         assert server.client.get(f"{server.url}/healthz").json()["max_batch_size"] == 1
         responses = _burst(6, 6, lambda i: server.vqa())
         assert {r.json()["batch_size"] for r in responses} == {1}
+        with pytest.raises(Exception, match="unknown keys"):
+            server.handle.reconfigure.remote({"max_batch": 4}).result()
     finally:
-        serve.run(make_app(server.job, version="t"), name=s.app_name, route_prefix=s.route_prefix)
+        server.handle.reconfigure.remote({"max_batch_size": 8, "batch_wait_timeout_s": 0.05}).result()
     assert server.client.get(f"{server.url}/healthz").json()["max_batch_size"] == 8
 
 
