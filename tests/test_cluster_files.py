@@ -447,3 +447,36 @@ def test_runbook_shard_bytes_match_schema_for_real_l4p() -> None:
     total = sum(per_column.values())
     assert f"**{total:,} ({total / 1e6:.1f} MB)**" in text, f"runbook total should be {total:,} bytes"
     assert f"16,000 x {total / 1e6:.1f} MB ≈ {16_000 * total / 1e12:.2f} TB" in text
+
+
+def test_runbook_parameter_counts_match_the_real_presets() -> None:
+    """The sizing table's counts are those of our ``nvila_lite_8b`` student (+ D_4DP) and ``l4p_vitg`` heads."""
+    import torch
+
+    from rgpt4d_core.experts.l4p import L4PExpert, build_model
+    from rgpt4d_core.model.presets import student_config
+    from rgpt4d_core.model.student import Student
+
+    teacher = build_model("l4p_vitg", device="meta")
+    spec = L4PExpert(teacher, "l4p_vitg", "untrained", torch.device("meta"), torch.bfloat16).spec
+    with torch.device("meta"):
+        student = Student(student_config("nvila_lite_8b"), spec)
+
+    def count(module: torch.nn.Module | None) -> int:
+        assert module is not None
+        return sum(p.numel() for p in module.parameters())
+
+    parts = {
+        "Qwen2-7B LLM": count(student.llm),
+        "projector": count(student.projector),
+        "D_4DP": count(student.decoder),
+        "SigLIP": count(student.vision),
+        "L4P DPT heads": count(teacher.heads),
+    }
+    text = RUNBOOK.read_text()
+    for name, n in parts.items():
+        assert re.search(rf"\| {re.escape(name)}[^|]*\| {n:,} \|", text), f"runbook row '{name}' should say {n:,}"
+    trainable = parts["Qwen2-7B LLM"] + parts["projector"] + parts["D_4DP"]
+    frozen = parts["SigLIP"] + parts["L4P DPT heads"]
+    assert f"**{trainable:,} / {frozen:,}**" in text
+    assert f"{trainable:,} x 16 B / 64 = {trainable * 16 / 64 / 1e9:.2f} GB per GPU" in text
