@@ -37,31 +37,51 @@ def _job(dataset: str, out: str, *overrides: str) -> PrecomputeJob:
     return config_lib.load(PrecomputeJob, [TINY], [*base, *overrides])
 
 
+def _synthetic_world(root: str, num_scenes: int = 2) -> list[dict]:
+    """A tiny world from the real synthetic writer (64x64, 2 s clips); returns its QA rows with their split."""
+    from rgpt4d_core.synth.config import SynthConfig
+    from rgpt4d_core.synth.writer import SPLITS, build_scene, finalize, write_scene
+
+    cfg = SynthConfig(seed=0, num_scenes=num_scenes, width=64, height=64, fps_choices=(10, 12), min_duration_s=2.0,
+                      max_duration_s=2.0, max_frames=24, min_objects=2, max_objects=3,
+                      split_fractions=(0.5, 0.5, 0.0))  # fmt: skip
+    for i in range(num_scenes):
+        write_scene(root, build_scene(cfg, i))
+    finalize(root, cfg)
+    rows = []
+    for split in SPLITS:
+        for line in storage.read_bytes(storage.join(root, "questions", f"{split}.jsonl")).decode().splitlines():
+            rows.append({**json.loads(line), "_split": split})
+    return rows
+
+
 @pytest.mark.usefixtures("ray_cluster")
 def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path) -> None:
     import torch
 
     torch.set_num_threads(1)
-    data = str(tmp_path / "ds")
-    train = make_dataset(data, num_videos=3, questions_per_video=2)
-    val = make_dataset(data, num_videos=1, split="val")  # rewrites v0.mp4 identically; a third QA on it
-    job = _job(data, str(tmp_path / "shards"), "output.rows_per_file=2", "input.splits=[train,val]")
+    data = str(tmp_path / "synth")
+    qas = _synthetic_world(data)
+    videos = {q["video"] for q in qas}
+    assert len(videos) >= 2 and {q["_split"] for q in qas} >= {"train", "val"}
+    job = _job(data, str(tmp_path / "shards"), "output.rows_per_file=4", "input.splits=[train,val,test]")
     summary = run(job)
-    assert (summary.videos, summary.records, summary.written_ok, summary.written_error) == (3, 7, 7, 0)
-    assert "7 samples (7 ok, 0 error)" in summary.text()
+    n = len(qas)
+    assert (summary.videos, summary.records, summary.written_ok, summary.written_error) == (len(videos), n, n, 0)
+    assert f"{n} samples ({n} ok, 0 error)" in summary.text()
 
     shards = open_shards(job.output.uri)
     m = shards.manifest
     expert = build_expert(job.expert)
-    assert m.expert_spec == expert.spec and m.counts.total == 7 and m.counts.error == 0
+    assert m.expert_spec == expert.spec and m.counts.total == n and m.counts.error == 0
     assert m.sampling == job.sampling.to_dict() and len(m.git_sha) >= 7 and m.created_at
     table = shards.read_table()
     rows = {r[S.QUESTION_ID]: r for r in table.to_pylist()}
-    assert sorted(rows) == sorted(q["id"] for q in train + val)
-    assert len(set(table.column(S.SAMPLE_ID).to_pylist())) == 7
+    assert sorted(rows) == sorted(q["id"] for q in qas)
+    assert len(set(table.column(S.SAMPLE_ID).to_pylist())) == n
     shapes = m.shapes()
     clips = {}
-    for qa in train + val:
+    for qa in qas:
         row = rows[qa["id"]]
         uri = storage.join(data, qa["video"])
         if uri not in clips:
@@ -71,19 +91,20 @@ def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path) -> No
         d = decode_row(row, shapes)
         assert d.status == S.STATUS_OK and d.error_reason is None
         assert d.sample_id == make_sample_id(uri, clip.frame_indices, qa["id"])
-        assert d.source.split == ("val" if qa["id"].startswith("val") else "train")
-        assert d.source.scene_id == qa["scene_id"] and d.source.item.som_image is None
+        assert d.source.split == qa["_split"] and d.source.scene_id == qa["scene_id"]
         item = d.source.item
-        assert (item.question, item.options, item.answer, item.task) == (
-            qa["question"], tuple(qa["options"]), qa["answer"], qa["task"])
-        assert [(r.obj_id, r.label) for r in item.regions] == [(1, "box")]
-        np.testing.assert_allclose(item.regions[0].box, qa["regions"][0]["box"], rtol=1e-6)
+        assert (item.question, item.options, item.answer, item.task, item.som_image) == (
+            qa["question"], tuple(qa["options"]), qa["answer"], qa["task"], qa["som_image"])
+        assert [(r.obj_id, r.label) for r in item.regions] == [(r["obj_id"], r.get("label")) for r in qa["regions"]]
+        for got_region, want_region in zip(item.regions, qa["regions"], strict=True):
+            np.testing.assert_allclose(got_region.box, want_region["box"], rtol=1e-6)
         assert row[S.FRAMES_FORMAT] == "jpeg" and (row[S.FRAME_HEIGHT], row[S.FRAME_WIDTH]) == (64, 64)
         assert d.clip is not None and d.clip.frames.shape == clip.frames.shape == (16, 64, 64, 3)
         assert np.abs(d.clip.frames.astype(int) - clip.frames.astype(int)).mean() < 4.0  # JPEG q90
         np.testing.assert_array_equal(d.clip.frame_indices, clip.frame_indices)
         np.testing.assert_allclose(d.clip.timestamps_s, clip.timestamps_s)
         assert d.clip.num_source_frames == clip.num_source_frames and d.clip.fps == pytest.approx(clip.fps)
+        assert row[S.DURATION_S] == pytest.approx(clip.duration_s)
         assert row[S.EXPERT_NAME] == "l4p" and row[S.EXPERT_REVISION] == expert.spec.revision
         for name in S.TENSOR_COLUMNS:
             want = getattr(targets, name)
@@ -93,7 +114,7 @@ def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path) -> No
 
     # a second run has nothing to do and commits the same set
     again = run(job)
-    assert (again.videos, again.skipped_written, again.total_rows) == (0, 7, 7)
+    assert (again.videos, again.skipped_written, again.total_rows) == (0, n, n)
     assert open_shards(job.output.uri).manifest.files == m.files
 
 
