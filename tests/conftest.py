@@ -61,8 +61,9 @@ def ray_cluster() -> Iterator[None]:
 def s3_server() -> Iterator[dict[str, str]]:
     """A moto S3 server on 127.0.0.1 (a real S3-protocol endpoint); yields the env it needs.
 
-    The environment variables are also exported for the session so that s3fs/pyarrow in this process and in
-    Ray workers started afterwards reach it. Stops by itself at the end of the session.
+    The environment variables are exported in this process (s3fs/pyarrow in the driver reach the server).
+    Workers of an already-running Ray cluster do NOT see them: jobs forward what they need through their
+    runtime_env (see the ``forward_env`` settings of the pipelines). Stops by itself at the end of the session.
     """
     port = free_port()
     proc = subprocess.Popen(
