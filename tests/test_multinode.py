@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_PREFIX = "MULTINODE_RESULT "
 WORKER_RESOURCE = "rgpt4d_worker"
-TRAIN_STEPS = 10
+TRAIN_STEPS = 8
 CHECKPOINT_EVERY = 2
 ENV = {
     "RAY_AUTH_MODE": "disabled",
