@@ -23,7 +23,7 @@ from rgpt4d_core.serve.engine import (
 )
 from rgpt4d_core.text.answers import extract_answer
 from rgpt4d_core.text.prompts import DURATION_SENTENCE
-from rgpt4d_core.types import Region
+from rgpt4d_core.types import Region, VQAItem
 from rgpt4d_core.video.encode import encode_video
 
 OPTIONS = ("left", "right", "towards the camera", "not moving")
@@ -82,6 +82,16 @@ def test_answers_are_parsed_by_the_shared_extractor(engine: VQAEngine, video: Pa
     # the same video as a path and as bytes gives the same greedy output
     a, b = results
     assert isinstance(a, VQAResult) and isinstance(b, VQAResult) and a.raw_output == b.raw_output
+
+
+def test_request_from_benchmark_item(engine: VQAEngine, video: Path) -> None:
+    region = Region(obj_id=1, box=(0.05, 0.3, 0.4, 0.6))
+    item = VQAItem(id="stibench-7", video="clip.mp4", question="Where does <obj_1> move?", options=OPTIONS,
+                   answer="left", task="T", regions=(region,))
+    request = VQARequest.from_item(item, video=str(video))
+    assert (request.request_id, request.video, request.regions) == ("stibench-7", str(video), (region,))
+    (res,) = engine.answer([request])
+    assert isinstance(res, VQAResult) and res.request_id == "stibench-7"
 
 
 def test_batched_generation_equals_one_by_one(engine: VQAEngine, video: Path, tmp_path: Path) -> None:

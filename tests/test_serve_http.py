@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -245,6 +246,8 @@ BAD_REQUESTS: list[tuple[str, Callable[[Server], httpx.Response], int, str]] = [
     ("s3 not allowed", _vqa(video={"url": "s3://bucket/a.mp4"}), 403, "video.url"),
     ("body over limit", lambda s: s.client.post(f"{s.url}/v1/vqa", content=b"x" * (MAX_BODY + 10),
                                                 headers={"content-type": "application/json"}), 413, "body"),
+    ("chunked body over limit", lambda s: s.client.post(f"{s.url}/v1/vqa", content=iter([b"x" * 65536] * 10),
+                                                        headers={"content-type": "application/json"}), 413, "body"),
     ("multipart without request", lambda s: s.client.post(f"{s.url}/v1/vqa", files={"video": ("a.mp4", s.video)}),
      422, "request"),
     ("multipart bad request json", lambda s: s.client.post(
@@ -309,7 +312,13 @@ def test_logs_carry_request_ids_but_not_bodies(server: Server) -> None:
     node = ray._private.worker._global_node
     assert node is not None
     logs_dir = Path(node.get_logs_dir_path()) / "serve"
-    text = "\n".join(p.read_text(errors="replace") for p in logs_dir.glob("replica_*rgpt4d-test*.log"))
+
+    def replica_logs() -> str:
+        return "\n".join(p.read_text(errors="replace") for p in logs_dir.glob("replica_*rgpt4d-test*.log"))
+
+    deadline = time.monotonic() + 30  # Serve writes replica logs through a buffer
+    while rid not in (text := replica_logs()) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert rid in text
     lines = [json.loads(ln[ln.index("{"):]) for ln in text.splitlines() if rid in ln and '"event": "request"' in ln]
     assert lines and lines[0]["status"] == 200 and lines[0]["path"] == "/v1/vqa"

@@ -37,7 +37,7 @@ from rgpt4d_core.regions import RegionError, draw_set_of_marks, validate_refs
 from rgpt4d_core.text.answers import extract_answer
 from rgpt4d_core.text.prompts import build_inference_ids, r4d_user_text
 from rgpt4d_core.text.tokenizer import TOKENIZERS, TextTokenizer
-from rgpt4d_core.types import Region
+from rgpt4d_core.types import Region, VQAItem
 from rgpt4d_core.video.decode import DecodeConfig, VideoDecodeError, decode_clip
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,18 @@ class VQARequest:
     regions: tuple[Region, ...] = ()
     include_duration: bool | None = None
     request_id: str = ""
+
+    @classmethod
+    def from_item(cls, item: VQAItem, video: str | bytes | None = None) -> VQARequest:
+        """The request for a benchmark item (``request_id = item.id``); ``video`` overrides ``item.video``
+        (e.g. the path joined with the dataset root, or the bytes)."""
+        return cls(
+            video=item.video if video is None else video,
+            question=item.question,
+            options=tuple(item.options),
+            regions=tuple(item.regions),
+            request_id=item.id,
+        )
 
 
 @dataclass(frozen=True)
