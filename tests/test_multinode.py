@@ -160,6 +160,7 @@ def scenario(tmp: Path) -> dict[str, Any]:
         initialize_head=True,
         head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": 150 * 1024**2},
     )
+    marks = {"start": time.perf_counter()}
     try:
         workers = [
             cluster.add_node(num_cpus=1, resources={WORKER_RESOURCE: 1}, object_store_memory=100 * 1024**2)
@@ -171,10 +172,12 @@ def scenario(tmp: Path) -> dict[str, Any]:
         head = cluster.head_node.node_id
         out: dict[str, Any] = {"head_node": head, "initial_nodes": [n["NodeID"] for n in ray.nodes() if n["Alive"]]}
 
+        marks["cluster_up"] = time.perf_counter()
         synth, shards, runs = tmp / "synth", tmp / "shards", tmp / "runs"
         rc = make_synthetic.main(["--config", "conf/synth/tiny.yaml", "--out", str(synth), "--address", cluster.address,
                                   "--no-progress", "synth.num_scenes=2", "workers=1"])  # fmt: skip
         assert rc == 0, f"make_synthetic exited {rc}"
+        marks["synthetic_written"] = time.perf_counter()
 
         summary = precompute.main([
             "--config", "conf/precompute/tiny.yaml", f"input.dataset_root={synth}", "input.splits=[train]",
@@ -184,6 +187,7 @@ def scenario(tmp: Path) -> dict[str, Any]:
         out["precompute"] = {"ok": summary.written_ok, "errors": summary.written_error}
         out["manifest_ok"] = json.loads((shards / "_manifest.json").read_text())["counts"]["ok"]
         out["precompute_actor_nodes"] = sorted(set(_actor_nodes("MapWorker").values()))
+        marks["precomputed"] = time.perf_counter()
 
         cfg = load(DistillJobConfig, [ROOT / "conf" / "distill" / "tiny.yaml"], [
             f"data.shards={shards}", f"run.storage_path={runs}", "run.name=multinode", "run.max_failures=2",
@@ -196,6 +200,7 @@ def scenario(tmp: Path) -> dict[str, Any]:
         job.start()
         # mid-training: as soon as the first checkpoint is durable, a worker node dies (raylet and all its processes)
         _wait_for(lambda: _registered_checkpoint_step(run_dir), "the first registered checkpoint", 300, job)
+        marks["first_checkpoint"] = time.perf_counter()
         first = _actor_nodes("RayTrainWorker")
         checkpointed_at_kill = _registered_checkpoint_step(run_dir)
         victim = workers[-1]
@@ -208,6 +213,7 @@ def scenario(tmp: Path) -> dict[str, Any]:
         if job.error is not None:
             raise job.error
         result = job.result
+        marks["distilled"] = time.perf_counter()
         later = {a: n for a, n in _actor_nodes("RayTrainWorker").items() if a not in first}
         out.update(
             killed_node=victim.node_id,
@@ -217,6 +223,7 @@ def scenario(tmp: Path) -> dict[str, Any]:
             later_worker_nodes=sorted(set(later.values())),
             final_step=int(result.metrics["step"]),
             attempt_start_steps=_attempt_start_steps(distill.tracking_uri_of(cfg), result.mlflow_run_id),
+            phase_seconds={k: round(marks[k] - marks["start"], 1) for k in marks},
         )
         return out
     finally:
