@@ -8,7 +8,7 @@ the real entry points run as they would under ``ray job submit``:
 2. ``pipelines/precompute.py`` runs the tiny L4P expert in an actor pool of two 1-CPU actors, which no single node
    can hold, so the pool spans two nodes;
 3. ``pipelines/distill.py`` trains the tiny student with two Ray Train workers that each need ``rgpt4d_worker``,
-   i.e. one worker per worker node. As soon as the first checkpoint is on storage, one worker node is killed
+   i.e. one worker per worker node. As soon as Ray Train has registered the first checkpoint, one worker node is killed
    (its raylet and every process on it) and a replacement node joins, as an autoscaler or KubeRay would provide.
    ``FailureConfig`` restarts the worker group, which resumes from that checkpoint and finishes all steps; the
    job's single MLflow run records each attempt's start step.
