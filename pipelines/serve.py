@@ -30,15 +30,10 @@ import argparse
 import asyncio
 import dataclasses
 import importlib
-import json
-import logging
 import os
-import re
 import signal
 import sys
 import time
-import uuid
-from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,11 +45,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from pydantic.json_schema import models_json_schema
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from pipelines._serve_http import (
+    ApiError,
+    RequestGuard,
+    error_response,
+    log,
+    openapi_with_vqa_body,
+    validation_error,
+)
 from rgpt4d_core.config import load
+from rgpt4d_core.regions import RegionError, validate_refs
 from rgpt4d_core.serve import api
 from rgpt4d_core.serve.engine import EngineConfig, VQAError, VQARequest, VQAResult, write_random_checkpoint
 from rgpt4d_core.serve.security import (
@@ -65,8 +68,6 @@ from rgpt4d_core.serve.security import (
     resolve_media_path,
 )
 
-log = logging.getLogger("ray.serve.rgpt4d")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 _ACCESS_STATUS = {"forbidden": 403, "not_found": 404, "too_large": 413, "invalid": 422}
 
 
@@ -113,106 +114,6 @@ class ServeJob:
     ray_address: str | None = None
 
 
-class ApiError(Exception):
-    """A request-level failure turned into an :class:`api.ErrorBody` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-# ------------------------------------------------------------------------------------------------ middleware
-
-
-def _error_response(status: int, request_id: str, code: str, message: str, field: str | None) -> JSONResponse:
-    body = api.ErrorBody(request_id=request_id, error=api.ErrorDetail(code=code, message=message, field=field))
-    return JSONResponse(body.model_dump(), status_code=status)  # RequestGuard / Serve add X-Request-ID
-
-
-class RequestGuard:
-    """ASGI middleware: request id, body-size limit (413, header and streamed), one JSON log line per request.
-
-    The request id is the incoming ``X-Request-ID`` (Serve's proxy always forwards one: the client's, or a
-    fresh UUID that also appears in Serve's own logs), else a new one.
-
-    ``max_body_bytes`` is a class attribute set by the replica from its config: Serve pickles the FastAPI app
-    (middleware included) when the module is imported, before any config is known.
-    """
-
-    max_body_bytes: int = SecurityConfig().max_body_bytes
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        given = headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        start, status, received = time.perf_counter(), [0], [0]
-
-        async def send_with_id(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-                if not given:  # Serve's proxy sets the header itself (with the id it forwarded to us)
-                    message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-            await send(message)
-
-        async def counted_receive() -> dict[str, Any]:
-            message: dict[str, Any] = await receive()
-            received[0] += len(message.get("body", b""))
-            if received[0] > self.max_body_bytes:
-                raise _BodyTooLarge
-            return message
-
-        try:
-            declared = int(headers.get("content-length", "0") or 0)
-        except ValueError:
-            declared = 0
-        try:
-            if declared > self.max_body_bytes:
-                raise _BodyTooLarge
-            await self.app(scope, counted_receive, send_with_id)
-        except _BodyTooLarge:
-            if status[0]:
-                raise
-            msg = f"request body exceeds max_body_bytes={self.max_body_bytes}"
-            await _error_response(413, request_id, "body_too_large", msg, "body")(scope, receive, send_with_id)
-        finally:
-            log.info(json.dumps({
-                "event": "request", "request_id": request_id, "method": scope.get("method"),
-                "path": scope.get("path"), "status": status[0], "bytes_in": received[0] or declared,
-                "latency_ms": round((time.perf_counter() - start) * 1e3, 2),
-            }))
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
-    return out or "body"
-
-
-def _validation_error(errors: list[Any]) -> ApiError:
-    first = errors[0]
-    if first.get("type") == "json_invalid":
-        return ApiError(400, "invalid_json", f"body is not valid JSON: {first.get('msg')}", "body")
-    where = _field_of(tuple(first.get("loc", ())))
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return ApiError(422, "invalid_request", f"{where}: {first.get('msg')}{more}", where)
-
-
 def _status_of(error: VQAError) -> int:
     if error.code == "internal":
         return 500
@@ -239,45 +140,22 @@ def ensure_checkpoint(job: ServeJob) -> None:
     log.warning("serving an UNTRAINED %s checkpoint written to %s", job.bootstrap_preset, target)
 
 
-def _openapi_with_vqa_body(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """FastAPI's schema plus the two request bodies of ``/v1/vqa`` (JSON and multipart)."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        from fastapi.openapi.utils import get_openapi
-
-        schema = get_openapi(title=app.title, version=app.version, routes=app.routes, description=app.description)
-        _, defs = models_json_schema([(api.VQAPayload, "validation")], ref_template="#/components/schemas/{model}")
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
-        ref = {"$ref": "#/components/schemas/VQAPayload"}
-        multipart = {"type": "object", "required": ["video", "request"], "properties": {
-            "video": {"type": "string", "format": "binary"},
-            "request": {"type": "string", "description": "VQAPayload as JSON, without 'video'"}}}
-        schema["paths"]["/v1/vqa"]["post"]["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": ref}, "multipart/form-data": {"schema": multipart}}}
-        app.openapi_schema = schema
-        return schema
-
-    return openapi
-
-
 # ------------------------------------------------------------------------------------------------ the app
 
 fastapi_app = FastAPI(title="rgpt4d VQA", version="1", description="Region-level 4D video question answering")
-fastapi_app.openapi = _openapi_with_vqa_body(fastapi_app)  # type: ignore[method-assign]
+fastapi_app.openapi = openapi_with_vqa_body(fastapi_app)  # type: ignore[method-assign]
 fastapi_app.add_middleware(RequestGuard)
 
 
 @fastapi_app.exception_handler(ApiError)
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return _error_response(exc.status, request.state.request_id, exc.code, exc.message, exc.field)
+    return error_response(exc.status, request.state.request_id, exc.code, exc.message, exc.field)
 
 
 @fastapi_app.exception_handler(RequestValidationError)
 async def _schema_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    err = _validation_error(list(exc.errors()))
-    return _error_response(err.status, request.state.request_id, err.code, err.message, err.field)
+    err = validation_error(list(exc.errors()))
+    return error_response(err.status, request.state.request_id, err.code, err.message, err.field)
 
 
 @serve.deployment(name="VQAModel")
@@ -357,7 +235,7 @@ class VQAModel:
         try:
             payload = api.VQAPayload.model_validate_json(raw)
         except ValidationError as exc:
-            err = _validation_error(list(exc.errors()))
+            err = validation_error(list(exc.errors()))
             raise ApiError(err.status, err.code, f"request.{err.message}", f"request.{err.field}") from None
         if payload.video is not None:
             raise ApiError(422, "invalid_request", "video: give the upload or request.video, not both", "video")
@@ -380,7 +258,7 @@ class VQAModel:
             try:
                 payload = api.VQAPayload.model_validate_json(await request.body())
             except ValidationError as exc:
-                raise _validation_error(list(exc.errors())) from None
+                raise validation_error(list(exc.errors())) from None
             if payload.video is None:
                 raise ApiError(422, "invalid_request", "video: required (or upload it as multipart)", "video")
             source = self._video_source(payload.video)
@@ -417,8 +295,6 @@ class VQAModel:
             where = str(exc).split(":")[0]
             raise ApiError(422, "invalid_request", str(exc), where) from None
         regions = tuple(r.to_region() for r in body.regions)
-        from rgpt4d_core.regions import RegionError, validate_refs
-
         try:
             validate_refs(question, regions)
         except RegionError as exc:
