@@ -1,92 +1,175 @@
-"""``make demo``: the product end to end on the embedded default (grows stage by stage as the project does).
+"""``make demo``: the whole product on the embedded default, in one command, on a 2-core CPU machine.
 
-Stages so far:
+    .venv/bin/python -m pipelines.demo                 # conf/demo/default.yaml, outputs under out/demo
+    .venv/bin/python -m pipelines.demo --smoke         # conf/demo/smoke.yaml: a very small run (tests, CI)
+    .venv/bin/python -m pipelines.demo --config conf/demo/default.yaml distill.overrides='[loop.epochs=3]'
 
-1. ``stage_video``: write a small synthetic clip (two moving squares, H.264) into ``out/demo/``, decode 16
-   uniformly sampled frames with their timestamps, and draw Set-of-Marks for two boxes onto frame 1.
+One local Ray, then the real jobs one after another:
 
-Run: ``.venv/bin/python -m pipelines.demo [--out out/demo]``.
+1. generate the synthetic 4D world (``pipelines/make_synthetic.py``, Ray Data);
+2. pretrain the tiny L4P expert on its own synthetic world (``pipelines/pretrain_expert.py``, Ray Train);
+3. precompute the expert's targets for the training split into Parquet shards (``pipelines/precompute.py``);
+4. distill the student twice with the same data, steps and seed: P4D (L_SFT + L_LD + L_ED) and the SFT-only
+   baseline (``pipelines/distill.py``, Ray Train), each one MLflow run with its exported checkpoint;
+5. evaluate both on the world's test split (``pipelines/evaluate.py``, Ray Data), metrics and reports attached to
+   each training run;
+6. start Ray Serve on the P4D checkpoint and answer one region-level question over HTTP (``pipelines/serve.py``);
+7. print the comparison table, where the MLflow runs, reports and PNGs are, and the ``mlflow ui`` command.
+
+A re-run reuses every finished stage whose configuration and inputs are unchanged (``pipelines/_chain.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import cv2
-import numpy as np
+if __package__ in (None, ""):  # `python pipelines/demo.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgpt4d_core.regions import draw_set_of_marks, obj_token, region_from_box, validate_refs
-from rgpt4d_core.types import Region
-from rgpt4d_core.video.decode import DecodeConfig, decode_clip
-from rgpt4d_core.video.encode import encode_video
+from pipelines._chain import Chain, StageSection, Trained, VariantSection
+from pipelines._ray import init_ray
+from rgpt4d_core.config import load
+from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table
+from rgpt4d_core.eval.report import CHART_PNG, TABLE_MD, bar_chart
 
-FPS = 12.0
-NUM_SOURCE_FRAMES, SIZE = 48, 128
-SQUARE = 28
-
-
-@dataclass(frozen=True)
-class VideoStageResult:
-    """What the video stage produced: the clip file, the Set-of-Marks PNG and the region prompts."""
-
-    video: Path
-    som_png: Path
-    regions: tuple[Region, ...]
+CONF = Path(__file__).resolve().parents[1] / "conf"
+DEFAULT_CONFIG = CONF / "demo" / "default.yaml"
+SMOKE_CONFIG = CONF / "demo" / "smoke.yaml"
 
 
-def _square_positions(i: int) -> list[tuple[int, int]]:
-    """Top-left ``(x, y)`` pixels of the two squares in frame ``i``: one moves right, one moves down."""
-    return [(8 + 2 * i, 16), (80, 8 + 2 * i)]
+def _variants() -> dict[str, VariantSection]:
+    return {
+        "sft_only": VariantSection("SFT-only", ["conf/distill/ablation_sft_only.yaml"]),
+        "p4d": VariantSection("P4D (LD+ED)", ["conf/distill/ablation_ld_ed.yaml"]),
+    }
 
 
-def synthetic_frames() -> np.ndarray:
-    """uint8 ``[T, H, W, 3]``: two coloured squares moving over a gradient background."""
-    ramp = np.linspace(30, 90, SIZE, dtype=np.float32)
-    background = np.stack([np.add.outer(ramp, ramp) / 2] * 3, axis=-1).astype(np.uint8)
-    frames = np.repeat(background[None], NUM_SOURCE_FRAMES, axis=0)
-    for i in range(NUM_SOURCE_FRAMES):
-        for (x, y), colour in zip(_square_positions(i), [(240, 200, 40), (60, 160, 240)], strict=True):
-            frames[i, y : y + SQUARE, x : x + SQUARE] = colour
-    return frames
+@dataclass
+class DemoJob:
+    """The demo's config (``conf/demo/*.yaml``): one section per stage, each naming that job's own YAML files.
+
+    Attributes:
+        out: output root (everything, including ``mlflow.db``, goes below it).
+        num_cpus: logical CPUs of the local Ray.
+        seed: training seed shared by the compared recipes.
+        variants: the recipes trained and compared (same data, steps and seed); ``serve_variant`` is served.
+        serve_question: start Serve and answer one question over HTTP (the last stage).
+    """
+
+    out: str = "out/demo"
+    num_cpus: int | None = 2
+    seed: int = 0
+    synth: StageSection = field(default_factory=lambda: StageSection(["conf/synth/demo.yaml"]))
+    expert: StageSection = field(default_factory=lambda: StageSection(["conf/pretrain_expert/tiny.yaml"]))
+    precompute: StageSection = field(default_factory=lambda: StageSection(["conf/precompute/demo.yaml"]))
+    distill: StageSection = field(default_factory=lambda: StageSection(["conf/distill/tiny.yaml"]))
+    variants: dict[str, VariantSection] = field(default_factory=_variants)
+    evaluate: StageSection = field(default_factory=lambda: StageSection(["conf/eval/synthetic.yaml"]))
+    serve: StageSection = field(default_factory=lambda: StageSection(["conf/serve/tiny.yaml"]))
+    serve_variant: str = "p4d"
+    serve_question: bool = True
 
 
-def stage_video(out_dir: Path) -> VideoStageResult:
-    """Encode the synthetic clip, decode 16 frames (+ timestamps), draw Set-of-Marks on frame 1."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    video = out_dir / "clip.mp4"
-    encode_video(synthetic_frames(), FPS, video)
-    clip = decode_clip(str(video), DecodeConfig(num_frames=16))
-    print(f"decoded {video}: {clip.num_source_frames} source frames at {clip.fps:g} fps ({clip.duration_s:.2f} s)")
-    print(f"  frames {clip.frames.dtype} {list(clip.frames.shape)}")
-    for i, (idx, t) in enumerate(zip(clip.frame_indices, clip.timestamps_s, strict=True)):
-        print(f"  sample {i:2d}: source frame {int(idx):2d}  t = {float(t):.3f} s")
+@dataclass
+class DemoResult:
+    """What the demo produced (for tests and the printed summary)."""
 
-    regions = tuple(
-        region_from_box(k, (x / SIZE, y / SIZE, (x + SQUARE) / SIZE, (y + SQUARE) / SIZE), label=name)
-        for k, ((x, y), name) in enumerate(zip(_square_positions(0), ["yellow", "blue"], strict=True), start=1)
-    )
-    question = f"Which moves faster, {obj_token(1)} or {obj_token(2)}?"
-    validate_refs(question, regions)
-    som = draw_set_of_marks(clip.frames[0], regions)
-    som_png = out_dir / "som_frame1.png"
-    if not cv2.imwrite(str(som_png), cv2.cvtColor(som, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {som_png}")
-    print(f"question: {question}")
-    return VideoStageResult(video=video, som_png=som_png, regions=regions)
+    out: Path
+    tables: list[AccuracyTable]
+    trained: dict[str, Trained]
+    served: dict[str, Any]
+    chain: Chain
+    wall_s: float
+    files: dict[str, Path] = field(default_factory=dict)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="rgpt4d demo on the embedded default")
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output directory")
+def run(job: DemoJob, log: Any = print) -> DemoResult:
+    """Run the whole chain (see the module docstring); Ray is started here unless already running."""
+    start = time.perf_counter()
+    init_ray(None, num_cpus=job.num_cpus)
+    chain = Chain(job.out, log=log)
+    world = chain.synth(job.synth)
+    expert = chain.expert(job.expert)
+    shards = chain.precompute(job.precompute, world, expert)
+    trained = {name: chain.distill(f"demo-{name}", job.distill, v, shards, expert, seed=job.seed)
+               for name, v in job.variants.items()}  # fmt: skip
+    tables: list[AccuracyTable] = []
+    random_row: AccuracyTable | None = None
+    files: dict[str, Path] = {}
+    for name, v in job.variants.items():
+        model, *rest = chain.evaluate(job.evaluate, world, trained[name], v.label)
+        tables.append(model)
+        random_row = random_row or (rest[0] if rest else None)
+        files[f"report {v.label}"] = chain.out / "eval" / trained[name].name / TABLE_MD
+        files[f"chart {v.label}"] = chain.out / "eval" / trained[name].name / CHART_PNG
+    if random_row is not None:
+        tables.append(random_row)
+    comparison = bar_chart(tables, chain.out / "comparison.png", title="synthetic test split: " +
+                           " vs ".join(v.label for v in job.variants.values()))  # fmt: skip
+    (chain.out / "comparison.md").write_text(markdown_table(tables))
+    files["comparison chart"] = comparison
+    files["comparison table"] = chain.out / "comparison.md"
+    served = chain.serve_one_question(job.serve, world, trained[job.serve_variant]) if job.serve_question else {}
+    return DemoResult(chain.out, tables, trained, served, chain, time.perf_counter() - start, files)
+
+
+def print_summary(job: DemoJob, result: DemoResult) -> None:
+    chain, served = result.chain, result.served
+    n = result.tables[0].counts.get("Avg", 0) if result.tables else 0
+    labels = [v.label for v in job.variants.values()]
+    steps = {t.steps for t in result.trained.values()}
+    print(f"\n=== rgpt4d demo: {' vs '.join(labels)} on the synthetic test split ({n} questions, "
+          f"same data, {'/'.join(map(str, sorted(steps)))} steps, seed {job.seed}) ===")  # fmt: skip
+    print(markdown_table(result.tables), end="")
+    by_name = {t.name: t for t in result.tables}
+    if {"SFT-only", "P4D (LD+ED)"} <= by_name.keys():
+        delta = {c: (by_name["P4D (LD+ED)"].accuracy[c] or 0) - (by_name["SFT-only"].accuracy[c] or 0)
+                 for c in ("Avg", "Sta", "Dyn")}  # fmt: skip
+        print("P4D - SFT-only: " + ", ".join(f"{c} {v:+.1f}" for c, v in delta.items()))
+    if served:
+        item, answer = served["item"], served["answer"]
+        print(f"\nServe: POST {served['url']} ({served['latency_ms']:.0f} ms)")
+        print(f"  question: {item.question}")
+        print(f"  options:  {list(item.options)}  (correct: {item.answer!r})")
+        print(f"  answer:   {answer.get('answer')!r} (letter {answer.get('answer_letter')}, extractor "
+              f"{answer.get('method')}, raw {answer.get('raw_output')!r})")  # fmt: skip
+    print("\nMLflow runs (sqlite store " + chain.tracking_uri + "):")
+    for stage, run_id in chain.runs.items():
+        print(f"  {stage:<24} {run_id}")
+    print("Reports and charts:")
+    for what, path in result.files.items():
+        print(f"  {what:<24} {path}")
+    print(f"Browse the runs: .venv/bin/mlflow ui --backend-store-uri {chain.tracking_uri}")
+    times = ", ".join(f"{k} {v:.0f}s" + ("*" if chain.reused.get(k) else "") for k, v in chain.timings.items())
+    print(f"Stage times: {times}  (* reused from an earlier run)")
+    print(f"demo done in {result.wall_s:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> DemoResult | None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--config", action="append", default=[], help="YAML file(s) (default conf/demo/default.yaml)")
+    parser.add_argument("--smoke", action="store_true", help="a very small run (conf/demo/smoke.yaml, out/demo_smoke)")
+    parser.add_argument("--out", help="output root (overrides 'out')")
+    parser.add_argument("--print-config", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1")
     args = parser.parse_args(argv)
-    t0 = time.perf_counter()
-    video = stage_video(args.out)
-    print(f"video:         {video.video}")
-    print(f"set-of-marks:  {video.som_png}")
-    print(f"demo done in {time.perf_counter() - t0:.1f} s")
+    files = args.config or [str(SMOKE_CONFIG if args.smoke else DEFAULT_CONFIG)]
+    overrides = [*args.overrides, *([f"out={args.out}"] if args.out else [])]
+    job = load(DemoJob, files, overrides)
+    if args.print_config:
+        from rgpt4d_core.config import to_yaml
+
+        print(to_yaml(job))
+        return None
+    result = run(job)
+    print_summary(job, result)
+    return result
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -201,6 +202,11 @@ def model_name(job: EvaluateJob) -> str:
     return ckpt.parent.name if ckpt.name in ("export", "final") else ckpt.name
 
 
+def artifact_dir(job: EvaluateJob) -> str:
+    """MLflow artifact folder of this evaluation: ``<metric_prefix>/<model name, filesystem-safe>``."""
+    return f"{job.mlflow.metric_prefix}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', model_name(job)).strip('_') or 'model'}"
+
+
 def tracking_uri_of(job: EvaluateJob) -> str:
     """``mlflow.tracking_uri``, or a sqlite file beside the report directory (shared by sibling reports)."""
     return job.mlflow.tracking_uri or default_tracking_uri(Path(job.output.dir).parent)
@@ -232,7 +238,7 @@ def _log(tracker: Tracker, job: EvaluateJob, result_tables: list[AccuracyTable],
     tracker.log_metrics(metrics, step=0)
     tracker.set_tags({f"{prefix}.benchmark": job.benchmark.path, f"{prefix}.checkpoint": job.engine.checkpoint})
     for path in (files.table_md, files.table_json, files.predictions, files.chart_png):
-        tracker.log_artifact(path, artifact_path=f"{prefix}/{model_name(job)}")
+        tracker.log_artifact(path, artifact_path=artifact_dir(job))
 
 
 def run(job: EvaluateJob) -> EvalResult:
