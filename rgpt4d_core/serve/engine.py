@@ -16,7 +16,6 @@ generates) and :meth:`VQAEngine.run` runs once per formed batch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -206,24 +205,8 @@ def _fit_mask(region: Region, height: int, width: int) -> Region:
 
 
 def load_tokenizer(checkpoint: str | Path) -> TextTokenizer:
-    """The tokenizer saved with a checkpoint (``<root>/llm``, or ``<root>`` itself).
-
-    A tokenizer written by :meth:`TextTokenizer.save` is rebuilt from its own files with the fast-tokenizer
-    class: next to the LLM's ``config.json`` (``model_type: qwen2``) ``AutoTokenizer`` would pick the Qwen2
-    class, whose ``unk_token`` default clashes with the tiny vocabulary's ``<|endoftext|>``.
-    """
-    from transformers import PreTrainedTokenizerFast
-
-    root = Path(checkpoint)
-    for directory in (root / "llm", root):
-        meta = directory / "rgpt4d_tokenizer.json"
-        if meta.is_file():
-            info = json.loads(meta.read_text())
-            hf = PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
-            return TextTokenizer(
-                hf, kind=info["kind"], video_token=info["video_token"], image_token=info["image_token"]
-            )
-    return TextTokenizer.load(root)
+    """The tokenizer saved with a checkpoint (``<root>/llm`` in the NVILA layout, or ``<root>`` itself)."""
+    return TextTokenizer.load(checkpoint)
 
 
 def write_random_checkpoint(path: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
