@@ -174,6 +174,8 @@ def test_reads_the_synthetic_layout_with_regions(tmp_path: Path) -> None:
     (item,) = bench.items
     assert bench.layout == "synthetic" and item.answer == "right"  # a letter answer maps to its option
     assert item.regions[0].box == (0.1, 0.2, 0.3, 0.4) and item.video == f"{root}/videos/s0.mp4"
+    (root / "questions" / "val.jsonl").write_text(json.dumps({**row, "id": "s1_T_00"}) + "\n")
+    assert [i.id for i in load_benchmark(str(root), split="val+test").items] == ["s1_T_00", "s0_T_00"]
 
 
 @pytest.mark.parametrize(

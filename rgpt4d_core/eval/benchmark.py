@@ -245,8 +245,8 @@ def load_benchmark(path: str, split: str = "test", video_root: str | None = None
 
     Args:
         path: directory or question file (local or ``s3://``).
-        split: which split of a synthetic world (``questions/<split>.jsonl``); for R4D-Bench directories, files
-            whose name contains it are preferred.
+        split: which split of a synthetic world (``questions/<split>.jsonl``; ``"val+test"`` reads both); for
+            R4D-Bench directories, files whose name contains it are preferred.
         video_root: base of relative media paths (default: the benchmark directory, or the question file's
             folder; for files under ``data/`` the first of ``<root>``/``<root>/data`` that holds the first video).
         limit: keep only the first N items (0 = all).
@@ -262,9 +262,9 @@ def load_benchmark(path: str, split: str = "test", video_root: str | None = None
         files, layout, name = [path], "r4d", _base_name(path).rsplit(".", 1)[0]
         roots = [path.rsplit("/", 1)[0] if "/" in path else "."]
     else:
-        synthetic = storage.join(path, "questions", f"{split}.jsonl")
-        if storage.exists(synthetic):
-            files, layout, roots = [synthetic], "synthetic", [path]
+        synthetic = [storage.join(path, "questions", f"{s}.jsonl") for s in split.split("+")]
+        if all(storage.exists(f) for f in synthetic):
+            files, layout, roots = synthetic, "synthetic", [path]
         else:
             files, layout, roots = _question_files(path, split), "r4d", [path, storage.join(path, "data")]
             if not files:
