@@ -128,6 +128,11 @@ class Chain:
         self.reused[name] = False
         return None
 
+    def finished(self, run_name: str) -> bool:
+        """Whether the distillation ``run_name`` finished in an earlier run of this chain (stamp ``done``)."""
+        stamp = self.out / "runs" / run_name / STAMP
+        return stamp.is_file() and bool(json.loads(stamp.read_text()).get("done"))
+
     @staticmethod
     def _done(directory: Path, key: str, payload: dict[str, Any]) -> None:
         (directory / STAMP).write_text(json.dumps({"key": key, "done": True, "payload": payload}, indent=1))

@@ -49,7 +49,7 @@ def _variants() -> dict[str, VariantSection]:
 class AblateJob:
     """``conf/ablate/*.yaml``. Stage sections as in ``pipelines/demo.py``; ``variants`` x ``seeds`` trainings, the
     ``first`` variants (the main comparison) for all seeds before the others; ``deadline_minutes`` (0 = none)
-    stops starting new trainings."""
+    stops starting new trainings; ``report_only`` rewrites the report from finished runs without training."""
 
     out: str = "out/demo"
     num_cpus: int | None = 2
@@ -63,6 +63,7 @@ class AblateJob:
     first: list[str] = field(default_factory=lambda: ["sft", "p4d_tpe"])
     results_md: str = "docs/results.md"
     deadline_minutes: float = 0.0
+    report_only: bool = False
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Outcome:
     trained: Trained
     table: AccuracyTable
     losses: dict[str, float]
+    random: AccuracyTable | None = None
 
 
 def final_losses(chain: Chain, trained: Trained) -> dict[str, float]:
@@ -103,13 +105,14 @@ def run(job: AblateJob, command: str) -> tuple[list[Outcome], Path]:
     outcomes: list[Outcome] = []
     skipped: list[str] = []
     for seed, key in plan(job):
-        variant = job.variants[key]
-        if job.deadline_minutes and time.perf_counter() - start > 60 * job.deadline_minutes:
+        variant, name = job.variants[key], f"abl-{key}-s{seed}"
+        late = job.deadline_minutes and time.perf_counter() - start > 60 * job.deadline_minutes
+        if late or (job.report_only and not chain.finished(name)):
             skipped.append(f"{key}/seed{seed}")
             continue
-        trained = chain.distill(f"abl-{key}-s{seed}", job.distill, variant, shards, expert, seed=seed)
-        table, *_ = chain.evaluate(job.evaluate, world, trained, f"{variant.label} (seed {seed})")
-        outcomes.append(Outcome(key, seed, trained, table, final_losses(chain, trained)))
+        trained = chain.distill(name, job.distill, variant, shards, expert, seed=seed)
+        table, *rest = chain.evaluate(job.evaluate, world, trained, f"{variant.label} (seed {seed})")
+        outcomes.append(Outcome(key, seed, trained, table, final_losses(chain, trained), rest[0] if rest else None))
         write_report(job, chain, outcomes, skipped, command, time.perf_counter() - start)
     path = write_report(job, chain, outcomes, skipped, command, time.perf_counter() - start)
     return outcomes, path
@@ -125,6 +128,9 @@ def summary_tables(job: AblateJob, outcomes: list[Outcome]) -> tuple[list[Accura
             mean, s = mean_std_tables(runs, name)
             tables.append(mean)
             std[name] = s
+    randoms = [o.random for o in outcomes if o.random is not None]
+    if randoms:
+        tables.append(randoms[0])
     return tables, std
 
 
@@ -148,6 +154,17 @@ def _setup_lines(job: AblateJob, chain: Chain, outcomes: list[Outcome]) -> list[
     return lines
 
 
+def _eval_split(job: AblateJob) -> str:
+    from pipelines import evaluate as E
+    from pipelines._chain import conf_files
+
+    return load(E.EvaluateJob, conf_files(job.evaluate.config), [*job.evaluate.overrides, "engine.checkpoint=x"]).benchmark.split
+
+
+def _questions(outcomes: list[Outcome]) -> int:
+    return outcomes[0].table.counts.get("Avg", 0) if outcomes else 0
+
+
 def render(job: AblateJob, chain: Chain, outcomes: list[Outcome], skipped: list[str], command: str,
            wall_s: float) -> str:  # fmt: skip
     tables, std = summary_tables(job, outcomes)
@@ -160,10 +177,10 @@ def render(job: AblateJob, chain: Chain, outcomes: list[Outcome], skipped: list[
         "",
         *_setup_lines(job, chain, outcomes),
         f"- ran ({len(outcomes)} trainings, {wall_s / 60:.1f} min wall): {ran}",
-        f"- not run (deadline): {', '.join(skipped) if skipped else 'none'}",
+        f"- not run (deadline or report-only): {', '.join(skipped) if skipped else 'none'}",
         f"- MLflow: `.venv/bin/mlflow ui --backend-store-uri {chain.tracking_uri}`",
         "",
-        "### Mean ± sample std over seeds (accuracy %, test split)",
+        f"### Mean ± sample std over seeds (accuracy %, {_eval_split(job)} split(s), {_questions(outcomes)} questions)",
         "",
         markdown_table(tables, std) if tables else "(no runs)\n",
         "### Per run",

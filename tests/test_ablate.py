@@ -40,4 +40,4 @@ def test_report_block_is_replaced_and_the_rest_of_the_file_kept(tmp_path: Path) 
     assert "old" not in text and text.count(ablate.BEGIN) == 1
     assert "| SFT-only (n=2) | 45.0 ± 7.1 |" in text  # mean ± sample std of 40 and 50
     assert "| P4D (LD+ED) + TPE (n=1) | 46.0 ± 0.0 |" in text
-    assert "not run (deadline): p4d_tpe/seed1" in text and "seeds='[0,1]'" in text
+    assert "not run (deadline or report-only): p4d_tpe/seed1" in text and "seeds='[0,1]'" in text
