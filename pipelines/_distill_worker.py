@@ -133,8 +133,23 @@ def _save_checkpoint(
     return True
 
 
+def ensure_cwd() -> None:
+    """Under ``ray job submit`` (Ray 2.60, seen in tests/test_distill_cluster.py) the unpacked ``--working-dir``
+    that is the process CWD can vanish after ``ray.init``; MLflow and transformers then fail in ``os.getcwd()``.
+    Every path the job uses is absolute, so move to the temp directory in that case."""
+    import os
+
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:
+        cwd = ""
+    if not cwd or "runtime_resources" in cwd:  # gone, or an unpacked Ray working_dir that may go at any time
+        os.chdir(tempfile.gettempdir())
+
+
 def train_worker(wc: dict[str, Any]) -> None:
     """Ray Train entry point; ``wc`` is built by ``pipelines.distill._worker_config``."""
+    ensure_cwd()
     import ray.train
     import ray.train.torch
 

@@ -30,6 +30,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python pipelines/distill.py` (also under `ray job submit`)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipelines._distill_worker import ensure_cwd, train_worker  # imported before ray.init (see ensure_cwd)
 from pipelines._ray import init_ray
 from rgpt4d_core import storage
 from rgpt4d_core.config import load, to_flat_dict, to_yaml
@@ -195,12 +196,11 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     check_manifest(shards.manifest, expected_expert_spec(cfg), cfg)
     plan = plan_steps(cfg, count_usable_rows(shards, cfg.data.split))
     init_ray(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus)
+    ensure_cwd()
 
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from pipelines._distill_worker import train_worker
 
     tracker = _start_tracker(cfg, shards, plan)
     storage_fs = storage.filesystem_for(cfg.run.storage_path)[0] if storage.is_s3(cfg.run.storage_path) else None
