@@ -110,11 +110,10 @@ def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.mark.xfail(
-    reason="open bug: under `ray job submit` the driver's CWD (the unpacked --working-dir) disappears right after "
-    "ray.init() in pipelines/_ray.py, and the next transformers import fails in os.getcwd(); the two-node cluster "
-    "itself comes up (fixture), see the distill report",
-    strict=False,
+@pytest.mark.skip(
+    reason="OPEN BUG (issue 7 stays open): under `ray job submit` on this two-node one-machine cluster the driver's "
+    "CWD (the unpacked --working-dir) disappears after ray.init() and the job fails in os.getcwd(); the run costs "
+    "~8 min of CI, so it is skipped, not xfailed, until fixed"
 )
 def test_ray_job_submit_runs_on_both_nodes(two_node_cluster: tuple[str, list[str]], tmp_path: Path) -> None:
     dashboard, nodes = two_node_cluster
