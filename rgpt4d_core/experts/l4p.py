@@ -138,6 +138,22 @@ class L4PModel(nn.Module):
         return latents, self.heads(latents)
 
 
+def spec_for_preset(p: L4PPreset, revision: str) -> ExpertSpec:
+    """The :class:`ExpertSpec` of an L4P preset with weights ``revision`` (no weights are built)."""
+    return ExpertSpec(
+        name="l4p",
+        revision=revision,
+        num_frames=p.encoder.num_frames,
+        input_size=p.encoder.image_size,
+        hook_layers=p.hook_layers,
+        latent_grid=p.encoder.grid,
+        latent_dim=p.encoder.width,
+        dense_shape=p.heads.dense_size,
+        camray_shape=p.heads.camray_size if "camray" in p.heads.tasks else (0, 0, 0),
+        targets=(LATENTS, *[t for t in DENSE_TARGETS if t in p.heads.tasks]),
+    )
+
+
 def build_model(preset: str, device: str | torch.device = "cpu", seed: int = 0) -> L4PModel:
     """An ``L4PModel`` with deterministic initial weights (``seed``); ``device="meta"`` allocates nothing."""
     with torch.random.fork_rng(devices=[]), torch.device(device):
@@ -271,19 +287,7 @@ class L4PExpert:
             param.requires_grad_(False)
         self._heads = FrozenHeads(self.model.heads)
         self.device, self.dtype, self.batch_size = device, dtype, max(1, batch_size)
-        p = model.preset
-        self._spec = ExpertSpec(
-            name="l4p",
-            revision=revision,
-            num_frames=p.encoder.num_frames,
-            input_size=p.encoder.image_size,
-            hook_layers=p.hook_layers,
-            latent_grid=p.encoder.grid,
-            latent_dim=p.encoder.width,
-            dense_shape=p.heads.dense_size,
-            camray_shape=p.heads.camray_size if "camray" in p.heads.tasks else (0, 0, 0),
-            targets=(LATENTS, *[t for t in DENSE_TARGETS if t in p.heads.tasks]),
-        )
+        self._spec = spec_for_preset(model.preset, revision)
 
     @classmethod
     def from_config(cls, cfg: ExpertConfig) -> L4PExpert:

@@ -26,24 +26,11 @@ def expected_expert_spec(cfg: DistillJobConfig) -> ExpertSpec | None:
     """
     if cfg.expert.name != "l4p":
         return None
-    from rgpt4d_core.experts.base import DENSE_TARGETS
-    from rgpt4d_core.experts.l4p import UNTRAINED, file_revision, get_preset
+    from rgpt4d_core.experts.l4p import UNTRAINED, file_revision, get_preset, spec_for_preset
 
-    preset_name = cfg.expert.preset or "l4p_tiny"
-    p = get_preset(preset_name)
-    revision = file_revision(cfg.expert.checkpoint) if cfg.expert.checkpoint and Path(cfg.expert.checkpoint).is_file() else UNTRAINED
-    return ExpertSpec(
-        name="l4p",
-        revision=revision,
-        num_frames=p.encoder.num_frames,
-        input_size=p.encoder.image_size,
-        hook_layers=p.hook_layers,
-        latent_grid=p.encoder.grid,
-        latent_dim=p.encoder.width,
-        dense_shape=p.heads.dense_size,
-        camray_shape=p.heads.camray_size if "camray" in p.heads.tasks else (0, 0, 0),
-        targets=(LATENTS, *[t for t in DENSE_TARGETS if t in p.heads.tasks]),
-    )
+    checkpoint = cfg.expert.checkpoint
+    revision = file_revision(checkpoint) if checkpoint and Path(checkpoint).is_file() else UNTRAINED
+    return spec_for_preset(get_preset(cfg.expert.preset or "l4p_tiny"), revision)
 
 
 def _norm(value: object) -> object:
