@@ -76,7 +76,7 @@ def test_short_pretraining_lowers_heldout_error_well_below_untrained(examples: t
     train, heldout = examples
     model = build_model("l4p_tiny", seed=0)
     before = evaluate(model, heldout)
-    losses = fit_in_process(model, train, steps=20, batch_size=2, lr=2e-3, seed=0)
+    losses = fit_in_process(model, train, steps=40, batch_size=2, lr=1e-3, seed=0)
     after = evaluate(model, heldout)
     assert np.mean([x["total"] for x in losses[-5:]]) < 0.5 * np.mean([x["total"] for x in losses[:5]])
     assert after["abs_rel"] < 0.5 * before["abs_rel"]

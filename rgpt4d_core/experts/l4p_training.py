@@ -88,7 +88,8 @@ def build_examples(video: str, preset: L4PPreset, windows_per_video: int, seed: 
     enc, heads = preset.encoder, preset.heads
     frames = (resize_frames(clip.frames, enc.image_size) * 255.0).round().to(torch.uint8)  # [F, 3, H, W]
     frames_np = frames.permute(0, 2, 3, 1).numpy()
-    rng = np.random.default_rng([seed, zlib.crc32(video.encode())])
+    # seeded by the file name, not the full URI: the same world gives the same windows wherever it is stored
+    rng = np.random.default_rng([seed, zlib.crc32(video.rstrip("/").rsplit("/", 1)[-1].encode())])
     out = []
     for idx in clip_windows(gt.num_frames, enc.num_frames, windows_per_video, rng):
         t = targets_from_ground_truth(gt, idx, heads.dense_size[1:], heads.camray_size[1:], video)
