@@ -50,6 +50,7 @@ def train_worker(config: dict[str, Any]) -> None:
     epoch = 0
     while step < cfg.loop.steps:
         rng = np.random.default_rng([cfg.loop.seed, epoch, step])  # same flips on every rank
+        step_at_epoch_start = step
         for batch in shard.iter_batches(batch_size=cfg.loop.batch_size, batch_format="numpy", drop_last=True,
                                         local_shuffle_buffer_size=64, local_shuffle_seed=cfg.loop.seed + epoch):  # fmt: skip
             losses = train_step(ddp, optimizer, batch, cfg.loss, flip=bool(rng.random() < cfg.loop.flip_prob),
@@ -69,4 +70,9 @@ def train_worker(config: dict[str, Any]) -> None:
                     ray.train.report({"step": step, **{f"train/{k}": v for k, v in losses.items()}}, checkpoint=checkpoint)
             if step >= cfg.loop.steps:
                 break
+        if step == step_at_epoch_start:  # would loop forever: this worker's share cannot fill one batch
+            raise ValueError(
+                f"worker {rank}: its share of the training examples is smaller than loop.batch_size="
+                f"{cfg.loop.batch_size}; use more scenes or windows, fewer workers, or a smaller batch"
+            )
         epoch += 1
