@@ -13,7 +13,6 @@ so offline re-scoring and the engine path agree by construction.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -22,17 +21,14 @@ from typing import Any
 import cv2
 import numpy as np
 import pyarrow as pa
-import torch
 
 from rgpt4d_core import storage
 from rgpt4d_core.eval.benchmark import uses_som_file
 from rgpt4d_core.eval.metrics import ScoredItem
-from rgpt4d_core.model.preprocess import frames_to_pixels, preprocess_clip
 from rgpt4d_core.serve.engine import PreparedRequest, VQAEngine, VQAError, VQARequest, VQAResult
 from rgpt4d_core.text.answers import extract_answer
-from rgpt4d_core.text.prompts import OPTION_LETTERS, build_inference_ids, r4d_user_text
+from rgpt4d_core.text.prompts import OPTION_LETTERS
 from rgpt4d_core.types import VQAItem
-from rgpt4d_core.video.decode import VideoDecodeError, decode_clip
 
 #: largest SoM image file read, bytes
 MAX_SOM_BYTES = 32 * 1024 * 1024
@@ -181,46 +177,22 @@ class BenchmarkPredictor:
         self.regions_from = regions_from
         self._pool = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="eval-decode")
 
-    def request_of(self, item: VQAItem) -> VQARequest:
-        regions = () if uses_som_file(item, self.regions_from) else item.regions
+    def request_of(self, item: VQAItem, som_image: np.ndarray | None = None) -> VQARequest:
+        regions = () if som_image is not None else item.regions
         return VQARequest(video=item.video, question=item.question, options=item.options, regions=regions,
-                          request_id=item.id)  # fmt: skip
+                          request_id=item.id, som_image=som_image)  # fmt: skip
 
     def prepare(self, item: VQAItem) -> PreparedRequest | VQAError:
         """Decode, mark and tokenise one item; failures come back as :class:`VQAError`."""
-        request = self.request_of(item)
         if not uses_som_file(item, self.regions_from):
-            return self.engine.prepare(request)
+            return self.engine.prepare(self.request_of(item))
         if not item.som_image:
             return VQAError(item.id, "som_image_missing", f"item {item.id} has neither regions nor a som_image", "som_image")
-        return self._prepare_with_som_file(request, item.som_image)
-
-    def _prepare_with_som_file(self, request: VQARequest, som_uri: str) -> PreparedRequest | VQAError:
-        engine, start = self.engine, time.perf_counter()
         try:
-            som = read_som_image(som_uri)
-            clip = decode_clip(request.video, engine.cfg.decode_config())
-            video, timestamps = preprocess_clip(clip, engine.image_size)
-            text = r4d_user_text(engine.tokenizer, request.question, request.options, clip.duration_s,
-                                 include_duration=engine.cfg.include_duration)  # fmt: skip
-            ids = torch.tensor(build_inference_ids(engine.tokenizer, text), dtype=torch.long)
-        except VideoDecodeError as exc:
-            return VQAError(request.request_id, f"video_{exc.reason}", str(exc), "video")
+            som = read_som_image(item.som_image)
         except SomImageError as exc:
-            return VQAError(request.request_id, "som_image_unreadable", str(exc), "som_image")
-        except ValueError as exc:
-            return VQAError(request.request_id, "invalid_request", str(exc), "question")
-        except Exception as exc:  # noqa: BLE001 - isolate anything else to this item
-            return VQAError(request.request_id, "internal", f"{type(exc).__name__}: {exc}")
-        return PreparedRequest(
-            request=request,
-            video=video,
-            timestamps_s=timestamps,
-            som_image=frames_to_pixels(som, engine.image_size),
-            input_ids=ids,
-            duration_s=clip.duration_s,
-            decode_ms=(time.perf_counter() - start) * 1e3,
-        )
+            return VQAError(item.id, "som_image_unreadable", str(exc), "som_image")
+        return self.engine.prepare(self.request_of(item, som))
 
     def predict(self, items: Sequence[VQAItem]) -> list[Prediction]:
         """Predictions for ``items`` (same order): parallel decode, then ONE batched generation."""

@@ -105,6 +105,8 @@ class VQARequest:
         regions: region prompts on frame 1 (masks may have any resolution; they are resized to the frame).
         include_duration: overrides :attr:`EngineConfig.include_duration` when not ``None``.
         request_id: echoed in the result.
+        som_image: an already marked frame 1, uint8 ``[H, W, 3]`` RGB (e.g. R4D-Bench's ``som_image`` file); when
+            given it is used as is and ``regions`` are neither drawn nor required for the ``<obj_k>`` tokens.
     """
 
     video: str | bytes
@@ -113,6 +115,7 @@ class VQARequest:
     regions: tuple[Region, ...] = ()
     include_duration: bool | None = None
     request_id: str = ""
+    som_image: np.ndarray | None = None
 
     @classmethod
     def from_item(cls, item: VQAItem, video: str | bytes | None = None) -> VQARequest:
@@ -267,11 +270,15 @@ class VQAEngine:
         """Decode, mark and tokenize one request; failures come back as a :class:`VQAError`, never raised."""
         start = time.perf_counter()
         try:
-            validate_refs(request.question, request.regions)
+            if request.som_image is None:
+                validate_refs(request.question, request.regions)
             clip = decode_clip(request.video, self._decode_cfg)
-            height, width = clip.frames.shape[1:3]
-            regions = [_fit_mask(r, height, width) for r in request.regions]
-            som = draw_set_of_marks(clip.frames[0], regions, show_labels=self.cfg.show_labels)
+            if request.som_image is None:
+                height, width = clip.frames.shape[1:3]
+                regions = [_fit_mask(r, height, width) for r in request.regions]
+                som = draw_set_of_marks(clip.frames[0], regions, show_labels=self.cfg.show_labels)
+            else:
+                som = request.som_image
             video, timestamps = preprocess_clip(clip, self.image_size)
             include = self.cfg.include_duration if request.include_duration is None else request.include_duration
             text = r4d_user_text(
