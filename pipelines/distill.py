@@ -140,7 +140,7 @@ def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
     fs = storage.filesystem_for(uris[0])[0] if uris and storage.is_s3(uris[0]) else None
     paths = [storage.filesystem_for(u)[1] for u in uris] if fs is not None else uris
     columns = list(dict.fromkeys([*S.TRAIN_COLUMNS, S.SPLIT]))
-    ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns, shuffle=None)
+    ds = ray.data.read_parquet(paths, filesystem=fs, shuffle=None).select_columns(columns)  # pushed down to the read
     split = cfg.data.split
 
     def keep_usable(batch: pa.Table) -> pa.Table:

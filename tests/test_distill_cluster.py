@@ -1,6 +1,6 @@
 """``ray job submit`` of the distillation job against a real two-node Ray cluster started by the test.
 
-Two ``ray start --block`` processes on this machine (a head and a second node, 1 CPU each, every port free and
+Two ``ray start --block`` processes on this machine (a head and a second node, 2 logical CPUs each, every port free and
 explicit, ``RAY_AUTH_MODE=disabled``) form a two-node cluster; the job is submitted through the head's job server
 with ``--working-dir .`` exactly as a user would, asks for two workers with the ``SPREAD`` placement, and must
 finish with one worker on each node. Both processes are terminated at the end (never ``ray stop``, which would
@@ -39,7 +39,7 @@ def _node_ports() -> list[str]:
         f"--dashboard-agent-grpc-port={free_port()}",
         f"--metrics-export-port={free_port()}",
         f"--runtime-env-agent-port={free_port()}",
-        "--num-cpus=1",
+        "--num-cpus=2",  # logical: room for the two 0.5-CPU workers, Ray Data read tasks and the controller
         f"--object-store-memory={256 * 1024**2}",
         "--disable-usage-stats",
         "--block",
@@ -71,10 +71,15 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture()
 def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
-    """A head + one more node (1 CPU each); yields (dashboard URL, node ids)."""
+    """A head + one more node (2 logical CPUs each); yields (dashboard URL, node ids)."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     env.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="rgd", dir="/tmp")  # short: Ray's unix socket paths live under it
+    # The second node needs a temp dir of its own: by default a joining node uses the head's, and two nodes on one
+    # machine would then share one `runtime_resources/` directory. When the job starts, the second node's
+    # runtime-env agent installs the job's --working-dir package again into that same path, replacing the directory
+    # the head's driver and workers run in (their CWD vanishes). Real nodes have separate disks.
+    node_temp_dir = tempfile.mkdtemp(prefix="rgn", dir="/tmp")
     gcs_port, dash_port = free_port(), free_port()
     dashboard = f"http://127.0.0.1:{dash_port}"
     head_log = open(Path(temp_dir) / "head.log", "w")  # noqa: SIM115 - closed in finally
@@ -93,7 +98,8 @@ def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
             assert time.monotonic() < deadline, "the Ray head did not come up"
             time.sleep(1)
         second = subprocess.Popen(
-            [RAY, "start", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1", *_node_ports()],
+            [RAY, "start", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1", f"--temp-dir={node_temp_dir}",
+             *_node_ports()],
             env=env, stdout=node_log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         procs.append(second)
@@ -108,13 +114,9 @@ def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
         head_log.close()
         node_log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(node_temp_dir, ignore_errors=True)
 
 
-@pytest.mark.skip(
-    reason="OPEN BUG (issue 7 stays open): under `ray job submit` on this two-node one-machine cluster the driver's "
-    "CWD (the unpacked --working-dir) disappears after ray.init() and the job fails in os.getcwd(); the run costs "
-    "~8 min of CI, so it is skipped, not xfailed, until fixed"
-)
 def test_ray_job_submit_runs_on_both_nodes(two_node_cluster: tuple[str, list[str]], tmp_path: Path) -> None:
     dashboard, nodes = two_node_cluster
     shards = write_shards(tmp_path / "shards", num_samples=4)
