@@ -134,9 +134,12 @@ def _save_checkpoint(
 
 
 def ensure_cwd() -> None:
-    """Under ``ray job submit`` (Ray 2.60, seen in tests/test_distill_cluster.py) the unpacked ``--working-dir``
-    that is the process CWD can vanish after ``ray.init``; MLflow and transformers then fail in ``os.getcwd()``.
-    Every path the job uses is absolute, so move to the temp directory in that case."""
+    """Leave an unpacked Ray ``--working-dir`` as the CWD if it is one (or if it is already gone).
+
+    Under ``ray job submit`` the driver and workers start inside ``<session>/runtime_resources/working_dir_files/
+    _ray_pkg_*``. Each node's runtime-env agent owns that directory and may delete or re-install it (seen when two
+    nodes on one machine shared a temp dir, tests/test_distill_cluster.py); MLflow and transformers then fail in
+    ``os.getcwd()``. Every path the job uses is absolute by now, so the temp directory is a safe CWD."""
     import os
 
     try:

@@ -134,13 +134,22 @@ def summary_tables(job: AblateJob, outcomes: list[Outcome]) -> tuple[list[Accura
     return tables, std
 
 
+def _relative(path: Path | str) -> str:
+    """``path`` relative to the current directory when it lies below it (the report is committed: no machine paths)."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def _setup_lines(job: AblateJob, chain: Chain, outcomes: list[Outcome]) -> list[str]:
     import json
 
     lines = []
     stamp = chain.out / "synth" / ".chain_stamp.json"
     if stamp.is_file():
-        lines.append(f"- data: synthetic world `{chain.out / 'synth'}`, questions per split "
+        lines.append(f"- data: synthetic world `{_relative(chain.out / 'synth')}`, questions per split "
                      f"{json.loads(stamp.read_text()).get('payload', {}).get('questions_per_split')}")  # fmt: skip
     expert = chain.out / "expert" / ".chain_stamp.json"
     if expert.is_file():
@@ -178,7 +187,7 @@ def render(job: AblateJob, chain: Chain, outcomes: list[Outcome], skipped: list[
         *_setup_lines(job, chain, outcomes),
         f"- ran ({len(outcomes)} trainings, {wall_s / 60:.1f} min wall): {ran}",
         f"- not run (deadline or report-only): {', '.join(skipped) if skipped else 'none'}",
-        f"- MLflow: `.venv/bin/mlflow ui --backend-store-uri {chain.tracking_uri}`",
+        f"- MLflow: `.venv/bin/mlflow ui --backend-store-uri sqlite:///{_relative(chain.tracking_uri.removeprefix('sqlite:///'))}`",
         "",
         f"### Mean ± sample std over seeds (accuracy %, {_eval_split(job)} split(s), {_questions(outcomes)} questions)",
         "",

@@ -148,9 +148,13 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
             shutil.copyfile(Path(d) / CHECKPOINT_FILE, output)
         trained = build_model(cfg.preset)
         trained.load_state_dict(load_checkpoint_state(output)[0])
-        metrics: dict[str, float] = {f"heldout/{k}": v for k, v in evaluate(trained, heldout).items()}
-        metrics |= {f"untrained/{k}": v for k, v in evaluate(build_model(cfg.preset, seed=cfg.loop.seed), heldout).items()}
-        metrics |= {"classical/flow_epe": classical_flow_epe(heldout), "zero_motion/flow_epe": zero_flow_epe(heldout)}
+        moving_px = cfg.loss.moving_px
+        metrics: dict[str, float] = {f"heldout/{k}": v for k, v in evaluate(trained, heldout, moving_px=moving_px).items()}
+        untrained = build_model(cfg.preset, seed=cfg.loop.seed)
+        metrics |= {f"untrained/{k}": v for k, v in evaluate(untrained, heldout, moving_px=moving_px).items()}
+        metrics |= {"classical/flow_epe": classical_flow_epe(heldout), "zero_motion/flow_epe": zero_flow_epe(heldout),
+                    "classical/flow_epe_moving": classical_flow_epe(heldout, moving_px),
+                    "zero_motion/flow_epe_moving": zero_flow_epe(heldout, moving_px)}  # fmt: skip
         from rgpt4d_core.experts.l4p import file_revision
 
         summary = {"output": output, "revision": file_revision(output), "steps": cfg.loop.steps,

@@ -8,13 +8,16 @@ import torch
 
 from rgpt4d_core.experts.l4p import build_model, get_preset
 from rgpt4d_core.experts.l4p_training import (
+    LossWeights,
     build_examples,
     clip_windows,
     evaluate,
     fit_in_process,
     flip_horizontally,
+    init_output_priors,
     pretrain_losses,
     to_tensors,
+    zero_flow_epe,
 )
 from rgpt4d_core.synth.writer import load_ground_truth
 from tests.expert_testkit import small_world, write_world
@@ -66,9 +69,41 @@ def test_losses_are_zero_for_perfect_predictions(examples: tuple[list[dict], lis
     b = to_tensors({k: np.stack([examples[0][0][k]]) for k in ("frames", "depth", "flow_2d_backward", "dyn_mask", "camray")})
     perfect = {"depth": b["depth"].clamp_min(1e-3), "flow_2d_backward": b["flow_2d_backward"], "camray": b["camray"],
                "dyn_mask": torch.where(b["dyn_mask"] > 0.5, 30.0, -30.0)}  # fmt: skip
-    terms = pretrain_losses(perfect, b, __import__("rgpt4d_core.experts.l4p_training", fromlist=["LossWeights"]).LossWeights())
+    terms = pretrain_losses(perfect, b, LossWeights())
     assert terms["depth"] < 1e-6 and terms["flow"] < 1e-6 and terms["camray"] < 1e-6
     assert terms["dyn_mask"] < 0.2  # soft (area-coverage) labels at object borders keep BCE above 0
+
+
+def test_flow_terms_over_all_and_over_moving_pixels() -> None:
+    """Two moving pixels (3-4-5 px and 0-1-1 px) among 4x4x2 static ones, prediction = no motion."""
+    flow = torch.zeros(1, 3, 4, 4, 2)  # [B, T, h, w, 2]; frame 0 has no backward flow and is ignored
+    flow[0, 1, 0, 0] = torch.tensor([3.0, 4.0])
+    flow[0, 2, 1, 1] = torch.tensor([0.0, 1.0])
+    flow[0, 0, 2, 2] = torch.tensor([9.0, 9.0])  # frame 0: ignored
+    target = {"depth": torch.ones(1, 3, 4, 4), "flow_2d_backward": flow, "dyn_mask": torch.zeros(1, 3, 4, 4),
+              "camray": torch.zeros(1, 3, 2, 2, 6)}  # fmt: skip
+    pred = {"depth": torch.ones(1, 3, 4, 4), "flow_2d_backward": torch.zeros_like(flow),
+            "dyn_mask": torch.full((1, 3, 4, 4), -30.0), "camray": torch.zeros(1, 3, 2, 2, 6)}  # fmt: skip
+    epe = pretrain_losses(pred, target, LossWeights(flow=1.0, flow_moving=2.0, moving_px=0.5, camray=0.0))
+    assert epe["flow"] == pytest.approx(6.0 / 32) and epe["flow_moving"] == pytest.approx(3.0)
+    assert epe["total"] == pytest.approx(6.0 / 32 + 2 * 3.0 + float(epe["dyn_mask"]))
+    sq = pretrain_losses(pred, target, LossWeights(flow_moving=1.0, moving_px=0.5, flow_error="squared"))
+    assert sq["flow"] == pytest.approx(26.0 / 32) and sq["flow_moving"] == pytest.approx(13.0)
+    assert pretrain_losses(pred, target, LossWeights(moving_px=5.0))["flow_moving"] == 0.0  # no moving pixel
+    with pytest.raises(ValueError, match="flow_error"):
+        pretrain_losses(pred, target, LossWeights(flow_error="l1"))
+
+
+def test_moving_pixel_epe_of_a_no_motion_model_equals_the_zero_motion_baseline(
+    examples: tuple[list[dict], list[dict]],
+) -> None:
+    _, heldout = examples
+    model = build_model("l4p_tiny", seed=0)
+    init_output_priors(model)  # flow head outputs exactly zero
+    metrics = evaluate(model, heldout, moving_px=0.25)
+    assert metrics["flow_epe"] == pytest.approx(zero_flow_epe(heldout), rel=1e-5)
+    assert metrics["flow_epe_moving"] == pytest.approx(zero_flow_epe(heldout, moving_px=0.25), rel=1e-5)
+    assert metrics["flow_epe_moving"] > metrics["flow_epe"]  # most pixels are still
 
 
 def test_short_pretraining_lowers_heldout_error_well_below_untrained(examples: tuple[list[dict], list[dict]]) -> None:

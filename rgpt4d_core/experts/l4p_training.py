@@ -9,10 +9,14 @@ Used by ``pipelines/pretrain_expert.py`` (inside Ray Train workers) and usable i
   ``[T, h, w]`` m, backward flow between the *sampled* frames ``[T, h, w, 2]`` px, dynamic-mask coverage
   ``[T, h, w]``, Plücker rays ``[T, hc, wc, 6]`` (see ``oracle.py``).
 * **Losses** (:func:`pretrain_losses`): depth L1 in log space on valid pixels (as L4P/4D-RGPT compare depth),
-  flow end-point error on frames 1.., dynamic-mask binary cross-entropy on logits, camera-ray L1; weighted sum.
+  flow end-point error on frames 1.. — over all pixels, plus the same error averaged over *moving* pixels only
+  (ground-truth motion above ``LossWeights.moving_px``): in this world most pixels are still, so the plain mean
+  is minimised by predicting no motion at all — dynamic-mask binary cross-entropy on logits, camera-ray L1;
+  weighted sum.
 * **Metrics** (:func:`evaluate`): AbsRel of metric depth (also after per-clip median scaling), flow EPE (px at
-  the heads' resolution), dynamic-mask IoU at 0.5, camera-ray L1; and :func:`classical_flow_epe` for the
-  ``classical`` expert on the same examples.
+  the heads' resolution) over all pixels and over moving pixels, dynamic-mask IoU at 0.5, camera-ray L1; and
+  :func:`classical_flow_epe` / :func:`zero_flow_epe` for the ``classical`` expert and for "no motion" on the same
+  examples.
 """
 
 from __future__ import annotations
@@ -35,10 +39,19 @@ ARRAY_KEYS: tuple[str, ...] = ("frames", "depth", "flow_2d_backward", "dyn_mask"
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Per-term weights of the pretraining loss (natural scales: log-depth ~0.1-1, EPE ~0.1-2 px)."""
+    """Per-term weights of the pretraining loss (natural scales: log-depth ~0.1-1, EPE ~0.1-2 px).
+
+    ``flow_moving`` weighs the flow error averaged over pixels whose ground-truth motion exceeds ``moving_px``
+    pixels (at the heads' resolution); ``0`` = all pixels only. ``flow_error``: ``"epe"`` (end-point error, px) or
+    ``"squared"`` (squared EPE, px²). EPE's gradient has unit length whatever the error, so under uncertainty about
+    the direction its minimiser is "no motion"; the squared error's minimiser is the conditional mean motion.
+    """
 
     depth: float = 1.0
     flow: float = 1.0
+    flow_moving: float = 0.0
+    moving_px: float = 0.25
+    flow_error: str = "epe"
     dyn_mask: float = 1.0
     camray: float = 0.5
 
@@ -130,13 +143,21 @@ def pretrain_losses(pred: Mapping[str, torch.Tensor], target: Mapping[str, torch
     """Loss terms and their weighted sum ``"total"`` (heads output ``pred`` in the ``base.py`` layout)."""
     valid = target["depth"] > 0
     log_err = (torch.log(pred["depth"].clamp_min(1e-6)) - torch.log(target["depth"].clamp_min(1e-6))).abs()
+    flow_gt = target["flow_2d_backward"][:, 1:]
+    if weights.flow_error not in ("epe", "squared"):
+        raise ValueError(f"loss.flow_error must be 'epe' or 'squared', got {weights.flow_error!r}")
+    epe = torch.linalg.vector_norm(pred["flow_2d_backward"][:, 1:] - flow_gt, dim=-1)  # [B, T-1, h, w] px
+    flow_err = epe if weights.flow_error == "epe" else epe.square()
+    moving = torch.linalg.vector_norm(flow_gt, dim=-1) > weights.moving_px
     terms = {
         "depth": (log_err * valid).sum() / valid.sum().clamp_min(1),
-        "flow": torch.linalg.vector_norm(pred["flow_2d_backward"][:, 1:] - target["flow_2d_backward"][:, 1:], dim=-1).mean(),
+        "flow": flow_err.mean(),
+        "flow_moving": (flow_err * moving).sum() / moving.sum().clamp_min(1),
         "dyn_mask": F.binary_cross_entropy_with_logits(pred["dyn_mask"], target["dyn_mask"]),
         "camray": (pred["camray"] - target["camray"]).abs().mean(),
     }
-    w = {"depth": weights.depth, "flow": weights.flow, "dyn_mask": weights.dyn_mask, "camray": weights.camray}
+    w = {"depth": weights.depth, "flow": weights.flow, "flow_moving": weights.flow_moving,
+         "dyn_mask": weights.dyn_mask, "camray": weights.camray}  # fmt: skip
     terms["total"] = sum((w[k] * v for k, v in terms.items()), torch.zeros(()))
     return terms
 
@@ -179,11 +200,13 @@ def fit_in_process(model: L4PModel, examples: Sequence[Mapping], steps: int, bat
 
 
 @torch.no_grad()
-def evaluate(model: L4PModel, examples: Sequence[Mapping], batch_size: int = 4) -> dict[str, float]:
-    """Held-out metrics of ``model`` against the examples' ground truth (see module docstring)."""
+def evaluate(model: L4PModel, examples: Sequence[Mapping], batch_size: int = 4,
+             moving_px: float = LossWeights.moving_px) -> dict[str, float]:  # fmt: skip
+    """Held-out metrics of ``model`` against the examples' ground truth (see module docstring); ``flow_epe_moving``
+    is averaged over pixels whose ground-truth motion exceeds ``moving_px``."""
     model.eval()
     abs_rel, abs_rel_scaled, epe, cam = [], [], [], []
-    inter = union = 0.0
+    inter = union = moving_err = moving_count = 0.0
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         b = to_tensors({k: np.stack([e[k] for e in chunk]) for k in ARRAY_KEYS})
@@ -194,8 +217,11 @@ def evaluate(model: L4PModel, examples: Sequence[Mapping], batch_size: int = 4) 
             abs_rel.append(float(((d - g).abs() / g)[valid].mean()))
             scale = g[valid].median() / d[valid].median()
             abs_rel_scaled.append(float(((d * scale - g).abs() / g)[valid].mean()))
-        err = pred["flow_2d_backward"][:, 1:] - b["flow_2d_backward"][:, 1:]
-        epe.append(torch.linalg.vector_norm(err, dim=-1).mean(dim=(1, 2, 3)))
+        err = torch.linalg.vector_norm(pred["flow_2d_backward"][:, 1:] - b["flow_2d_backward"][:, 1:], dim=-1)
+        epe.append(err.mean(dim=(1, 2, 3)))
+        moving = torch.linalg.vector_norm(b["flow_2d_backward"][:, 1:], dim=-1) > moving_px
+        moving_err += float(err[moving].sum())
+        moving_count += float(moving.sum())
         p, m = torch.sigmoid(pred["dyn_mask"]) > 0.5, b["dyn_mask"] > 0.5
         inter += float((p & m).sum())
         union += float((p | m).sum())
@@ -204,19 +230,37 @@ def evaluate(model: L4PModel, examples: Sequence[Mapping], batch_size: int = 4) 
         "abs_rel": float(np.mean(abs_rel)),
         "abs_rel_median_scaled": float(np.mean(abs_rel_scaled)),
         "flow_epe": float(torch.cat(epe).mean()),
+        "flow_epe_moving": moving_err / moving_count if moving_count > 0 else float("nan"),
         "dyn_mask_iou": inter / union if union > 0 else float("nan"),
         "camray_l1": float(torch.cat(cam).mean()),
     }
 
 
-def zero_flow_epe(examples: Sequence[Mapping]) -> float:
-    """EPE of predicting no motion at all (the mean ground-truth flow magnitude), for scale."""
-    return float(np.mean([np.linalg.norm(e["flow_2d_backward"][1:], axis=-1).mean() for e in examples]))
+def _epe(estimate: np.ndarray, truth: np.ndarray, moving_px: float | None) -> tuple[float, float]:
+    """(sum, count) of end-point errors ``[T-1, h, w]`` over all pixels, or over those whose true motion exceeds
+    ``moving_px``."""
+    err = np.linalg.norm(estimate - truth, axis=-1)
+    if moving_px is None:
+        return float(err.sum()), float(err.size)
+    moving = np.linalg.norm(truth, axis=-1) > moving_px
+    return float(err[moving].sum()), float(moving.sum())
 
 
-def classical_flow_epe(examples: Sequence[Mapping]) -> float:
+def _pooled(pairs: Sequence[tuple[float, float]]) -> float:
+    total, count = map(sum, zip(*pairs, strict=True)) if pairs else (0.0, 0.0)
+    return total / count if count > 0 else float("nan")
+
+
+def zero_flow_epe(examples: Sequence[Mapping], moving_px: float | None = None) -> float:
+    """EPE of predicting no motion at all (the mean ground-truth flow magnitude), for scale; over moving pixels
+    only when ``moving_px`` is given."""
+    return _pooled([_epe(np.zeros_like(e["flow_2d_backward"][1:]), e["flow_2d_backward"][1:], moving_px) for e in examples])
+
+
+def classical_flow_epe(examples: Sequence[Mapping], moving_px: float | None = None) -> float:
     """EPE of the ``classical`` expert on the same examples: DIS on the examples' frames (the expert's input
-    resolution, its best case), flow area-resized to the heads' resolution."""
+    resolution, its best case), flow area-resized to the heads' resolution; over moving pixels only when
+    ``moving_px`` is given."""
     if not examples:
         return float("nan")
     frames = examples[0]["frames"]
@@ -226,5 +270,5 @@ def classical_flow_epe(examples: Sequence[Mapping]) -> float:
         size = tuple(e["flow_2d_backward"].shape[1:3])
         flow = expert.flow(e["frames"])
         est = np.stack([resize_flow(f, size) for f in flow])  # type: ignore[arg-type]
-        errs.append(np.linalg.norm(est[1:] - e["flow_2d_backward"][1:], axis=-1).mean())
-    return float(np.mean(errs))
+        errs.append(_epe(est[1:], e["flow_2d_backward"][1:], moving_px))
+    return _pooled(errs)
