@@ -1,10 +1,16 @@
-"""MLflowTracker against a real sqlite MLflow store: one run per job, re-attach by id, resume by job key."""
+"""MLflowTracker against a real sqlite MLflow store and a real ``mlflow server`` on 127.0.0.1: one run per job,
+re-attach by id, resume by job key."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from rgpt4d_core.tracking import (
     JOB_KEY_TAG,
@@ -15,6 +21,9 @@ from rgpt4d_core.tracking import (
     git_sha,
     library_versions,
 )
+from tests.conftest import free_port
+
+SERVER_START_TIMEOUT_S = 240  # a cold start takes ~20 s on a quiet 2-core machine, minutes under load
 
 
 def _client(uri: str):
@@ -30,11 +39,47 @@ def test_default_uri_is_sqlite_under_run_dir(tmp_path: Path) -> None:
         default_tracking_uri("s3://bucket/runs")
 
 
-def test_driver_run_rank0_attach_and_resubmission_share_one_run(tmp_path: Path) -> None:
-    uri = default_tracking_uri(tmp_path)
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``mlflow server`` (sqlite backend, proxied artifacts) on a free port of 127.0.0.1; yields its URL."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    log = open(root / "server.log", "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [mlflow, "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
+         str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}"
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, f"mlflow server did not come up: {(root / 'server.log').read_text()[-2000:]}"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def _one_run_per_job(uri: str, tmp_path: Path, experiment: str = "distill") -> None:
+    """The distill job's tracking life cycle (driver run, rank-0 attach, export registered, failed attempt, re-submission)
+    against ``uri``: exactly one run with everything in it."""
     key = f"{tmp_path}/job-a"
     params = {"optim.lr": 1e-5, "run.name": "job-a", "long": "x" * 7000}
-    driver = MLflowTracker.start(uri, "distill", "job-a", key, params=params, tags={"git_sha": "abc"})
+    driver = MLflowTracker.start(uri, experiment, "job-a", key, params=params, tags={"git_sha": "abc"})
     assert isinstance(driver, Tracker)
 
     rank0 = MLflowTracker.attach(uri, driver.run_id)  # what rank 0 of each attempt does
@@ -44,17 +89,17 @@ def test_driver_run_rank0_attach_and_resubmission_share_one_run(tmp_path: Path) 
     model_dir = tmp_path / "export"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
-    assert rank0.log_model_dir(model_dir, "model", "rgpt4d-test") == "1"
+    assert rank0.log_model_dir(model_dir, "model", f"rgpt4d-{experiment}") == "1"
     driver.set_terminated("FAILED")
 
     # re-submission of the same job: the same run is re-opened, params are not re-logged
-    again = MLflowTracker.start(uri, "distill", "job-a", key, params={"optim.lr": 3e-4}, tags={"git_sha": "def"})
+    again = MLflowTracker.start(uri, experiment, "job-a", key, params={"optim.lr": 3e-4}, tags={"git_sha": "def"})
     assert again.run_id == driver.run_id
     MLflowTracker.attach(uri, again.run_id).log_metrics({"loss/total": 0.5}, step=3)
     again.set_terminated("FINISHED")
 
     client = _client(uri)
-    runs = client.search_runs([client.get_experiment_by_name("distill").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
@@ -64,12 +109,21 @@ def test_driver_run_rank0_attach_and_resubmission_share_one_run(tmp_path: Path) 
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss/total")] == [2.0, 1.0, 0.5]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config", "model"} <= artifacts
-    assert (tmp_path / "artifacts").is_dir(), "sqlite runs keep artifacts next to the db, not in the CWD"
-    versions = client.search_model_versions("name='rgpt4d-test'")
+    versions = client.search_model_versions(f"name='rgpt4d-{experiment}'")
     assert [v.run_id for v in versions] == [run.info.run_id]
 
-    other = MLflowTracker.start(uri, "distill", "job-b", f"{tmp_path}/job-b")
+    other = MLflowTracker.start(uri, experiment, "job-b", f"{tmp_path}/job-b")
     assert other.run_id != run.info.run_id
+
+
+def test_driver_run_rank0_attach_and_resubmission_share_one_run(tmp_path: Path) -> None:
+    _one_run_per_job(default_tracking_uri(tmp_path), tmp_path)
+    assert (tmp_path / "artifacts").is_dir(), "sqlite runs keep artifacts next to the db, not in the CWD"
+
+
+def test_the_same_life_cycle_against_an_mlflow_server(mlflow_server: str, tmp_path: Path) -> None:
+    _one_run_per_job(mlflow_server, tmp_path, experiment="distill-on-server")
+    assert not (tmp_path / "artifacts").exists(), "a server run's artifacts go to the server, not next to the job"
 
 
 def test_attach_to_missing_run_fails(tmp_path: Path) -> None:
