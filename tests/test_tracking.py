@@ -61,7 +61,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     break
             except requests.RequestException:
                 pass
-            assert time.monotonic() < deadline, f"mlflow server did not come up: {(root / 'server.log').read_text()[-2000:]}"
+            assert time.monotonic() < deadline, (
+                f"mlflow server did not come up: {(root / 'server.log').read_text()[-2000:]}"
+            )
             time.sleep(0.5)
         yield url
     finally:
@@ -93,7 +95,9 @@ def _one_run_per_job(uri: str, tmp_path: Path, experiment: str = "distill") -> N
     driver.set_terminated("FAILED")
 
     # re-submission of the same job: the same run is re-opened, params are not re-logged
-    again = MLflowTracker.start(uri, experiment, "job-a", key, params={"optim.lr": 3e-4}, tags={"git_sha": "def"})
+    again = MLflowTracker.start(
+        uri, experiment, "job-a", key, params={"optim.lr": 3e-4}, tags={"git_sha": "def"}
+    )
     assert again.run_id == driver.run_id
     MLflowTracker.attach(uri, again.run_id).log_metrics({"loss/total": 0.5}, step=3)
     again.set_terminated("FINISHED")
@@ -123,7 +127,9 @@ def test_driver_run_rank0_attach_and_resubmission_share_one_run(tmp_path: Path) 
 
 def test_the_same_life_cycle_against_an_mlflow_server(mlflow_server: str, tmp_path: Path) -> None:
     _one_run_per_job(mlflow_server, tmp_path, experiment="distill-on-server")
-    assert not (tmp_path / "artifacts").exists(), "a server run's artifacts go to the server, not next to the job"
+    assert not (tmp_path / "artifacts").exists(), (
+        "a server run's artifacts go to the server, not next to the job"
+    )
 
 
 def test_attach_to_missing_run_fails(tmp_path: Path) -> None:
