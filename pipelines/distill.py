@@ -130,6 +130,13 @@ def count_usable_rows(shards: ShardSet, split: str) -> int:
     return int(table.filter(_usable(table, split)).num_rows)
 
 
+def forwarded_env(cfg: DistillJobConfig) -> dict[str, Any]:
+    """The job's ``runtime_env``: the driver's values of ``run.forward_env`` (those that are set). It reaches every
+    task and actor of the job (shard listing and reading, Train workers) when this job starts or attaches to Ray;
+    a caller that initialised Ray itself must put them into its own ``ray.init(runtime_env=...)``."""
+    return {"env_vars": {k: os.environ[k] for k in cfg.run.forward_env if k in os.environ}}
+
+
 def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
     """Ray Dataset of the usable rows (training columns only), in manifest order."""
     import pyarrow as pa
@@ -195,7 +202,7 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     shards = open_shards(cfg.data.shards)
     check_manifest(shards.manifest, expected_expert_spec(cfg), cfg)
     plan = plan_steps(cfg, count_usable_rows(shards, cfg.data.split))
-    init_ray(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus)
+    init_ray(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus, runtime_env=forwarded_env(cfg))
     ensure_cwd()
 
     import ray.train

@@ -7,11 +7,16 @@ checkpoint after every step; on the session-scoped Ray cluster of ``tests/confte
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pipelines.distill import run, tracking_uri_of, with_absolute_paths
+from rgpt4d_core import storage
 from rgpt4d_core.config import load
 from rgpt4d_core.shards.manifest import ShardManifestError
 from rgpt4d_core.train.checkpoint import load_training_state
@@ -127,6 +132,36 @@ def test_resubmitted_job_resumes_the_same_run(shards: str, tmp_path: Path) -> No
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert _history(client, runs[0].info.run_id, "attempt/start_step") == [0.0, 1.0]
     assert _steps(client, runs[0].info.run_id) == [1, 2]
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_shards_and_checkpoints_on_s3(shards: str, s3_bucket: str, tmp_path: Path) -> None:
+    """`python pipelines/distill.py` attached to the running session cluster (as under `ray job submit`), reading
+    shards from and writing checkpoints to a real S3-protocol server (moto on 127.0.0.1). The cluster's workers
+    were started without the S3 settings: they reach them only through ``run.forward_env``."""
+    import ray
+
+    for f in sorted(Path(shards).rglob("*")):
+        if f.is_file():
+            storage.write_bytes(f"{s3_bucket}/shards/{f.relative_to(shards).as_posix()}", f.read_bytes())
+    forward = "[AWS_ENDPOINT_URL,AWS_ENDPOINT_URL_S3,AWS_DEFAULT_REGION,AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY]"
+    args = [f"data.shards={s3_bucket}/shards", f"run.storage_path={s3_bucket}/runs", "run.name=on-s3", *SMALL, *RESUME,
+            f"run.forward_env={forward}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    done = subprocess.run([sys.executable, str(ROOT / "pipelines" / "distill.py"), "--config", str(TINY), *args],
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    line = next((ln for ln in out.splitlines() if ln.startswith("DISTILL_RESULT ")), None)
+    assert line is not None, out[-4000:]
+    result = json.loads(line[len("DISTILL_RESULT ") :])
+    assert result["steps"] == 2
+    bucket = s3_bucket.removeprefix("s3://")
+    assert result["checkpoint"].startswith(f"{bucket}/runs/on-s3/")
+    assert storage.exists(f"s3://{result['export']}/config.json")
+    cfg = load(DistillJobConfig, [TINY], args)
+    client, runs = _mlflow(cfg)
+    assert [r.info.run_id for r in runs] == [result["mlflow_run_id"]] and runs[0].info.status == "FINISHED"
 
 
 def test_mismatching_shards_fail_on_the_driver(shards: str, tmp_path: Path) -> None:

@@ -173,6 +173,10 @@ class RunSection:
     ray_address: ``None`` = start a local Ray (or attach under ``ray job submit``); else passed to ``ray.init``.
     ray_num_cpus: logical CPUs of a locally started Ray (``None`` = all cores).
     max_failures: worker-group restarts Ray Train may do (``FailureConfig``); -1 = unlimited.
+    forward_env: environment variables copied from the driver into the job's runtime_env when set (S3
+        endpoint/region by default), so that shard reading and the Train workers see them: workers of an already
+        running cluster do not see the driver's environment. Credentials named here can be read by anyone with
+        access to the cluster's dashboard; prefer credentials configured on the nodes.
     """
 
     name: str = "distill"
@@ -180,6 +184,9 @@ class RunSection:
     ray_address: str | None = None
     ray_num_cpus: int | None = None
     max_failures: int = 1
+    forward_env: list[str] = field(
+        default_factory=lambda: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION"]
+    )
 
 
 @dataclass
