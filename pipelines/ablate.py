@@ -160,6 +160,9 @@ def _setup_lines(job: AblateJob, chain: Chain, outcomes: list[Outcome]) -> list[
     steps = sorted({o.trained.steps for o in outcomes})
     lines.append(f"- training: {steps} optimiser steps per run, same shards and step count for every recipe; "
                  f"distill config {job.distill.config} + {job.distill.overrides}")  # fmt: skip
+    ran = {o.variant for o in outcomes}
+    lines += [f"- {job.variants[k].label}: {job.variants[k].config} + {job.variants[k].overrides}"
+              for k in job.variants if k in ran]  # fmt: skip
     return lines
 
 
