@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 from tests.distill_testkit import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,16 +56,6 @@ def _alive_nodes(dashboard: str) -> list[str]:
 
 def _tail(path: str, chars: int = 3000) -> str:
     return Path(path).read_text(errors="replace")[-chars:]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture()
@@ -110,7 +99,7 @@ def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
         yield dashboard, nodes
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop_process(proc, timeout_s=30)
         head_log.close()
         node_log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -21,7 +21,7 @@ from rgpt4d_core.tracking import (
     git_sha,
     library_versions,
 )
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process
 
 SERVER_START_TIMEOUT_S = 240  # a cold start takes ~20 s on a quiet 2-core machine, minutes under load
 
@@ -67,12 +67,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
 
 
