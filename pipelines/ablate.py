@@ -48,7 +48,8 @@ def _variants() -> dict[str, VariantSection]:
 @dataclass
 class AblateJob:
     """``conf/ablate/*.yaml``. Stage sections as in ``pipelines/demo.py``; ``variants`` x ``seeds`` trainings, the
-    ``first`` variants (the main comparison) for all seeds before the others; ``deadline_minutes`` (0 = none)
+    ``first`` variants (the main comparison) for all seeds before the others; ``only`` (non-empty) restricts the
+    run to those variants (a YAML layered on another one adds to its ``variants``); ``deadline_minutes`` (0 = none)
     stops starting new trainings; ``report_only`` rewrites the report from finished runs without training."""
 
     out: str = "out/demo"
@@ -61,6 +62,7 @@ class AblateJob:
     variants: dict[str, VariantSection] = field(default_factory=_variants)
     evaluate: StageSection = field(default_factory=lambda: StageSection(["conf/eval/synthetic.yaml"]))
     first: list[str] = field(default_factory=lambda: ["sft", "p4d_tpe"])
+    only: list[str] = field(default_factory=list)
     results_md: str = "docs/results.md"
     deadline_minutes: float = 0.0
     report_only: bool = False
@@ -88,9 +90,13 @@ def final_losses(chain: Chain, trained: Trained) -> dict[str, float]:
 
 def plan(job: AblateJob) -> list[tuple[int, str]]:
     """``(seed, variant)`` in run order: the ``first`` variants for every seed, then the others for every seed (so a
-    deadline cuts the secondary comparisons, not the seeds of the main one)."""
-    first = [v for v in job.first if v in job.variants]
-    rest = [v for v in job.variants if v not in first]
+    deadline cuts the secondary comparisons, not the seeds of the main one); only ``only`` when it is set."""
+    unknown = sorted(set(job.only) - set(job.variants))
+    if unknown:
+        raise ValueError(f"only: unknown variant(s) {unknown}; known: {sorted(job.variants)}")
+    chosen = [v for v in job.variants if not job.only or v in job.only]
+    first = [v for v in job.first if v in chosen]
+    rest = [v for v in chosen if v not in first]
     return [(s, v) for group in (first, rest) for s in job.seeds for v in group]
 
 

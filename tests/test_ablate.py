@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pipelines import ablate
 from pipelines._chain import Chain, Trained
 from rgpt4d_core.config import load
@@ -23,6 +25,15 @@ def test_plan_runs_the_main_comparison_for_every_seed_first() -> None:
 
 def _table(name: str, avg: float) -> AccuracyTable:
     return AccuracyTable(name, dict.fromkeys(TABLE_COLUMNS, avg), dict.fromkeys(TABLE_COLUMNS, 10))
+
+
+def test_layered_longer_config_runs_only_its_own_variants() -> None:
+    conf = Path(ablate.__file__).resolve().parents[1] / "conf" / "ablate"
+    job = load(ablate.AblateJob, [conf / "default.yaml", conf / "longer.yaml"], [])
+    assert {"sft", "p4d_tpe", "sft_long", "p4d_long"} <= set(job.variants)  # YAML layers merge the variants ...
+    assert ablate.plan(job) == [(0, "sft_long"), (0, "p4d_long")]  # ... and `only` keeps this file's own
+    with pytest.raises(ValueError, match="unknown variant.*sft_lng"):
+        ablate.plan(load(ablate.AblateJob, [conf / "default.yaml"], ["only=[sft_lng]"]))
 
 
 def test_report_block_is_replaced_and_the_rest_of_the_file_kept(tmp_path: Path) -> None:
