@@ -71,6 +71,22 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+#: settings of a distillation job that cannot change what it produces (which environment variables reach the
+#: workers): left out of its stamp, so that adding or changing one does not retrain finished runs
+OPERATIONAL_KEYS: tuple[tuple[str, str], ...] = (("run", "forward_env"),)
+
+
+def outputs_yaml(cfg: Any) -> str:
+    """``to_yaml(cfg)`` without :data:`OPERATIONAL_KEYS`: what a stage's stamp covers."""
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    assert isinstance(tree, dict)
+    for section, key in OPERATIONAL_KEYS:
+        tree.get(section, {}).pop(key, None)
+    return OmegaConf.to_yaml(OmegaConf.create(tree))
+
+
 def file_digest(path: str | Path) -> str:
     """SHA-256 (16 hex digits) of a file's bytes."""
     h = hashlib.sha256()
@@ -207,7 +223,7 @@ class Chain:
             *common.overrides, *variant.overrides, *extra, f"data.shards={shards}", f"run.name={name}",
             f"run.storage_path={self.out / 'runs'}", f"mlflow.tracking_uri={self.tracking_uri}",
             f"expert.checkpoint={expert}", f"loop.seed={seed}"])  # fmt: skip
-        key = digest(to_yaml(cfg), file_digest(shards / "_manifest.json"))
+        key = digest(outputs_yaml(cfg), file_digest(shards / "_manifest.json"))
         stage = f"distill {name}"
         with self.stage(stage):
             saved = self._reuse(stage, run_dir, key)
