@@ -161,7 +161,8 @@ def _setup_lines(job: AblateJob, chain: Chain, outcomes: list[Outcome]) -> list[
     if expert.is_file():
         m = json.loads(expert.read_text()).get("payload", {}).get("metrics", {})
         keys = ("heldout/abs_rel", "untrained/abs_rel", "heldout/flow_epe", "untrained/flow_epe",
-                "zero_motion/flow_epe", "heldout/dyn_mask_iou", "untrained/dyn_mask_iou")  # fmt: skip
+                "zero_motion/flow_epe", "classical/flow_epe", "heldout/flow_epe_moving", "zero_motion/flow_epe_moving",
+                "classical/flow_epe_moving", "heldout/dyn_mask_iou", "untrained/dyn_mask_iou")  # fmt: skip
         lines.append("- frozen expert (l4p_tiny, held-out clips): " + ", ".join(f"{k} {m[k]:.3f}" for k in keys if k in m))
     steps = sorted({o.trained.steps for o in outcomes})
     lines.append(f"- training: {steps} optimiser steps per run, same shards and step count for every recipe; "
