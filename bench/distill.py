@@ -4,8 +4,8 @@
 
 (a) a single-process loop over the same shard files (``rgpt4d_core.shards.reader``), the same student, heads,
 collate, loss and optimiser step as the job; (b) ``pipelines/distill.py`` with 1 worker; (c) with 2 workers.
-(a) runs first and last and is averaged (load drift hits both sides alike). Every variant runs one epoch at the same global batch (gradient accumulation makes up the difference) with
-``torch_threads`` intra-op threads per process, and reports *steady* samples/s: samples after the first optimiser
+(a) runs first and last and is averaged (load drift hits both sides alike). Every variant runs one epoch at the
+same global batch (gradient accumulation makes up the difference) with ``torch_threads`` intra-op threads per process, and reports *steady* samples/s: samples after the first optimiser
 step divided by the time since it (start-up, first-batch latency and warm-up excluded). Prints (b)/(a) as the
 Ray overhead factor (time per sample, target ≤ 1.05×; Ray's own release tests allow 1.15×) and (c)/(b) scaling.
 The tiny preset is used (CPU); on a shared machine expect run-to-run noise of ±20 %.

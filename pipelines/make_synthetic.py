@@ -46,7 +46,7 @@ class MakeSyntheticJob:
     workers: int = 2
     preview_scenes: int = 4
     forward_env: list[str] = field(
-        default_factory=lambda: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION"]
+        default_factory=lambda: list(storage.S3_ENV_VARS)
     )
 
 

@@ -135,7 +135,7 @@ class PrecomputeJob:
     ray_address: str | None = None
     num_cpus: int | None = None
     forward_env: list[str] = field(
-        default_factory=lambda: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION"]
+        default_factory=lambda: list(storage.S3_ENV_VARS)
     )
 
 

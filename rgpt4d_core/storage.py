@@ -55,6 +55,11 @@ def check_uri(uri: str) -> None:
         raise StorageError(f"unsupported URI scheme in {uri!r} (use a local path or s3://bucket/key)")
 
 
+#: the environment variables :func:`_endpoint` and :func:`_region` read: what jobs forward into their Ray
+#: runtime_env by default (``forward_env``), since workers of a running cluster do not see the driver's environment
+S3_ENV_VARS: tuple[str, ...] = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
 def _endpoint(cfg: StorageConfig | None) -> str | None:
     if cfg is not None and cfg.endpoint_url:
         return cfg.endpoint_url

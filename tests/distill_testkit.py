@@ -8,7 +8,9 @@ codec and committed with a manifest exactly as ``precompute`` does.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,6 +24,15 @@ from rgpt4d_core.types import Clip, Region, VQAItem
 FRAMES = 16
 SIZE = 64
 OPTIONS = ("left", "right", "up", "down")
+
+
+RESULT_PREFIX = "DISTILL_RESULT "  # the summary line `python pipelines/distill.py` prints last
+
+
+def distill_result(output: str) -> dict[str, Any] | None:
+    """The JSON summary from the output of ``python pipelines/distill.py`` (``None`` if it printed none)."""
+    line = next((ln for ln in output.splitlines() if ln.startswith(RESULT_PREFIX)), None)
+    return None if line is None else json.loads(line[len(RESULT_PREFIX) :])
 
 
 def _clip(rng: np.random.Generator, direction: int, uri: str) -> tuple[Clip, Region]:

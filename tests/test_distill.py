@@ -7,7 +7,6 @@ checkpoint after every step; on the session-scoped Ray cluster of ``tests/confte
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from rgpt4d_core.config import load
 from rgpt4d_core.shards.manifest import ShardManifestError
 from rgpt4d_core.train.checkpoint import load_training_state
 from rgpt4d_core.train.config import DistillJobConfig
-from tests.distill_testkit import write_shards
+from tests.distill_testkit import distill_result, write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "conf" / "distill" / "tiny.yaml"
@@ -152,9 +151,8 @@ def test_shards_and_checkpoints_on_s3(shards: str, s3_bucket: str, tmp_path: Pat
                           env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
-    line = next((ln for ln in out.splitlines() if ln.startswith("DISTILL_RESULT ")), None)
-    assert line is not None, out[-4000:]
-    result = json.loads(line[len("DISTILL_RESULT ") :])
+    result = distill_result(out)
+    assert result is not None, out[-4000:]
     assert result["steps"] == 2
     bucket = s3_bucket.removeprefix("s3://")
     assert result["checkpoint"].startswith(f"{bucket}/runs/on-s3/")

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests.conftest import free_port, stop_process
-from tests.distill_testkit import write_shards
+from tests.distill_testkit import distill_result, write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -65,9 +65,9 @@ def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
     env.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="rgd", dir="/tmp")  # short: Ray's unix socket paths live under it
     # The second node needs a temp dir of its own: by default a joining node uses the head's, and two nodes on one
-    # machine would then share one `runtime_resources/` directory. When the job starts, the second node's
-    # runtime-env agent installs the job's --working-dir package again into that same path, replacing the directory
-    # the head's driver and workers run in (their CWD vanishes). Real nodes have separate disks.
+    # machine would then share one `runtime_resources/` directory, and the head's driver lost its CWD (the unpacked
+    # --working-dir) once the job started -- most likely the second node's runtime-env agent installing the package
+    # again into that same path. Real nodes have separate disks.
     node_temp_dir = tempfile.mkdtemp(prefix="rgn", dir="/tmp")
     gcs_port, dash_port = free_port(), free_port()
     dashboard = f"http://127.0.0.1:{dash_port}"
@@ -122,9 +122,8 @@ def test_ray_job_submit_runs_on_both_nodes(two_node_cluster: tuple[str, list[str
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
-    line = next((ln for ln in out.splitlines() if ln.startswith("DISTILL_RESULT ")), None)
-    assert line is not None, out[-4000:]
-    result = json.loads(line[len("DISTILL_RESULT ") :])
+    result = distill_result(out)
+    assert result is not None, out[-4000:]
     assert result["steps"] == 2  # 4 rows / global batch 2
     assert result["metrics"]["workers/num_nodes"] == 2.0, "SPREAD must place one worker on each node"
 

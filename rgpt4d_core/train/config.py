@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
+from rgpt4d_core import storage
 from rgpt4d_core.experts.registry import ExpertConfig
 from rgpt4d_core.train.optim import OptimConfig
 
@@ -185,7 +186,7 @@ class RunSection:
     ray_num_cpus: int | None = None
     max_failures: int = 1
     forward_env: list[str] = field(
-        default_factory=lambda: ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION"]
+        default_factory=lambda: list(storage.S3_ENV_VARS)
     )
 
 
