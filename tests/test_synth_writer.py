@@ -58,14 +58,37 @@ def test_splits_never_share_a_scene(root: Path) -> None:
     assert abs(first.count("train") / 200 - 0.8) < 0.02
 
 
+def _decoded(mp4: bytes) -> np.ndarray:
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(mp4)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(np.int16)
+
+
 def test_same_seed_gives_identical_bytes_and_other_seed_differs() -> None:
+    """Everything but the mp4 is byte-identical; the mp4 decodes to the same frames up to x264's own jitter.
+
+    libx264 (as shipped in PyAV's wheel) gives a slightly different bitstream for the same frames in a few per cent
+    of encodes, depending on the process's heap state, not on threads (measured: threads=1 and no lookahead thread
+    still vary; pre-filling freed memory with a fixed byte removes the variance), so the mp4 bytes are not part of
+    the reproducibility contract. What is: same frame count, and decoded pixels whose mean difference (measured
+    <= 0.5 grey levels over 150 encodes) is far below the encoding error itself (~3.9 against the rendered frames).
+    """
     a, b = build_scene(CFG, 2), build_scene(CFG, 2)
     assert a.files.keys() == b.files.keys()
     for rel in a.files:
-        assert a.files[rel] == b.files[rel], f"{rel} differs between two runs with the same seed"
+        if not rel.endswith(".mp4"):
+            assert a.files[rel] == b.files[rel], f"{rel} differs between two runs with the same seed"
     assert json.dumps(a.record) == json.dumps(b.record)
+    va, vb = _decoded(a.files["videos/s000002.mp4"]), _decoded(b.files["videos/s000002.mp4"])
+    assert va.shape == vb.shape and va.shape[0] == a.record["num_frames"]
+    assert float(np.abs(va - vb).mean()) < 1.5
     other = build_scene(SynthConfig(**{**CFG.__dict__, "seed": CFG.seed + 1}), 2)
     assert other.files["gt/s000002.npz"] != a.files["gt/s000002.npz"]
+    vo = _decoded(other.files["videos/s000002.mp4"])
+    assert vo.shape != va.shape or float(np.abs(vo - va).mean()) > 5.0
 
 
 def test_ground_truth_loader_matches_video_and_selects_frames(root: Path) -> None:
