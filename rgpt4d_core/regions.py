@@ -118,13 +118,29 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
 
 
-def rle_decode(rle: dict[str, Any]) -> np.ndarray:
-    """COCO uncompressed RLE -> bool ``[H, W]`` mask. Raises :class:`RegionError` on inconsistent counts."""
+MAX_MASK_PIXELS = 4096 * 4096
+"""Largest mask ``H * W`` that :func:`rle_decode` allocates (16.8 Mpx: a 4K UHD frame is 8.3 Mpx)."""
+
+
+def rle_decode(rle: dict[str, Any], max_pixels: int = MAX_MASK_PIXELS) -> np.ndarray:
+    """COCO uncompressed RLE -> bool ``[H, W]`` mask.
+
+    The declared size is checked against ``max_pixels`` *before* anything is allocated, so a 200-byte request
+    declaring a 10^10-pixel mask costs nothing. Callers that know the frame pass its ``H * W`` (or a bound on it).
+
+    Raises:
+        RegionError: malformed fields, a size that is not positive or exceeds ``max_pixels``, or counts that are
+            negative or do not sum to ``H * W``.
+    """
     try:
         h, w = (int(v) for v in rle["size"])
         counts = [int(c) for c in rle["counts"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise RegionError(f"RLE must be {{'size': [H, W], 'counts': [int, ...]}}: {exc}") from None
+    if h <= 0 or w <= 0:
+        raise RegionError(f"RLE size must be positive, got {h}x{w}")
+    if h * w > max_pixels:
+        raise RegionError(f"RLE mask of {h}x{w} = {h * w} pixels exceeds the limit of {max_pixels} pixels")
     if any(c < 0 for c in counts) or sum(counts) != h * w:
         raise RegionError(f"RLE counts sum to {sum(counts)}, expected H*W = {h * w} (all non-negative)")
     values = np.arange(len(counts)) % 2 == 1

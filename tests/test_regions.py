@@ -71,6 +71,25 @@ def test_rle_follows_coco_column_major_convention() -> None:
         rle_decode({"size": [2, 2], "counts": [1, 1]})
 
 
+def test_rle_declaring_a_huge_mask_is_refused_before_allocating() -> None:
+    import tracemalloc
+
+    bomb = {"size": [100000, 100000], "counts": [10_000_000_000]}  # consistent counts: sums to H * W
+    tracemalloc.start()
+    try:
+        with pytest.raises(RegionError, match="exceeds the limit"):
+            rle_decode(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak  # nothing near the 10 GB the size declares
+    with pytest.raises(RegionError, match="exceeds the limit of 100 pixels"):
+        rle_decode(rle_encode(np.ones((11, 10), bool)), max_pixels=100)
+    with pytest.raises(RegionError, match="positive"):
+        rle_decode({"size": [0, 5], "counts": [0]})
+    assert rle_decode(rle_encode(np.ones((10, 10), bool)), max_pixels=100).all()
+
+
 def test_mask_to_box_is_tight_and_region_from_rle_matches() -> None:
     mask = np.zeros((10, 20), bool)
     mask[2:5, 4:9] = True
