@@ -106,13 +106,38 @@ def test_moving_pixel_epe_of_a_no_motion_model_equals_the_zero_motion_baseline(
     assert metrics["flow_epe_moving"] > metrics["flow_epe"]  # most pixels are still
 
 
-def test_short_pretraining_lowers_heldout_error_well_below_untrained(examples: tuple[list[dict], list[dict]]) -> None:
+def _short_pretraining(examples: tuple[list[dict], list[dict]]) -> dict[str, dict[str, float]]:
+    """Held-out metrics of l4p_tiny untrained, with its output priors only, and after 40 steps (seeded)."""
     torch.set_num_threads(1)
     train, heldout = examples
     model = build_model("l4p_tiny", seed=0)
-    before = evaluate(model, heldout)
+    untrained = evaluate(model, heldout)
+    init_output_priors(model)  # what fit_in_process starts from: the bar is the priors, not a random head
+    prior = evaluate(model, heldout)
     losses = fit_in_process(model, train, steps=40, batch_size=2, lr=1e-3, seed=0)
     after = evaluate(model, heldout)
-    assert np.mean([x["total"] for x in losses[-5:]]) < 0.5 * np.mean([x["total"] for x in losses[:5]])
-    assert after["abs_rel"] < 0.5 * before["abs_rel"]
-    assert after["flow_epe"] < 0.85 * before["flow_epe"]
+    return {"untrained": untrained, "prior": prior, "after": after,
+            "loss": {"first": float(np.mean([x["total"] for x in losses[:5]])),
+                     "last": float(np.mean([x["total"] for x in losses[-5:]]))}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def short_run(examples: tuple[list[dict], list[dict]]) -> dict[str, dict[str, float]]:
+    return _short_pretraining(examples)
+
+
+def test_short_pretraining_beats_the_output_priors_on_depth_and_camera_rays(short_run: dict) -> None:
+    r = short_run
+    assert r["loss"]["last"] < 0.5 * r["loss"]["first"]
+    assert r["after"]["abs_rel"] < 0.5 * r["prior"]["abs_rel"]  # measured: 0.584 -> 0.124
+    assert r["after"]["camray_l1"] < 0.6 * r["prior"]["camray_l1"]  # measured: 0.320 -> 0.138
+    # flow never gets worse than the "no motion" prior it starts from
+    assert r["after"]["flow_epe"] <= 1.01 * r["prior"]["flow_epe"]
+
+
+@pytest.mark.xfail(strict=True, reason="known (issue 'Does P4D help?'): the tiny expert's flow head stays at the "
+                   "zero-motion prior (held-out EPE 0.38418 after vs 0.38415 before 40 steps)")
+def test_short_pretraining_learns_flow_beyond_the_zero_motion_prior(short_run: dict) -> None:
+    # The earlier form of this check compared against the model *before* init_output_priors, which the prior alone
+    # passes (0.513 -> 0.384). Strict: when flow starts to learn this test fails and the marker must go.
+    assert short_run["after"]["flow_epe_moving"] < 0.85 * short_run["prior"]["flow_epe_moving"]
