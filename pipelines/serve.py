@@ -109,7 +109,7 @@ class ServeJob:
     engine: EngineConfig = field(default_factory=EngineConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
-    bootstrap_preset: str = ""
+    bootstrap_preset: str | None = None
     engine_class: str = "rgpt4d_core.serve.engine:VQAEngine"
     ray_address: str | None = None
 
