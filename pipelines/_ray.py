@@ -10,6 +10,7 @@ Env defaults applied before Ray starts: token auth off for loopback-only dev/CI 
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -26,6 +27,27 @@ def apply_env_defaults() -> None:
     """Set the project's environment defaults without overriding anything the user exported."""
     for k, v in _ENV_DEFAULTS.items():
         os.environ.setdefault(k, v)
+
+
+def job_runtime_env() -> dict[str, Any]:
+    """The runtime env of the submitted job this driver runs in (``ray job submit --runtime-env``), else ``{}``."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    return dict(json.loads(raw).get("runtime_env") or {}) if raw else {}
+
+
+def without_job_settings(runtime_env: dict[str, Any], job_env: dict[str, Any]) -> dict[str, Any]:
+    """``runtime_env`` less what the submitted job's runtime env already sets: its env var keys and fields.
+
+    Ray refuses to start a driver whose ``ray.init(runtime_env=...)`` names a field or an env var key that the
+    job's runtime env also names, even with the same value; the job's settings are what the user submitted, so
+    they win.
+    """
+    job_vars = job_env.get("env_vars") or {}
+    out = {k: v for k, v in runtime_env.items() if k != "env_vars" and k not in job_env}
+    env_vars = {k: v for k, v in (runtime_env.get("env_vars") or {}).items() if k not in job_vars}
+    if env_vars:
+        out["env_vars"] = env_vars
+    return out
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> None:
@@ -45,6 +67,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
     env_vars = {k: os.environ[k] for k in _ENV_DEFAULTS}
     runtime_env = kwargs.pop("runtime_env", {}) or {}
     runtime_env.setdefault("env_vars", {}).update({k: v for k, v in env_vars.items() if k not in runtime_env["env_vars"]})
+    runtime_env = without_job_settings(runtime_env, job_runtime_env())
     if address is None and not os.environ.get("RAY_ADDRESS"):
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
     else:
