@@ -24,6 +24,10 @@ from typing import Any, Protocol, runtime_checkable
 
 #: tag holding the identity of a job across submissions (``<storage_path>/<run name>``)
 JOB_KEY_TAG = "rgpt4d.job_key"
+#: MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, judges); ours train models, so the
+#: UI should open on runs, metrics and artifacts.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 #: libraries whose versions are recorded as ``version.<name>`` tags
 TRACKED_LIBRARIES: tuple[str, ...] = ("torch", "ray", "mlflow", "transformers", "pyarrow", "numpy", "rgpt4d")
 #: MLflow's limit on a param value (characters); longer values are truncated with a marker
@@ -198,10 +202,13 @@ class MLflowTracker:
         exp = client.get_experiment_by_name(experiment)
         if exp is not None:
             experiment_id = exp.experiment_id
+            if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older version: mark it, never override a choice
+                client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         else:
             if artifact_location is None and tracking_uri.startswith("sqlite:///"):
                 artifact_location = (Path(tracking_uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
-            experiment_id = client.create_experiment(experiment, artifact_location=artifact_location)
+            experiment_id = client.create_experiment(experiment, artifact_location=artifact_location,
+                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})  # fmt: skip
         escaped = job_key.replace("'", "\\'")
         previous = client.search_runs(
             [experiment_id],

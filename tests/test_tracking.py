@@ -13,6 +13,8 @@ import pytest
 import requests
 
 from rgpt4d_core.tracking import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     JOB_KEY_TAG,
     MLflowTracker,
     NullTracker,
@@ -98,7 +100,10 @@ def _one_run_per_job(uri: str, tmp_path: Path, experiment: str = "distill") -> N
     again.set_terminated("FINISHED")
 
     client = _client(uri)
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    exp = client.get_experiment_by_name(experiment)
+    # a model-training experiment, so that the MLflow UI opens on runs, not on its GenAI (traces) view
+    assert exp.tags.get(EXPERIMENT_KIND_TAG) == EXPERIMENT_KIND == "custom_model_development"
+    runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
@@ -125,6 +130,20 @@ def test_the_same_life_cycle_against_an_mlflow_server(mlflow_server: str, tmp_pa
     assert not (tmp_path / "artifacts").exists(), (
         "a server run's artifacts go to the server, not next to the job"
     )
+
+
+def test_an_experiment_made_before_the_kind_tag_gets_it_and_a_users_choice_stays(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    old = client.create_experiment("old", artifact_location=(tmp_path / "a").as_uri())
+    chosen = client.create_experiment("chosen", artifact_location=(tmp_path / "b").as_uri(),
+                                      tags={EXPERIMENT_KIND_TAG: "genai_development"})  # fmt: skip
+    for name in ("old", "chosen"):
+        MLflowTracker.start(uri, name, "job", f"{tmp_path}/{name}").set_terminated()
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"
 
 
 def test_attach_to_missing_run_fails(tmp_path: Path) -> None:
