@@ -33,6 +33,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,21 +389,27 @@ def main(argv: list[str] | None = None) -> None:
         return
     from pipelines._ray import init_ray
 
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)  # `kill` stops it as cleanly as Ctrl-C
     init_ray(job.ray_address)
     url, _ = start(job)
+    # Installed after Ray and Serve are up: ray.init replaces the SIGTERM handler with one that exits without
+    # stopping Serve, and a blocked sleep did not reliably see Ctrl-C. Both signals now set one event.
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops it as cleanly as Ctrl-C
     print(f"rgpt4d VQA serving {job.engine.checkpoint} at {url}  (POST {url}/v1/vqa, docs {url}/docs)", flush=True)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+        while not stopping.wait(timeout=1.0):
+            pass
         print("shutting down", flush=True)
     finally:
         serve.shutdown()
+        import ray
 
+        ray.shutdown()  # the private Ray's processes (raylet, agents) go with it: no orphans
 
 if __name__ == "__main__":
     # run the importable module's main: Serve pickles the app with its classes, which must be importable by

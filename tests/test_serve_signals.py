@@ -1,0 +1,78 @@
+"""``python pipelines/serve.py`` stops on Ctrl-C (SIGINT) and on SIGTERM: Serve and its private Ray go, no orphans.
+
+Each case starts the real CLI with a private Ray in a new process session, waits for its "serving" line, sends the
+signal, and checks the exit and that no process of that session is left. Waits are bounded, never asserted on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _session_members(sid: int) -> list[str]:
+    """``pid command`` of every live process whose session id is ``sid`` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                out.append(f"{entry.name} {command[:120]}")
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_cli_stops_cleanly_on_signal(sig: signal.Signals, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a private Ray, not the session cluster
+    cmd = [sys.executable, "pipelines/serve.py", "--config", "conf/serve/tiny.yaml", f"server.port={free_port()}",
+           f"engine.checkpoint={tmp_path / 'ckpt'}", "server.num_cpus=0.5"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    lines: list[str] = []
+    serving = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace"))
+            if "rgpt4d VQA serving" in lines[-1]:
+                serving.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert serving.wait(timeout=240), "".join(lines)[-4000:]
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=90)
+        reader.join(timeout=10)
+        assert rc == 0, "".join(lines)[-4000:]
+        assert any("shutting down" in line for line in lines)
+        left: list[str] = []
+        for _ in range(40):  # processes of the session that are still exiting get a bounded moment
+            left = _session_members(proc.pid)
+            if not left:
+                break
+            time.sleep(0.5)
+        assert not left, f"left behind after {sig.name}: {left}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for line in _session_members(proc.pid):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
