@@ -106,7 +106,8 @@ def test_moving_pixel_epe_of_a_no_motion_model_equals_the_zero_motion_baseline(
     assert metrics["flow_epe_moving"] > metrics["flow_epe"]  # most pixels are still
 
 
-def _short_pretraining(examples: tuple[list[dict], list[dict]]) -> dict[str, dict[str, float]]:
+@pytest.fixture(scope="module")
+def short_run(examples: tuple[list[dict], list[dict]]) -> dict[str, dict[str, float]]:
     """Held-out metrics of l4p_tiny untrained, with its output priors only, and after 40 steps (seeded)."""
     torch.set_num_threads(1)
     train, heldout = examples
@@ -119,11 +120,6 @@ def _short_pretraining(examples: tuple[list[dict], list[dict]]) -> dict[str, dic
     return {"untrained": untrained, "prior": prior, "after": after,
             "loss": {"first": float(np.mean([x["total"] for x in losses[:5]])),
                      "last": float(np.mean([x["total"] for x in losses[-5:]]))}}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def short_run(examples: tuple[list[dict], list[dict]]) -> dict[str, dict[str, float]]:
-    return _short_pretraining(examples)
 
 
 def test_short_pretraining_beats_the_output_priors_on_depth_and_camera_rays(short_run: dict) -> None:
