@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgpt4d_core.regions import rle_encode
+from rgpt4d_core.regions import region_from_mask, rle_encode
 from rgpt4d_core.serve.engine import (
     EngineConfig,
     PreparedRequest,
@@ -29,16 +29,23 @@ from rgpt4d_core.video.encode import encode_video
 OPTIONS = ("left", "right", "towards the camera", "not moving")
 
 
-def make_mp4(seed: int = 0, frames: int = 24, size: tuple[int, int] = (64, 80), fps: float = 8.0) -> bytes:
-    """A small real H.264 mp4: a bright square moving over noise."""
+def make_mp4(
+    seed: int = 0, frames: int = 24, size: tuple[int, int] = (64, 80), fps: float = 8.0, rotation_deg: int = 0
+) -> bytes:
+    """A small real H.264 mp4: a bright square moving over noise, displayed at ``size``.
+
+    With ``rotation_deg`` the pixels are stored turned back by that much and the display matrix turns them upright,
+    as a phone held sideways records.
+    """
     rng = np.random.default_rng(seed)
     h, w = size
     video = rng.integers(0, 60, size=(frames, h, w, 3), dtype=np.uint8)
     for t in range(frames):
         x = 4 + t
         video[t, 20:36, x : x + 16] = (230, 40, 40)
+    stored = np.ascontiguousarray(np.rot90(video, k=-(rotation_deg // 90), axes=(1, 2)))
     buf = io.BytesIO()
-    encode_video(video, fps, buf)
+    encode_video(stored, fps, buf, rotation_deg=rotation_deg)
     return buf.getvalue()
 
 
@@ -155,6 +162,29 @@ def test_prompt_has_som_image_video_and_switchable_duration(engine: VQAEngine, v
     assert isinstance(unmarked, PreparedRequest) and torch.equal(unmarked.som_image, unmarked.video[0])
     rle = rle_encode(mask)
     assert rle["size"] == [32, 40]
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotated_video_is_served_as_displayed(engine: VQAEngine, rotation: int) -> None:
+    """A phone video (display matrix) gives the model the same pixels, and marks the same place, as upright."""
+    mask = np.zeros((64, 80), dtype=bool)
+    mask[20:36, 4:20] = True  # on the displayed frame
+    region = region_from_mask(1, mask)
+    question = "Where does <obj_1> go?"
+    upright, turned = (
+        engine.prepare(VQARequest(video=make_mp4(rotation_deg=r), question=question, options=OPTIONS, regions=(region,)))
+        for r in (0, rotation)
+    )
+    assert isinstance(upright, PreparedRequest) and isinstance(turned, PreparedRequest)
+    assert (turned.video - upright.video).abs().mean() < 0.04  # pixels in [-1, 1]: 0.04 is 5 grey levels
+    assert (turned.som_image - upright.som_image).abs().mean() < 0.04
+    if rotation == 180:
+        return
+    # A mask drawn on the stored (sideways) pixels is refused, not stretched onto the wrong place.
+    sideways = region_from_mask(1, np.ascontiguousarray(np.rot90(mask)))
+    err = engine.prepare(VQARequest(video=make_mp4(rotation_deg=rotation), question=question, options=OPTIONS,
+                                    regions=(sideways,)))  # fmt: skip
+    assert isinstance(err, VQAError) and err.code == "invalid_region" and "displayed at 64x80" in err.message
 
 
 def test_limits_from_config_are_enforced(checkpoint: Path, video: Path) -> None:

@@ -10,6 +10,12 @@ Order of work for one call of :func:`decode_clip`:
    bounds the work (and memory) of the decode that follows, whatever the file claims further on.
 3. **Decode** with the first backend that succeeds (decord's ``get_batch``, then PyAV's sequential decode).
 
+**Orientation.** Frames come out *as displayed*: a display-matrix rotation (what phones write for a portrait or
+upside-down recording) is applied by both backends, so ``H, W`` (and ``cfg.resize``) are the display size.
+decord 0.6 turns the frames itself (before its resize); for PyAV, :func:`_display_rgb` turns each sampled frame.
+Everything downstream (Set-of-Marks drawing, region masks fitted to the frame, the expert's targets) therefore
+sees the video the way its user saw it.
+
 **Timeout.** Steps 2-3 run on a long-lived daemon worker thread (one per calling thread) and the caller waits
 with a deadline (``timeout_s``). On expiry the caller gets ``VideoDecodeError("timeout")`` at once; a thread
 cannot be killed from Python, so that worker is abandoned (it finishes, or not, on its own, its result is
@@ -320,8 +326,7 @@ def _decode_pyav(src: str | bytes, uri: str, cfg: DecodeConfig, probe: _Probe) -
     wanted: dict[int, list[int]] = {}
     for pos, i in enumerate(idx.tolist()):
         wanted.setdefault(i, []).append(pos)
-    h, w = cfg.resize if cfg.resize is not None else (probe.height, probe.width)
-    frames = np.zeros((len(idx), h, w, 3), dtype=np.uint8)
+    frames: np.ndarray | None = None  # allocated at the first sampled frame, once its display size is known
     timestamps = np.full(len(idx), np.nan, dtype=np.float64)
     last = int(idx[-1])
     seen = 0
@@ -331,18 +336,44 @@ def _decode_pyav(src: str | bytes, uri: str, cfg: DecodeConfig, probe: _Probe) -
         for i, frame in enumerate(container.decode(stream)):
             seen = i + 1
             if i in wanted:
-                rgb = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+                rgb = _display_rgb(frame, cfg.resize)
+                if frames is None:
+                    frames = np.zeros((len(idx), *rgb.shape), dtype=np.uint8)
                 for pos in wanted[i]:
                     frames[pos] = rgb
                     timestamps[pos] = frame.time if frame.time is not None else np.nan
             if i >= last:
                 break
-    if seen <= last:
+    if seen <= last or frames is None:
         raise VideoDecodeError("truncated", uri, f"stream ended after {seen} of {num_frames} frames")
     fps = probe.fps
     if np.isnan(timestamps).any() and fps > 0:
         timestamps = np.where(np.isnan(timestamps), timestamps_from_fps(idx, fps), timestamps)
     return Clip(frames=frames, timestamps_s=timestamps, frame_indices=idx, fps=fps, num_source_frames=num_frames, uri=uri)
+
+
+def quarter_turns(rotation_deg: float) -> int:
+    """Counter-clockwise display rotation in degrees (PyAV's ``VideoFrame.rotation``) -> quarter turns in 0..3.
+
+    Angles that are not a multiple of 90 (no phone writes them) round to the nearest quarter turn.
+    """
+    return round(rotation_deg / 90.0) % 4
+
+
+def _display_rgb(frame: Any, size: tuple[int, int] | None) -> np.ndarray:
+    """One decoded PyAV frame -> uint8 ``[H, W, 3]`` RGB *as displayed*: its display-matrix rotation applied.
+
+    ``size`` is the wanted display ``(H, W)`` (``None``: the source's display size). The frame is scaled in its
+    stored orientation (to ``(W, H)`` when it is a quarter turn off) and then turned, so no pixel is scaled twice.
+    Mirroring in a display matrix (rare; phones only rotate) is not applied.
+    """
+    turns = quarter_turns(frame.rotation or 0)
+    if size is None:
+        stored_hw = (frame.height, frame.width)
+    else:
+        stored_hw = (size[1], size[0]) if turns % 2 else size
+    rgb = frame.reformat(width=stored_hw[1], height=stored_hw[0], format="rgb24").to_ndarray()
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
 
 
 _BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav}
@@ -430,8 +461,8 @@ def decode_clip(source: str | bytes, cfg: DecodeConfig | None = None) -> Clip:
         cfg: sampling, resize, limits, timeout and backend order (defaults: 16 frames, source size).
 
     Returns:
-        A :class:`~rgpt4d_core.types.Clip`: frames uint8 ``[T, H, W, 3]`` RGB (``H, W`` = ``cfg.resize`` or the
-        source size), timestamps_s float64 ``[T]`` (stream presentation times, seconds), frame_indices int64
+        A :class:`~rgpt4d_core.types.Clip`: frames uint8 ``[T, H, W, 3]`` RGB in display orientation (``H, W`` =
+        ``cfg.resize`` or the source's display size, i.e. stored ``W, H`` for a video rotated a quarter turn), timestamps_s float64 ``[T]`` (stream presentation times, seconds), frame_indices int64
         ``[T]``, fps, num_source_frames, uri.
 
     Raises:

@@ -17,6 +17,7 @@ def encode_video(
     gop: int = 16,
     crf: int = 18,
     container: str = "mp4",
+    rotation_deg: int = 0,
 ) -> None:
     """Encode ``frames`` to ``dest``.
 
@@ -28,6 +29,9 @@ def encode_video(
         gop: keyframe interval in frames.
         crf: constant rate factor for x264 (lower = better quality).
         container: container format used when ``dest`` is a buffer.
+        rotation_deg: display rotation written as the stream's display matrix, counter-clockwise degrees (a
+            multiple of 90; PyAV's ``VideoFrame.rotation`` reads it back). ``frames`` are the *stored* pixels, so a
+            player shows ``np.rot90(frames, rotation_deg // 90, axes=(1, 2))``: what a phone held sideways writes.
     """
     import av
 
@@ -36,6 +40,8 @@ def encode_video(
     t, h, w, _ = frames.shape
     if t == 0:
         raise ValueError("cannot encode an empty clip")
+    if rotation_deg % 90:
+        raise ValueError(f"rotation_deg must be a multiple of 90, got {rotation_deg}")
     target = str(dest) if isinstance(dest, str | Path) else dest
     with av.open(target, mode="w", format=container) as out:
         rate = Fraction(fps).limit_denominator(1001)
@@ -44,6 +50,8 @@ def encode_video(
             raise ValueError(f"codec {codec!r} is not a video encoder")
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"
+        if rotation_deg % 360:
+            stream.set_display_rotation(rotation_deg % 360)
         opts: dict[str, str] = {"g": str(gop)}
         if codec == "libx264":
             opts.update({"crf": str(crf), "preset": "veryfast", "bf": "0"})
