@@ -25,7 +25,7 @@ from rgpt4d_core.experts.registry import build_expert
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.codec import decode_row, make_sample_id
 from rgpt4d_core.shards.manifest import MANIFEST_NAME, ShardManifestError
-from rgpt4d_core.shards.reader import list_data_files, open_shards, scan_written
+from rgpt4d_core.shards.reader import open_shards, scan_written
 from rgpt4d_core.video.decode import decode_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,6 +181,34 @@ def _wait_for_files(root: str, n: int, proc: subprocess.Popen, timeout_s: float 
         time.sleep(0.2)
 
 
+def _wait_until_job_is_gone(driver_pid: int, idle_cpus: float, timeout_s: float = 120) -> None:
+    """Block until nothing of the killed driver's Ray job can still write a file.
+
+    Two facts from the GCS, which Ray updates as it reaps a job: the job is marked dead, and the cluster's free
+    CPUs are back to what they were before the job started, so no task or actor of it still holds a slot (every
+    write happens inside a CPU-holding task or actor). Ray Data's detached zero-CPU bookkeeping actors
+    (_StatsActor, ActorLocationTracker, _AutoscalingCoordinatorActor) outlive the job but never write a
+    shard. Raises when that takes longer than ``timeout_s``.
+    """
+    import ray
+
+    # the GCS tables; Ray's public state API needs the dashboard, which the test cluster does not run
+    from ray._private import state
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        jobs = [j for j in state.jobs() if j["DriverPid"] == driver_pid]
+        job_ids = {j["JobID"] for j in jobs}
+        dead = bool(jobs) and all(j["IsDead"] for j in jobs)
+        free = ray.available_resources().get("CPU", 0.0)
+        if dead and free >= idle_cpus:
+            return
+        if time.monotonic() > deadline:
+            live = [a["ActorClassName"] for a in state.actors().values() if a["JobID"] in job_ids and a["State"] != "DEAD"]
+            raise AssertionError(f"killed job still active: jobs={jobs} live actors={live} free CPUs {free} of {idle_cpus}")
+        time.sleep(0.2)
+
+
 @pytest.mark.usefixtures("ray_cluster")
 def test_kill_and_resume_writes_every_sample_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
@@ -193,6 +221,7 @@ def test_kill_and_resume_writes_every_sample_exactly_once(tmp_path: Path, monkey
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}  # fmt: skip
     cmd = [sys.executable, str(ROOT / "pipelines" / "precompute.py"), "--config", TINY, *args]
+    idle_cpus = ray.available_resources().get("CPU", 0.0)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_for_files(out, 2, proc)
@@ -200,12 +229,7 @@ def test_kill_and_resume_writes_every_sample_exactly_once(tmp_path: Path, monkey
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    # let the cluster reap the dead driver's workers, then check the set is incomplete
-    for _ in range(50):
-        before = len(list_data_files(out))
-        time.sleep(0.3)
-        if len(list_data_files(out)) == before:
-            break
+    _wait_until_job_is_gone(proc.pid, idle_cpus)
     assert not Path(out, MANIFEST_NAME).exists()
     with pytest.raises(ShardManifestError, match="incomplete"):
         open_shards(out)
