@@ -39,7 +39,7 @@ from rgpt4d_core.train.checkpoint import (
     save_training_state,
 )
 from rgpt4d_core.train.config import DistillJobConfig, StepPlan
-from rgpt4d_core.train.distill import DistillSetup, build_setup, export_inference_checkpoint
+from rgpt4d_core.train.distill import DistillSetup, build_setup, export_inference_checkpoint, trained_model_id
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
 from rgpt4d_core.train.step import StepStats, optimizer_step
 
@@ -104,10 +104,11 @@ def _save_checkpoint(
     wc: dict[str, Any],
     rank: int,
     directory: Path,
-    export: bool,
+    export_as: str | None,
     sharded: bool,
 ) -> bool:
-    """Write the training state (and, for the final checkpoint, the inference export) on rank 0. Collective."""
+    """Write the training state on rank 0 (collective); with ``export_as`` (a model id, for the final
+    checkpoint) also the inference export, recorded under that id."""
     model_state = gather_model_state(model)
     optim_state = gather_optimizer_state(model, optimizer)
     if rank != 0:
@@ -122,14 +123,14 @@ def _save_checkpoint(
     )
     save_training_state(directory, state)
     (directory / "config.yaml").write_text(wc["config_yaml"])
-    if export:
+    if export_as is not None:
         student = setup.student  # plain / DDP: the live module holds the full weights
         if sharded:  # FSDP2: rebuild on the meta device and take the gathered full weights
             with torch.device("meta"):
                 student = type(student)(student.cfg, student.expert_spec)
             student.load_state_dict(model_state, assign=True)
             student.llm.tie_weights()
-        export_inference_checkpoint(student, setup.tokenizer, directory / EXPORT_DIR)
+        export_inference_checkpoint(student, setup.tokenizer, directory / EXPORT_DIR, model_id=export_as)
     return True
 
 
@@ -138,7 +139,7 @@ def ensure_cwd() -> None:
 
     Under ``ray job submit`` the driver and workers start inside ``<session>/runtime_resources/working_dir_files/
     _ray_pkg_*``. Each node's runtime-env agent owns that directory and may delete or re-install it (seen when two
-    nodes on one machine shared a temp dir, tests/test_distill_cluster.py); MLflow and transformers then fail in
+    nodes on one machine shared a temp dir, tests/test_job_submit.py); MLflow and transformers then fail in
     ``os.getcwd()``. Every path the job uses is absolute by now, so the temp directory is a safe CWD."""
     import os
 
@@ -287,8 +288,10 @@ def _report(model, setup, optimizer, scheduler, position, wc, rank, metrics, ste
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
-        sharded = from_yaml(DistillJobConfig, wc["config_yaml"]).scaling.resolved_strategy() == "fsdp"
-        wrote = _save_checkpoint(model, setup, optimizer, scheduler, position, wc, rank, Path(tmp), final, sharded)
+        cfg = from_yaml(DistillJobConfig, wc["config_yaml"])
+        sharded = cfg.scaling.resolved_strategy() == "fsdp"
+        export_as = trained_model_id(cfg.run.name, position.optimizer_step) if final else None
+        wrote = _save_checkpoint(model, setup, optimizer, scheduler, position, wc, rank, Path(tmp), export_as, sharded)
         ckpt = ray.train.Checkpoint.from_directory(tmp) if wrote else None
         ray.train.report({**metrics, "step": step}, checkpoint=ckpt)
 

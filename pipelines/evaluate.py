@@ -41,6 +41,7 @@ from rgpt4d_core.eval.benchmark import REGIONS_FROM, Benchmark, item_from_row, i
 from rgpt4d_core.eval.metrics import AccuracyTable, accuracy_table, markdown_table, random_guess_table
 from rgpt4d_core.eval.predict import PREDICTION_SCHEMA, Prediction, error_prediction
 from rgpt4d_core.eval.report import ReportFiles, error_note, summary_of, write_report
+from rgpt4d_core.model.checkpoint import checkpoint_model_id
 from rgpt4d_core.serve.engine import EngineConfig
 from rgpt4d_core.tracking import (
     MLflowTracker,
@@ -196,10 +197,8 @@ def predict_all(job: EvaluateJob, bench: Benchmark) -> list[Prediction]:
 
 
 def model_name(job: EvaluateJob) -> str:
-    if job.output.name:
-        return job.output.name
-    ckpt = Path(job.engine.checkpoint.rstrip("/"))
-    return ckpt.parent.name if ckpt.name in ("export", "final") else ckpt.name
+    """The model's row name: ``output.name``, else the checkpoint's own id (see ``checkpoint_model_id``)."""
+    return job.output.name or checkpoint_model_id(job.engine.checkpoint)
 
 
 def artifact_dir(job: EvaluateJob) -> str:

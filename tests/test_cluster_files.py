@@ -7,9 +7,10 @@
 * the Serve config validates with Ray Serve's ``ServeDeploySchema``, equals the RayService's ``serveConfigV2`` and
   names an import path that exists;
 * the runtime env validates with ``RuntimeEnv``; the Dockerfile installs the CUDA build of the pinned torch;
-* every job command written anywhere in ``cluster/`` or ``docs/cluster.md`` names a real entry point under
-  ``pipelines/``, real ``--config`` files under ``conf/`` and only keys of that job's config dataclass (loaded
-  with the job's own loader, so values are type-checked too);
+* every job command written anywhere in ``cluster/``, in a ``conf/`` comment, the README or ``docs/`` names a real
+  entry point under ``pipelines/``, only options its own argument parser has, real ``--config`` files under
+  ``conf/`` and only keys of that job's config dataclass (loaded with the job's own loader, so values are
+  type-checked too), and no ``<placeholder>`` a shell would read as a redirection;
 * the shard-storage figures of the runbook are recomputed from the shard schema and the real L4P preset.
 """
 
@@ -37,7 +38,14 @@ RUNBOOK = ROOT / "docs" / "cluster.md"
 YAML_FILES = sorted(CLUSTER.rglob("*.yaml"))
 LAUNCHER_FILES = sorted(CLUSTER.glob("aws-*.yaml"))
 KUBERAY_FILES = sorted((CLUSTER / "kuberay").glob("*.yaml"))
-COMMAND_SOURCES = sorted(p for p in CLUSTER.rglob("*") if p.is_file() and p.suffix in {".yaml", ".sh", ""}) + [RUNBOOK]
+COMMAND_SOURCES = [
+    *sorted(p for p in CLUSTER.rglob("*") if p.is_file() and p.suffix in {".yaml", ".sh", ""}),
+    *sorted((ROOT / "conf").rglob("*.yaml")),
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
+# `python pipelines/x.py ...`, `python -m pipelines.x ...`, `.venv/bin/python ...`; the rest of the line follows
+JOB_COMMAND = re.compile(r"(?<![\w-])(?:\S*/)?python3? (?:-m )?pipelines[/.](\w+)(?:\.py)?\b(.*)")
 
 CREDENTIAL_ENV = re.compile(r"(^|_)(ACCESS_KEY|SECRET|PASSWORD|TOKEN|USERNAME|CREDENTIALS?)(_|$)", re.IGNORECASE)
 KUBERAY_CLUSTER_OF = {
@@ -300,6 +308,8 @@ class JobCommand:
     script: str
     configs: tuple[str, ...]
     overrides: tuple[str, ...]
+    options: tuple[str, ...]
+    tokens: tuple[str, ...]
 
 
 def _logical_lines(text: str, comments_only: bool) -> Iterator[tuple[int, str]]:
@@ -321,34 +331,40 @@ def _logical_lines(text: str, comments_only: bool) -> Iterator[tuple[int, str]]:
         yield start, buf
 
 
-def _parse_command(tokens: list[str], where: str) -> JobCommand:
-    script, configs, overrides = tokens[1], [], []
-    i = 2
+def _parse_command(script: str, tokens: list[str], where: str) -> JobCommand:
+    """``tokens``: the arguments after the entry point, up to the end of the shell command."""
+    configs, overrides, options, kept = [], [], [], []
+    i = 0
     while i < len(tokens):
         tok = tokens[i]
         if tok in {"&&", ";", "|", ")", "&", "||"} or tok.startswith("#"):
             break
+        kept.append(tok)
         if tok == "--config":
             configs.append(tokens[i + 1])
+            kept.append(tokens[i + 1])
             i += 2
             continue
         if tok.startswith("--config="):
             configs.append(tok.split("=", 1)[1])
-        elif "=" in tok and not tok.startswith("-"):
+        elif tok.startswith("-"):
+            options.append(tok.split("=", 1)[0])
+        elif "=" in tok:
             overrides.append(tok.rstrip(")"))
         i += 1
-    return JobCommand(where, script, tuple(configs), tuple(overrides))
+    return JobCommand(where, script, tuple(configs), tuple(overrides), tuple(options), tuple(kept))
 
 
 def _commands_in_text(text: str, where: str, comments_only: bool = False) -> Iterator[JobCommand]:
     for no, line in _logical_lines(text, comments_only):
-        for m in re.finditer(r"\bpython3? (pipelines/[\w/]+\.py\b.*)", line):
-            tokens = shlex.split("python " + m.group(1).split("  #")[0])
-            yield _parse_command(tokens, f"{where}:{no}")
+        for m in JOB_COMMAND.finditer(line):
+            rest = m.group(2).split("`")[0].split("  #")[0]  # a Markdown code span or a trailing comment ends it
+            yield _parse_command(f"pipelines/{m.group(1)}.py", shlex.split(rest), f"{where}:{no}")
 
 
 def discover_job_commands() -> list[JobCommand]:
-    """Every ``python pipelines/<job>.py ...`` written in cluster/ files and the runbook.
+    """Every ``python pipelines/<job>.py ...`` / ``python -m pipelines.<job>`` written in cluster/ files, conf/
+    comments, the README and docs/.
 
     YAML files are scanned in their comments only; RayJob entrypoints are read from the parsed manifest.
     """
@@ -367,8 +383,10 @@ JOB_COMMANDS = discover_job_commands()
 
 def test_job_commands_were_discovered() -> None:
     scripts = {c.script for c in JOB_COMMANDS}
-    for job in ("pipelines/precompute.py", "pipelines/distill.py"):
-        assert job in scripts, f"no command for {job} found in cluster/ or docs/cluster.md"
+    every_entry_point = {_rel(p) for p in (ROOT / "pipelines").glob("[!_]*.py") if p.name != "__init__.py"}
+    assert every_entry_point <= scripts, f"entry points no doc or config comment shows: {every_entry_point - scripts}"
+    sources = {c.where.split(":")[0] for c in JOB_COMMANDS}
+    assert {"README.md", "docs/cluster.md", "conf/serve/tiny.yaml", "conf/synth/demo.yaml"} <= sources, sources
     entrypoints = [c for c in JOB_COMMANDS if ":spec.entrypoint:" in c.where]
     assert len(entrypoints) == 2, f"expected the two RayJob entrypoints, found {entrypoints}"
 
@@ -411,16 +429,28 @@ def _fill_shell_variables(cls: type, override: str) -> str:
     return f"{key}={placeholder}"
 
 
+def _options_of(module: Any, capsys: pytest.CaptureFixture[str]) -> set[str]:
+    """The ``--options`` the entry point's own argument parser accepts (read from its ``--help``)."""
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    return set(re.findall(r"(?<![\w-])--[\w-]+", capsys.readouterr().out))
+
+
 @pytest.mark.parametrize("cmd", JOB_COMMANDS, ids=lambda c: f"{c.where}:{Path(c.script).stem}")
-def test_job_command_names_real_entry_point_configs_and_keys(cmd: JobCommand) -> None:
+def test_job_command_names_real_entry_point_configs_and_keys(
+    cmd: JobCommand, capsys: pytest.CaptureFixture[str]
+) -> None:
     from rgpt4d_core.config import load
 
     source = ROOT / cmd.script
     assert source.is_file(), f"{cmd.where}: entry point {cmd.script} does not exist"
-    assert cmd.configs, f"{cmd.where}: {cmd.script} is run without --config"
+    redirect = [t for t in cmd.tokens if re.search(r"<\w|\w>", t)]
+    assert not redirect, f"{cmd.where}: {redirect} is a shell redirection as written; use a real value or $VARIABLE"
     for conf in cmd.configs:
         assert conf.startswith("conf/") and (ROOT / conf).is_file(), f"{cmd.where}: config file {conf} does not exist"
     module = importlib.import_module(cmd.script[:-3].replace("/", "."))
+    unknown = set(cmd.options) - _options_of(module, capsys)
+    assert not unknown, f"{cmd.where}: {cmd.script} has no option {sorted(unknown)}"
     job_cls = _job_config_class(module, source)
     overrides = [_fill_shell_variables(job_cls, o) for o in cmd.overrides]
     load(job_cls, [ROOT / c for c in cmd.configs], overrides)  # unknown key / wrong type / missing value raise

@@ -91,12 +91,13 @@ def test_two_worker_run_learns_and_tracks_one_mlflow_run(shards: str, tmp_path: 
     versions = client.search_model_versions(f"name='{cfg.mlflow.registered_model_name}'")
     assert [v.run_id for v in versions] == [mlrun.info.run_id] and result.model_version == "1"
 
-    from rgpt4d_core.model.checkpoint import load_student
+    from rgpt4d_core.model.checkpoint import checkpoint_model_id, load_student
 
     export = Path(str(result.export))
     assert (export / "config.json").is_file() and not (export / "perception_decoder").exists()
     student = load_student(export)
     assert student.decoder is None and student.cfg.tpe.placement != "off"
+    assert checkpoint_model_id(export) == f"{cfg.run.name}-step{STEPS}"  # the id a server reports for it
     state = load_training_state(Path(str(result.checkpoint)))
     assert state.position.optimizer_step == STEPS and state.position.epoch == 2
 

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from transformers import Qwen2ForCausalLM, SiglipVisionModel
 
 from rgpt4d_core.experts.base import ExpertSpec
-from rgpt4d_core.model.checkpoint import load_student, save_student
+from rgpt4d_core.model.checkpoint import checkpoint_model_id, load_student, save_student
 from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.projector import DownsampleProjector, ProjectorConfig, build_projector
 from rgpt4d_core.model.student import Student
@@ -75,6 +75,17 @@ def test_stripped_checkpoint_has_no_decoder(tmp_path: Path) -> None:
         load_student(root, with_decoder=True)
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_student(tmp_path / "nowhere")
+
+
+def test_model_id_is_recorded_else_taken_from_a_meaningful_directory_name(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    student = Student(student_config("tiny"))
+    named = save_student(student, tmp_path / "runs" / "p4d" / "export", include_decoder=False, model_id="p4d-step40")
+    assert checkpoint_model_id(named) == "p4d-step40"
+    assert json.loads((named / "config.json").read_text())["rgpt4d_model_id"] == "p4d-step40"
+    unnamed = save_student(student, tmp_path / "runs" / "sft-only" / "final" / "export", include_decoder=False)
+    assert checkpoint_model_id(unnamed) == "sft-only"  # export/ and final/ say nothing: the run's folder does
+    assert checkpoint_model_id(tmp_path / "weights" / "4D-RGPT-8B") == "4D-RGPT-8B"  # a foreign directory
 
 
 def write_nvila_layout(

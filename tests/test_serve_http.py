@@ -27,6 +27,7 @@ from tests.test_serve_engine import OPTIONS, make_mp4
 
 QUESTION = "Where does <obj_1> move?"
 REGIONS = [{"obj_id": 1, "box": [0.05, 0.3, 0.4, 0.6]}]
+MODEL_ID = "tiny-untrained-seed0"  # the id the bootstrap checkpoint (preset tiny, seed 0) records
 MAX_BODY = 512 * 1024
 # 40 bytes of JSON that declare a 10^10-pixel mask: must be refused before anything is allocated
 MASK_BOMB = {"size": [100000, 100000], "counts": [10_000_000_000]}
@@ -102,7 +103,7 @@ def test_health_models_and_openapi(server: Server) -> None:
     assert health.json()["max_batch_size"] == 8
     assert len(health.headers["x-request-id"]) >= 32 and "," not in health.headers["x-request-id"]
     models = server.client.get(f"{server.url}/v1/models").json()
-    assert models["object"] == "list" and models["data"][0]["id"] == "ckpt"
+    assert models["object"] == "list" and models["data"][0]["id"] == MODEL_ID
     schema = server.client.get(f"{server.url}/openapi.json").json()
     body = schema["paths"]["/v1/vqa"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data"}
@@ -126,7 +127,7 @@ def test_vqa_by_base64_path_and_multipart_upload(server: Server) -> None:
     for r, body in zip((by_b64, by_path, by_link, upload), bodies, strict=True):
         assert r.status_code == 200, r.text
         _assert_answer(body)
-        assert body["num_frames"] == 16 and body["model"] == "ckpt" and body["batch_size"] >= 1
+        assert body["num_frames"] == 16 and body["model"] == MODEL_ID and body["batch_size"] >= 1
         assert body["timings"]["total_ms"] >= body["timings"]["generate_ms"] > 0
     assert len({b["raw_output"] for b in bodies}) == 1  # same video and question, greedy decoding
     masked = server.vqa(regions=[{"obj_id": 1, "mask": {"size": [4, 5], "counts": [5, 2, 2, 2, 9]}}])
@@ -136,7 +137,7 @@ def test_vqa_by_base64_path_and_multipart_upload(server: Server) -> None:
 def test_openai_client_shaped_chat_completion(server: Server) -> None:
     text = f"{QUESTION}\n" + "\n".join(f"({'ABCD'[i]}) {o}" for i, o in enumerate(OPTIONS))
     body: dict[str, Any] = {  # what openai.OpenAI().chat.completions.create(..., extra_body={"regions": ...}) sends
-        "model": "ckpt",
+        "model": MODEL_ID,
         "messages": [
             {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": [
@@ -152,7 +153,7 @@ def test_openai_client_shaped_chat_completion(server: Server) -> None:
     r = server.client.post(f"{server.url}/v1/chat/completions", json=body, headers=headers)
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["object"] == "chat.completion" and out["model"] == "ckpt" and out["id"].startswith("chatcmpl-")
+    assert out["object"] == "chat.completion" and out["model"] == MODEL_ID and out["id"].startswith("chatcmpl-")
     choice = out["choices"][0]
     assert choice["index"] == 0 and choice["message"]["role"] == "assistant"
     assert isinstance(choice["message"]["content"], str) and choice["finish_reason"] in ("stop", "length")
@@ -211,7 +212,7 @@ def _chat(content: list[dict[str, Any]] | None = None, **extra: Any) -> Callable
         parts = content if content is not None else [
             {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{s.b64()}"}},
             {"type": "text", "text": f"{QUESTION}\n(A) left\n(B) right"}]
-        body = {"model": "ckpt", "messages": [{"role": "user", "content": parts}], "regions": REGIONS, **extra}
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": parts}], "regions": REGIONS, **extra}
         return s.client.post(f"{s.url}/v1/chat/completions", json=body)
 
     return call

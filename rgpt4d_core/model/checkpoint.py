@@ -5,7 +5,7 @@
     <root>/config.json            top config: llm_cfg / vision_tower_cfg / mm_projector_cfg (as NVILA writes them),
                                   mm_vision_select_layer, mm_hidden_size, hidden_size, and "rgpt4d": the full
                                   StudentConfig (absent in NVILA-Lite-8B checkpoints → defaults, TPE off unless
-                                  ``use_time_pe`` is set)
+                                  ``use_time_pe`` is set), and "rgpt4d_model_id": the name servers report
     <root>/llm/                   Qwen2 config.json + model*.safetensors (+ tokenizer files when given)
     <root>/vision_tower/          SigLIP config.json + model.safetensors
     <root>/mm_projector/          config.json (mm_projector_type) + model.safetensors (keys layers.N.*)
@@ -87,11 +87,27 @@ def _load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], where
         )
 
 
+MODEL_ID_KEY = "rgpt4d_model_id"
+GENERIC_DIR_NAMES = frozenset({"export", "final", "model", "checkpoint"})
+
+
 def save_student(
-    student: Student, path: str | Path, *, tokenizer: Any | None = None, include_decoder: bool = True
+    student: Student,
+    path: str | Path,
+    *,
+    tokenizer: Any | None = None,
+    include_decoder: bool = True,
+    model_id: str = "",
 ) -> Path:
-    """Write ``student`` in the NVILA layout under ``path`` (created). ``tokenizer``: anything with
-    ``save(directory)`` (``rgpt4d_core.text.tokenizer.TextTokenizer``), written into ``llm/``."""
+    """Write ``student`` in the NVILA layout under ``path`` (created).
+
+    Args:
+        tokenizer: anything with ``save(directory)`` (``rgpt4d_core.text.tokenizer.TextTokenizer``), written
+            into ``llm/``.
+        include_decoder: also write ``perception_decoder/`` (training checkpoints; inference exports leave it out).
+        model_id: the name servers and reports give this model (``config.json`` key ``rgpt4d_model_id``);
+            ``""`` records none and :func:`checkpoint_model_id` falls back to the directory's name.
+    """
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     student.llm.save_pretrained(str(root / LLM_DIR), safe_serialization=True)
@@ -122,6 +138,8 @@ def save_student(
         "use_time_pe": cfg.tpe.placement != "off",
         "rgpt4d": _config_dict(cfg),
     }
+    if model_id:
+        top[MODEL_ID_KEY] = model_id
     _write_json(root / "config.json", top)
     if include_decoder and student.decoder is not None:
         dec_dir = root / DECODER_DIR
@@ -135,6 +153,23 @@ def save_student(
         dec_state = {k: v.detach().contiguous() for k, v in student.decoder.state_dict().items()}
         save_file(dec_state, str(dec_dir / WEIGHTS), metadata={"format": "pt"})
     return root
+
+
+def checkpoint_model_id(path: str | Path) -> str:
+    """The name a checkpoint goes by: the ``rgpt4d_model_id`` it was saved with, else its directory's name.
+
+    A generic directory name (``export``, ``final``, ``model``, ``checkpoint``) is replaced by its parent's, so
+    ``runs/p4d-tiny/final/export`` without a recorded id is ``p4d-tiny``.
+    """
+    root = Path(path).resolve()
+    config = root / "config.json"
+    if config.is_file():
+        recorded = _read_json(config).get(MODEL_ID_KEY)
+        if isinstance(recorded, str) and recorded:
+            return recorded
+    while root.name in GENERIC_DIR_NAMES and root.parent != root:
+        root = root.parent
+    return root.name
 
 
 def _student_config(

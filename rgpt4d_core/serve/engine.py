@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from rgpt4d_core.model.checkpoint import load_student, save_student
+from rgpt4d_core.model.checkpoint import checkpoint_model_id, load_student, save_student
 from rgpt4d_core.model.preprocess import frames_to_pixels, preprocess_clip
 from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.student import Student
@@ -49,7 +49,8 @@ class EngineConfig:
 
     Attributes:
         checkpoint: path of a student checkpoint in the NVILA layout (tokenizer in ``llm/``).
-        model_id: name reported to clients; ``""`` = the checkpoint directory's name.
+        model_id: name reported to clients; ``""`` = the id recorded in the checkpoint (a trained export is
+            ``<run name>-step<N>``), else its directory's name.
         num_frames: frames sampled uniformly per video (paper protocol: 16).
         include_duration: add "These images are uniformly sampled from a video of X seconds." (requests may
             override).
@@ -233,7 +234,9 @@ def write_random_checkpoint(path: str | Path, preset: str = "tiny", seed: int = 
     torch.manual_seed(seed)
     student = Student(cfg)
     builder = cast(Callable[[], TextTokenizer], TOKENIZERS[cfg.tokenizer])
-    return save_student(student, path, tokenizer=builder(), include_decoder=False)
+    return save_student(
+        student, path, tokenizer=builder(), include_decoder=False, model_id=f"{preset}-untrained-seed{seed}"
+    )
 
 
 def _pick_device(name: str) -> torch.device:
@@ -270,7 +273,7 @@ class VQAEngine:
         self.dtype = _pick_dtype(cfg.dtype, self.device)
         self.model = load_student(cfg.checkpoint, dtype=self.dtype).to(self.device).eval()
         self.tokenizer = load_tokenizer(cfg.checkpoint)
-        self.model_id = cfg.model_id or Path(cfg.checkpoint).resolve().name
+        self.model_id = cfg.model_id or checkpoint_model_id(cfg.checkpoint)
         self.image_size = self.model.cfg.vision.image_size
         self._decode_cfg = cfg.decode_config()
         self._pool = ThreadPoolExecutor(max(1, cfg.decode_threads), thread_name_prefix="vqa-decode")

@@ -170,6 +170,16 @@ def _has_tokenizer(path: Path) -> bool:
     return any((path / f).is_file() for f in ("tokenizer.json", "rgpt4d_tokenizer.json"))
 
 
-def export_inference_checkpoint(student: Student, tokenizer: TextTokenizer, directory: str | Path) -> Path:
-    """Write the inference checkpoint (NVILA layout, D_4DP stripped) of a trained, unwrapped ``student``."""
-    return save_student(student, directory, tokenizer=tokenizer, include_decoder=False)
+def export_inference_checkpoint(
+    student: Student, tokenizer: TextTokenizer, directory: str | Path, model_id: str = ""
+) -> Path:
+    """Write the inference checkpoint (NVILA layout, D_4DP stripped) of a trained, unwrapped ``student``.
+
+    ``model_id`` is recorded in it as the name servers report (see :func:`trained_model_id`).
+    """
+    return save_student(student, directory, tokenizer=tokenizer, include_decoder=False, model_id=model_id)
+
+
+def trained_model_id(run_name: str, optimizer_step: int) -> str:
+    """The id of a model trained by run ``run_name`` for ``optimizer_step`` steps, e.g. ``"p4d-tiny-step120"``."""
+    return f"{run_name}-step{optimizer_step}"

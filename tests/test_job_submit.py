@@ -1,14 +1,16 @@
-"""``ray job submit`` of the distillation job against a real two-node Ray cluster started by the test.
+"""``ray job submit`` of the precompute, distill and evaluate jobs against a real two-node Ray cluster.
 
 Two ``ray start --block`` processes on this machine (a head and a second node, 2 logical CPUs each, every port free and
-explicit, ``RAY_AUTH_MODE=disabled``) form a two-node cluster; the job is submitted through the head's job server
-with ``--working-dir .`` exactly as a user would, asks for two workers with the ``SPREAD`` placement, and must
+explicit, ``RAY_AUTH_MODE=disabled``) form a two-node cluster, started once for this module. Each job is submitted
+through the head's job server exactly as the README and ``docs/cluster.md`` write it: ``--working-dir .
+--runtime-env cluster/runtime_env.yaml``. Distillation asks for two workers with the ``SPREAD`` placement and must
 finish with one worker on each node. Both processes are terminated at the end (never ``ray stop``, which would
 stop other clusters on this machine).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +25,8 @@ import requests
 
 from tests.conftest import free_port, stop_process
 from tests.distill_testkit import distill_result, write_shards
+from tests.precompute_testkit import make_dataset
+from tests.test_evaluate import ITEMS, write_r4d_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -57,7 +61,7 @@ def _tail(path: str, chars: int = 3000) -> str:
     return Path(path).read_text(errors="replace")[-chars:]
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
     """A head + one more node (2 logical CPUs each); yields (dashboard URL, node ids)."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
@@ -105,23 +109,56 @@ def two_node_cluster() -> Iterator[tuple[str, list[str]]]:
         shutil.rmtree(node_temp_dir, ignore_errors=True)
 
 
-def test_ray_job_submit_runs_on_both_nodes(two_node_cluster: tuple[str, list[str]], tmp_path: Path) -> None:
-    dashboard, nodes = two_node_cluster
-    shards = write_shards(tmp_path / "shards", num_samples=4)
-    cmd = [
-        # the README's documented command: its runtime-env file sets env vars that the driver also sets (used to
-        # fail at once with "Failed to merge the Job's runtime env ... because of a conflict")
-        RAY, "job", "submit", f"--address={dashboard}", "--working-dir", ".",
-        "--runtime-env", "cluster/runtime_env.yaml", "--",
-        sys.executable, "pipelines/distill.py", "--config", "conf/distill/tiny.yaml",
-        f"data.shards={shards}", f"run.storage_path={tmp_path / 'runs'}", "run.name=two-nodes",
-        "scaling.placement_strategy=SPREAD", "loop.micro_batch_size=1", "loop.global_batch_size=2", "loop.epochs=1",
-    ]  # fmt: skip
+def submit(dashboard: str, job: list[str], timeout_s: float = 420) -> str:
+    """``ray job submit`` as documented (``--working-dir . --runtime-env cluster/runtime_env.yaml``); returns the
+    job's output. The runtime-env file sets env vars the driver sets too (this used to fail at once with "Failed to
+    merge the Job's runtime env ... because of a conflict")."""
+    cmd = [RAY, "job", "submit", f"--address={dashboard}", "--working-dir", ".",
+           "--runtime-env", "cluster/runtime_env.yaml", "--", sys.executable, *job]  # fmt: skip
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
+    return out
+
+
+def test_precompute_job_writes_a_complete_shard_set(two_node_cluster: tuple[str, list[str]], tmp_path: Path) -> None:
+    from rgpt4d_core.shards.reader import open_shards
+
+    dashboard, _ = two_node_cluster
+    data, out = tmp_path / "ds", tmp_path / "shards"
+    lines = make_dataset(str(data), num_videos=2)
+    submit(dashboard, ["pipelines/precompute.py", "--config", "conf/precompute/tiny.yaml",
+                       f"input.dataset_root={data}", f"output.uri={out}", "input.splits=[train]"])  # fmt: skip
+    shards = open_shards(str(out))  # raises unless the manifest is there and every file it lists is complete
+    assert shards.manifest.counts.total == len(lines) and shards.manifest.counts.error == 0
+
+
+def test_evaluate_job_writes_its_report(two_node_cluster: tuple[str, list[str]], tmp_path: Path) -> None:
+    from rgpt4d_core.serve.engine import write_random_checkpoint
+
+    dashboard, _ = two_node_cluster
+    bench = write_r4d_fixture(tmp_path / "R4D-Bench")
+    ckpt = write_random_checkpoint(tmp_path / "ckpt" / "export", preset="tiny", seed=0)
+    report = tmp_path / "report"
+    submit(dashboard, ["pipelines/evaluate.py", "--config", "conf/eval/synthetic.yaml", f"benchmark.path={bench}",
+                       f"engine.checkpoint={ckpt}", f"output.dir={report}", "compute.num_cpus_per_actor=0.5",
+                       "engine.max_new_tokens=3", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])  # fmt: skip
+    predictions = (report / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == len(ITEMS)
+    table = json.loads((report / "table.json").read_text())
+    assert "tiny-untrained-seed0" in json.dumps(table), "the report names the model by its checkpoint's id"
+
+
+def test_distill_job_runs_on_both_nodes(two_node_cluster: tuple[str, list[str]], tmp_path: Path) -> None:
+    dashboard, nodes = two_node_cluster
+    shards = write_shards(tmp_path / "shards", num_samples=4)
+    out = submit(dashboard, [
+        "pipelines/distill.py", "--config", "conf/distill/tiny.yaml",
+        f"data.shards={shards}", f"run.storage_path={tmp_path / 'runs'}", "run.name=two-nodes",
+        "scaling.placement_strategy=SPREAD", "loop.micro_batch_size=1", "loop.global_batch_size=2", "loop.epochs=1",
+    ])  # fmt: skip
     result = distill_result(out)
     assert result is not None, out[-4000:]
     assert result["steps"] == 2  # 4 rows / global batch 2
