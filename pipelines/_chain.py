@@ -156,6 +156,7 @@ class Chain:
     # ------------------------------------------------------------------------------------------------ stages
     def synth(self, section: StageSection) -> Path:
         """Generate the synthetic world (``<out>/synth``); returns its root."""
+        from pipelines._console import progress_wanted
         from pipelines.make_synthetic import MakeSyntheticJob, generate
 
         root = self.out / "synth"
@@ -163,7 +164,7 @@ class Chain:
         key = digest(to_yaml(job.synth))
         with self.stage("synthetic world"):
             if self._reuse("synthetic world", root, key, root / "dataset.json") is None:
-                summary = generate(job, progress=False)
+                summary = generate(job, progress=progress_wanted())
                 card = summary["card"]
                 if card is None:
                     raise RuntimeError(f"{summary['failed']} scene(s) failed: see {root / 'failures.json'}")

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m pipelines.demo                 # conf/demo/default.yaml, outputs under out/demo
     .venv/bin/python -m pipelines.demo --smoke         # conf/demo/smoke.yaml: a very small run (tests, CI)
+    .venv/bin/python -m pipelines.demo --engine-logs   # Ray's and the libraries' output here, not <out>/logs/engine.log
     .venv/bin/python -m pipelines.demo --config conf/demo/default.yaml distill.overrides='[loop.epochs=3]'
 
 One local Ray, then the real jobs one after another:
@@ -32,6 +33,7 @@ if __package__ in (None, ""):  # `python pipelines/demo.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines._chain import Chain, StageSection, Trained, VariantSection
+from pipelines._console import engine_output_to, quiet, ray_logs_dir
 from pipelines._ray import init_ray
 from rgpt4d_core.config import load
 from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table
@@ -91,7 +93,11 @@ class DemoResult:
 def run(job: DemoJob, log: Any = print) -> DemoResult:
     """Run the whole chain (see the module docstring); Ray is started here unless already running."""
     start = time.perf_counter()
-    init_ray(None, num_cpus=job.num_cpus)
+    init_ray(None, num_cpus=job.num_cpus, log_to_driver=not quiet())  # quiet: workers' output stays in Ray's logs
+    if quiet():
+        import ray
+
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours are drawn on the terminal instead
     chain = Chain(job.out, log=log)
     world = chain.synth(job.synth)
     expert = chain.expert(job.expert)
@@ -118,7 +124,7 @@ def run(job: DemoJob, log: Any = print) -> DemoResult:
     return DemoResult(chain.out, tables, trained, served, chain, time.perf_counter() - start, files)
 
 
-def print_summary(job: DemoJob, result: DemoResult) -> None:
+def print_summary(job: DemoJob, result: DemoResult, log_file: Path | None = None) -> None:
     chain, served = result.chain, result.served
     n = result.tables[0].counts.get("Avg", 0) if result.tables else 0
     labels = [v.label for v in job.variants.values()]
@@ -145,6 +151,8 @@ def print_summary(job: DemoJob, result: DemoResult) -> None:
     for what, path in result.files.items():
         print(f"  {what:<24} {path}")
     print(f"Browse the runs: .venv/bin/mlflow ui --backend-store-uri {chain.tracking_uri}")
+    if log_file is not None:
+        print(f"Engine output: {log_file}; Ray's worker logs: {ray_logs_dir()}")
     times = ", ".join(f"{k} {v:.0f}s" + ("*" if chain.reused.get(k) else "") for k, v in chain.timings.items())
     print(f"Stage times: {times}  (* reused from an earlier run)")
     print(f"demo done in {result.wall_s:.1f} s")
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> DemoResult | None:
     parser.add_argument("--smoke", action="store_true", help="a very small run (conf/demo/smoke.yaml, out/demo_smoke)")
     parser.add_argument("--out", help="output root (overrides 'out')")
     parser.add_argument("--print-config", action="store_true")
+    parser.add_argument("--engine-logs", action="store_true",
+                        help="show Ray's, MLflow's and the libraries' own output here instead of <out>/logs/engine.log")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1")
     args = parser.parse_args(argv)
     files = args.config or [str(SMOKE_CONFIG if args.smoke else DEFAULT_CONFIG)]
@@ -167,8 +177,11 @@ def main(argv: list[str] | None = None) -> DemoResult | None:
 
         print(to_yaml(job))
         return None
-    result = run(job)
-    print_summary(job, result)
+    with engine_output_to(Path(job.out) / "logs", enabled=not args.engine_logs) as log_file:
+        if log_file is not None:
+            print(f"Ray's and the libraries' own output goes to {log_file} (--engine-logs shows it here)", flush=True)
+        result = run(job)
+        print_summary(job, result, log_file)
     return result
 
 

@@ -30,7 +30,9 @@ from typing import Any
 if __package__ in (None, ""):  # `python pipelines/distill.py` (also under `ray job submit`)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipelines._console import progress_wanted
 from pipelines._distill_worker import ensure_cwd, train_worker  # imported before ray.init (see ensure_cwd)
+from pipelines._progress import mlflow_step_reader, polled
 from pipelines._ray import init_ray
 from rgpt4d_core import storage
 from rgpt4d_core.config import load, to_flat_dict, to_yaml
@@ -235,7 +237,9 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     status = "FAILED"
     started = time.perf_counter()
     try:
-        result = trainer.fit()
+        with polled(plan.total_steps, f"distill {cfg.run.name}", "step", enabled=progress_wanted() and bool(tracker.run_id),
+                    poll=mlflow_step_reader(tracking_uri_of(cfg), str(tracker.run_id), "loss/total")):  # fmt: skip
+            result = trainer.fit()
         status = "FINISHED" if result.error is None else "FAILED"
         if result.error is not None:
             raise result.error

@@ -35,6 +35,8 @@ if __package__ in (None, ""):  # `python pipelines/evaluate.py` (also under `ray
 import pyarrow as pa
 from omegaconf import MISSING
 
+from pipelines._console import progress_wanted
+from pipelines._progress import bar
 from pipelines._ray import init_ray
 from rgpt4d_core.config import load, to_flat_dict, to_yaml
 from rgpt4d_core.eval.benchmark import REGIONS_FROM, Benchmark, item_from_row, item_to_row, load_benchmark
@@ -191,7 +193,11 @@ def predict_all(job: EvaluateJob, bench: Benchmark) -> list[Prediction]:
         num_cpus=c.num_cpus_per_actor,
         num_gpus=c.num_gpus_per_actor,
     )
-    by_id = {r["id"]: Prediction.from_row(r) for r in ds.take_all()}
+    by_id: dict[str, Prediction] = {}
+    with bar(len(bench.items), f"evaluate {model_name(job)}", "question", enabled=progress_wanted()) as answered:
+        for row in ds.iter_rows():
+            by_id[row["id"]] = Prediction.from_row(row)
+            answered.update(1)
     return [by_id.get(i.id) or error_prediction(i, "missing_output", "no prediction came back for this item")
             for i in bench.items]  # fmt: skip
 

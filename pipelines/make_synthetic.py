@@ -72,8 +72,7 @@ def generate_scene(row: dict[str, Any], cfg: SynthConfig, out: str) -> dict[str,
 def generate(job: MakeSyntheticJob, address: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Generate (or finish) the dataset of ``job``; returns a summary with ``generated``, ``skipped``, ``failed``
     and the dataset ``card`` (``None`` when scenes failed)."""
-    from tqdm import tqdm
-
+    from pipelines._progress import bar
     from pipelines._ray import init_ray
 
     job.synth.validate()
@@ -91,10 +90,10 @@ def generate(job: MakeSyntheticJob, address: str | None = None, progress: bool =
             compute=ray.data.TaskPoolStrategy(size=max(1, min(job.workers, len(todo)))),
             runtime_env={"env_vars": {k: os.environ[k] for k in job.forward_env if k in os.environ}},
         )
-        with tqdm(total=len(todo), desc="scenes", unit="scene", disable=not progress) as bar:
+        with bar(len(todo), "synthetic world", "scene", enabled=progress) as scenes:
             for row in ds.iter_rows():
                 results.append(row)
-                bar.update(1)
+                scenes.update(1)
     elapsed = time.perf_counter() - start
     failed = sorted((r for r in results if r["error"]), key=lambda r: r["index"])
     summary: dict[str, Any] = {

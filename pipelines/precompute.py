@@ -37,6 +37,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import pyarrow as pa
 
+from pipelines._console import progress_wanted
+from pipelines._progress import polled
 from pipelines._ray import init_ray
 from rgpt4d_core import config as config_lib
 from rgpt4d_core import storage
@@ -303,7 +305,10 @@ def run(job: PrecomputeJob) -> Summary:
     summary.videos, summary.records = len(plan.requests), plan.num_records
     summary.skipped_written, summary.skipped_duplicate = plan.skipped_written, plan.skipped_duplicate
     if plan.requests:
-        _write(job, spec, plan.requests)
+        before = state.keys.num_rows
+        with polled(plan.num_records, "precompute", "sample", poll=lambda: scan_written(root).keys.num_rows - before,
+                    interval_s=5.0, enabled=progress_wanted()):  # fmt: skip
+            _write(job, spec, plan.requests)
     summary.wall_s = time.perf_counter() - t0
 
     final = scan_written(root)

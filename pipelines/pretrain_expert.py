@@ -92,7 +92,9 @@ def _abs(path: str) -> str:
 
 def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     """Run (or resume) the job; returns the summary printed by :func:`main`."""
+    from pipelines._console import progress_wanted
     from pipelines._pretrain_expert_worker import train_worker
+    from pipelines._progress import mlflow_step_reader, polled
     from pipelines._ray import init_ray
     from rgpt4d_core.experts.l4p import build_model, load_checkpoint_state
     from rgpt4d_core.experts.l4p_training import classical_flow_epe, evaluate, zero_flow_epe
@@ -138,7 +140,9 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     )
     status = "FAILED"
     try:
-        result = trainer.fit()
+        with polled(cfg.loop.steps, f"pretrain {cfg.run.name}", "step", enabled=progress_wanted() and bool(tracker.run_id),
+                    poll=mlflow_step_reader(tracking_uri, str(tracker.run_id), "train/lr")):  # fmt: skip
+            result = trainer.fit()
         if result.error is not None:
             raise result.error
         assert result.checkpoint is not None, "training reported no checkpoint"

@@ -3,10 +3,13 @@
 One run does every stage for real: synthetic world -> expert pretraining -> precompute shards -> distill P4D and
 SFT-only (same data, steps, seed) -> evaluate both (attached to their MLflow runs) -> Serve answers one
 region-level question over HTTP. A second run with the same config must reuse every stage and give the same table.
+The first run goes through the command line (``demo.main``) and its terminal output is checked: the stages, one
+progress bar per long stage and the results, with the engines' own output in ``<out>/logs/engine.log``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,14 +20,31 @@ from rgpt4d_core.config import load
 from rgpt4d_core.eval.report import read_predictions
 
 
+# what the engines print when their output reaches the terminal (seen in `make demo` before it was routed to a file)
+ENGINE_LINE = re.compile(r"\(raylet\)|\(\w+ pid=\d+\)|core_worker\.cc|streaming_executor|\bINFO\b|\bWARNING\b|"
+                         r"Warning:|Loading weights|mlflow\.store|Traceback")  # fmt: skip
+BAR_LINE = re.compile(r"^(synthetic world|pretrain \S+|precompute|distill \S+|evaluate .+): +\d+%\|")
+LONG_STAGES = ("synthetic world", "pretrain", "precompute", "distill demo-sft_only", "distill demo-p4d",
+               "evaluate SFT-only", "evaluate P4D (LD+ED)")  # fmt: skip
+
+
 @pytest.mark.timeout(900)
-def test_demo_chain_smoke(ray_cluster: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_chain_smoke(ray_cluster: None, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from mlflow.tracking import MlflowClient
 
-    job = load(demo.DemoJob, [demo.SMOKE_CONFIG], [f"out={tmp_path / 'demo'}"])
-    result = demo.run(job)
-    demo.print_summary(job, result)
-    printed = capsys.readouterr().out
+    result = demo.main(["--smoke", "--out", str(tmp_path / "demo")])
+    assert result is not None
+    printed, bars = capfd.readouterr()
+
+    # the terminal shows the stages, a bar per long stage and the results; the engines' output is in the log file
+    assert not [line for line in printed.splitlines() if ENGINE_LINE.search(line)], printed
+    bar_lines = [line for line in re.split(r"[\r\n]+", bars) if line.strip()]
+    assert bar_lines and all(BAR_LINE.match(line) for line in bar_lines), bars
+    for stage in LONG_STAGES:
+        assert any(line.startswith(stage) and "100%|" in line for line in bar_lines), f"no finished bar for {stage}"
+    engine_log = (result.out / "logs" / "engine.log").read_text()
+    assert "streaming_executor" in engine_log, "Ray Data's own lines should be in the engine log"
+    assert f"{result.out / 'logs' / 'engine.log'}" in printed
 
     names = [t.name for t in result.tables]
     assert names == ["SFT-only", "P4D (LD+ED)", "Random"]
