@@ -140,6 +140,21 @@ def test_vision_tower_selects_layer_and_is_frozen() -> None:
     assert trainable(pixels).requires_grad
 
 
+@pytest.mark.parametrize("select_layer", [-2, -1, 1])
+def test_a_trained_tower_trains_exactly_what_reaches_the_selected_layer(select_layer: int) -> None:
+    """DDP refuses parameters that get no gradient: layers after the selected one and the post-layernorm."""
+    torch.manual_seed(0)
+    cfg = VisionConfig(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_layers=3, num_heads=2,
+                       select_layer=select_layer, frozen=False)  # fmt: skip
+    tower = VisionTower(cfg)
+    tower(torch.rand(2, 3, 32, 32) * 2 - 1).square().sum().backward()
+    trained = {n for n, p in tower.model.named_parameters() if p.requires_grad}
+    with_grad = {n for n, p in tower.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert trained == with_grad and trained
+    used_layers = select_layer % 4
+    assert {int(n.split(".")[2]) for n in trained if ".layers." in f".{n}"} == set(range(used_layers))
+
+
 # --------------------------------------------------------------------------- decoder
 def test_frame_subsampling_indices() -> None:
     assert frame_subsample_indices(16, 8) == [0, 2, 4, 6, 8, 10, 12, 14]

@@ -85,6 +85,25 @@ class VisionTower(nn.Module):
         self.model = model if model is not None else SiglipVisionModel(cfg.to_hf())
         if cfg.frozen:
             self.model.requires_grad_(False)
+        else:  # a trained tower trains only what reaches the selected layer (DDP refuses parameters without grads)
+            unused = self.unused_parameter_names()
+            for name, param in self.model.named_parameters():
+                if name in unused:
+                    param.requires_grad_(False)
+
+    def unused_parameter_names(self) -> set[str]:
+        """Parameters of ``self.model`` that cannot affect the selected hidden state: the encoder layers after it,
+        the post-layernorm and the pooling head (NVILA takes layer −2, so its last layer and head are unused)."""
+        n = self.cfg.num_layers
+        used_layers = self.cfg.select_layer % (n + 1)  # hidden state k is the output of layers 0..k-1
+        unused = set()
+        for name, _ in self.model.named_parameters():
+            parts = name.split(".")
+            if "layers" in parts and int(parts[parts.index("layers") + 1]) >= used_layers:
+                unused.add(name)
+            elif ".post_layernorm." in f".{name}" or ".head." in f".{name}":
+                unused.add(name)
+        return unused
 
     @property
     def grid(self) -> int:
