@@ -19,7 +19,6 @@ from pipelines._chain import STAMP
 from rgpt4d_core.config import load
 from rgpt4d_core.eval.report import read_predictions
 
-
 # what the engines print when their output reaches the terminal (seen in `make demo` before it was routed to a file)
 ENGINE_LINE = re.compile(r"\(raylet\)|\(\w+ pid=\d+\)|core_worker\.cc|streaming_executor|\bINFO\b|\bWARNING\b|"
                          r"Warning:|Loading weights|mlflow\.store|Traceback")  # fmt: skip

@@ -99,9 +99,8 @@ class VisionTower(nn.Module):
         unused = set()
         for name, _ in self.model.named_parameters():
             parts = name.split(".")
-            if "layers" in parts and int(parts[parts.index("layers") + 1]) >= used_layers:
-                unused.add(name)
-            elif ".post_layernorm." in f".{name}" or ".head." in f".{name}":
+            after_selected = "layers" in parts and int(parts[parts.index("layers") + 1]) >= used_layers
+            if after_selected or "post_layernorm" in parts or "head" in parts:
                 unused.add(name)
         return unused
 
