@@ -105,16 +105,15 @@ def run(job: DemoJob, log: Any = print) -> DemoResult:
     trained = {name: chain.distill(f"demo-{name}", job.distill, v, shards, expert, seed=job.seed)
                for name, v in job.variants.items()}  # fmt: skip
     tables: list[AccuracyTable] = []
-    random_row: AccuracyTable | None = None
+    baselines: list[AccuracyTable] = []  # random and blind rows: the same for every variant (same questions)
     files: dict[str, Path] = {}
     for name, v in job.variants.items():
         model, *rest = chain.evaluate(job.evaluate, world, trained[name], v.label)
         tables.append(model)
-        random_row = random_row or (rest[0] if rest else None)
+        baselines = baselines or rest
         files[f"report {v.label}"] = chain.out / "eval" / trained[name].name / TABLE_MD
         files[f"chart {v.label}"] = chain.out / "eval" / trained[name].name / CHART_PNG
-    if random_row is not None:
-        tables.append(random_row)
+    tables.extend(baselines)
     comparison = bar_chart(tables, chain.out / "comparison.png", title="synthetic test split: " +
                            " vs ".join(v.label for v in job.variants.values()))  # fmt: skip
     (chain.out / "comparison.md").write_text(markdown_table(tables))

@@ -40,6 +40,7 @@ from pipelines._progress import bar
 from pipelines._ray import init_ray
 from rgpt4d_core.config import load, to_flat_dict, to_yaml
 from rgpt4d_core.eval.benchmark import REGIONS_FROM, Benchmark, item_from_row, item_to_row, load_benchmark
+from rgpt4d_core.eval.blind import blind_table
 from rgpt4d_core.eval.metrics import AccuracyTable, accuracy_table, markdown_table, random_guess_table
 from rgpt4d_core.eval.predict import PREDICTION_SCHEMA, Prediction, error_prediction
 from rgpt4d_core.eval.report import ReportFiles, error_note, summary_of, write_report
@@ -63,6 +64,9 @@ class BenchmarkSection:
     video_root: base of relative media paths (``None``: the benchmark directory).
     limit: evaluate only the first N items (0 = all).
     regions_from: ``"auto"`` (draw the ``regions`` field when present, else the SoM image file) or ``"som_image"``.
+    blind_from: split of the same benchmark whose answers fit the blind baseline row (``rgpt4d_core.eval.blind``:
+        answer priors per question template, no video); ``None`` (``benchmark.blind_from=null``) = no blind row
+        (R4D-Bench has no training split).
     """
 
     path: str = MISSING
@@ -70,6 +74,7 @@ class BenchmarkSection:
     video_root: str | None = None
     limit: int = 0
     regions_from: str = "auto"
+    blind_from: str | None = None
 
 
 @dataclass
@@ -141,10 +146,11 @@ class EvalResult:
     files: ReportFiles
     mlflow_run_id: str | None
     wall_s: float
+    blind: AccuracyTable | None = None
 
     @property
     def tables(self) -> list[AccuracyTable]:
-        return [self.table] + ([self.random] if self.random is not None else [])
+        return [self.table] + [t for t in (self.random, self.blind) if t is not None]
 
 
 class EngineActor:
@@ -231,12 +237,12 @@ def _tracker(job: EvaluateJob, bench: Benchmark) -> Tracker:
     return tracker
 
 
-def _log(tracker: Tracker, job: EvaluateJob, result_tables: list[AccuracyTable], summary: dict[str, Any],
-         files: ReportFiles) -> None:  # fmt: skip
+def _log(tracker: Tracker, job: EvaluateJob, model: AccuracyTable, baselines: dict[str, AccuracyTable],
+         summary: dict[str, Any], files: ReportFiles) -> None:  # fmt: skip
+    """Metrics ``<prefix>/<column>`` for the model and ``<prefix>/<baseline>/<column>`` (``random``, ``blind``)."""
     prefix = job.mlflow.metric_prefix
     metrics: dict[str, float] = {}
-    for t in result_tables:
-        sub = f"{prefix}/random" if t.name == "Random" else prefix
+    for sub, t in [(prefix, model), *((f"{prefix}/{key}", t) for key, t in baselines.items())]:
         metrics.update({f"{sub}/{c}": v for c, v in t.accuracy.items() if v is not None})
     metrics[f"{prefix}/items"] = summary["items"]
     metrics[f"{prefix}/errors"] = summary["errors"]
@@ -262,19 +268,24 @@ def run(job: EvaluateJob) -> EvalResult:
         name = model_name(job)
         table = accuracy_table((p.scored() for p in predictions), name)
         rnd = random_guess_table(p.scored() for p in predictions) if job.random_row else None
-        tables = [table] + ([rnd] if rnd is not None else [])
+        blind = None
+        if job.benchmark.blind_from:
+            train = load_benchmark(job.benchmark.path, split=job.benchmark.blind_from, video_root=job.benchmark.video_root)
+            blind = blind_table(train.items, bench.items)
+        baselines = {key: t for key, t in (("random", rnd), ("blind", blind)) if t is not None}
+        tables = [table, *baselines.values()]
         summary = summary_of(predictions)
         extra = {"benchmark": {"path": job.benchmark.path, "name": bench.name, "layout": bench.layout,
                                "split": job.benchmark.split, "files": list(bench.files)},
                  "checkpoint": job.engine.checkpoint, "num_frames": job.engine.num_frames,
                  "include_duration": job.engine.include_duration, "mlflow_run_id": tracker.run_id}  # fmt: skip
         files = write_report(Path(job.output.dir), predictions, tables, title=f"{name} on {bench.name}", extra=extra)
-        _log(tracker, job, tables, summary, files)
+        _log(tracker, job, table, baselines, summary, files)
         status = "FINISHED"
     finally:
         if not job.mlflow.run_id:  # an attached run belongs to its job: leave its status alone
             tracker.set_terminated(status)
-    return EvalResult(table, rnd, predictions, files, tracker.run_id, time.perf_counter() - start)
+    return EvalResult(table, rnd, predictions, files, tracker.run_id, time.perf_counter() - start, blind=blind)
 
 
 def main(argv: list[str] | None = None) -> EvalResult | None:

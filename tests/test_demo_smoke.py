@@ -46,7 +46,7 @@ def test_demo_chain_smoke(ray_cluster: None, tmp_path: Path, capfd: pytest.Captu
     assert f"{result.out / 'logs' / 'engine.log'}" in printed
 
     names = [t.name for t in result.tables]
-    assert names == ["SFT-only", "P4D (LD+ED)", "Random"]
+    assert names == ["SFT-only", "P4D (LD+ED)", "Random", "Blind (answer prior)"]
     n = result.tables[0].counts["Avg"]
     assert n > 0 and all(t.counts["Avg"] == n for t in result.tables)
     assert "| SFT-only |" in printed and "| P4D (LD+ED) |" in printed and "mlflow ui --backend-store-uri" in printed

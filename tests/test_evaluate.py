@@ -232,7 +232,7 @@ def test_evaluate_job_on_ray_attaches_to_a_training_run(ray_cluster: None, r4d_r
     training = MLflowTracker.start(uri, "rgpt4d-distill", run_name="distill-x", job_key="k")
     job = load(evaluate.EvaluateJob, [Path(__file__).resolve().parents[1] / "conf/eval/synthetic.yaml"], [
         f"benchmark.path={r4d_root}", f"engine.checkpoint={checkpoint}", f"output.dir={tmp_path / 'report'}",
-        "output.name=tiny", "compute.batch_size=2", "compute.num_cpus_per_actor=0.5", "engine.max_new_tokens=3",
+        "output.name=tiny", "benchmark.blind_from=null", "compute.batch_size=2", "compute.num_cpus_per_actor=0.5", "engine.max_new_tokens=3",
         f"mlflow.tracking_uri={uri}", f"mlflow.run_id={training.run_id}"])  # fmt: skip
     result = evaluate.run(job)
 

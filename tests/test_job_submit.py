@@ -143,7 +143,8 @@ def test_evaluate_job_writes_its_report(two_node_cluster: tuple[str, list[str]],
     ckpt = write_random_checkpoint(tmp_path / "ckpt" / "export", preset="tiny", seed=0)
     report = tmp_path / "report"
     submit(dashboard, ["pipelines/evaluate.py", "--config", "conf/eval/synthetic.yaml", f"benchmark.path={bench}",
-                       f"engine.checkpoint={ckpt}", f"output.dir={report}", "compute.num_cpus_per_actor=0.5",
+                       f"engine.checkpoint={ckpt}", f"output.dir={report}", "benchmark.blind_from=null",
+                       "compute.num_cpus_per_actor=0.5",
                        "engine.max_new_tokens=3", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"])  # fmt: skip
     predictions = (report / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == len(ITEMS)
