@@ -100,11 +100,7 @@ def engine_output_to(log_dir: str | Path, enabled: bool = True) -> Iterator[Path
 def _terminal_stream(original_stderr: TextIO, saved_fd: int) -> TextIO:
     """Where the user's output goes while fd 2 is the log: the saved fd 2 when ``sys.stderr`` wrote to it (a real
     run), else ``sys.stderr`` itself (an in-process capture such as pytest's, which is not fd 2)."""
-    try:
-        on_fd2 = original_stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError):
-        on_fd2 = False
-    if not on_fd2:
+    if not (_has_fd(original_stderr) and original_stderr.fileno() == 2):
         return original_stderr
     return io.TextIOWrapper(os.fdopen(saved_fd, "wb", buffering=0), write_through=True)
 

@@ -58,13 +58,17 @@ def polled(total: int, desc: str, unit: str, poll: Callable[[], int | None], int
 
 
 def mlflow_step_reader(tracking_uri: str, run_id: str, key: str) -> Callable[[], int | None]:
-    """A poll for :func:`polled`: the latest step at which the MLflow run ``run_id`` logged metric ``key``."""
-    from mlflow.tracking import MlflowClient
+    """A poll for :func:`polled`: the latest step at which the MLflow run ``run_id`` logged metric ``key``.
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    The client is made at the first poll, so a disabled bar costs nothing."""
+    clients: list[Any] = []
 
     def last_step() -> int | None:
-        history = client.get_metric_history(run_id, key)
+        if not clients:
+            from mlflow.tracking import MlflowClient
+
+            clients.append(MlflowClient(tracking_uri=tracking_uri))
+        history = clients[0].get_metric_history(run_id, key)
         return max((m.step for m in history), default=None)
 
     return last_step

@@ -42,14 +42,14 @@ def _train(model: nn.Module, steps: int, opt, sched) -> None:
 
 
 def test_round_trip_resumes_bit_exactly(tmp_path: Path) -> None:
+    random.seed(3)
+    np.random.seed(4)
+    torch.manual_seed(5)  # all three generators the state captures start from a seed (the model's init too)
     cfg = OptimConfig(lr=1e-2, warmup_ratio=0.2, weight_decay=0.01)
     model = _model()
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, total_steps=20)
     _train(model, 5, opt, sched)
-    random.seed(3)
-    np.random.seed(4)
-    torch.manual_seed(5)  # all three generators the state captures start from a seed
     state = TrainingState(
         model=model.state_dict(),
         optimizer=opt.state_dict(),
