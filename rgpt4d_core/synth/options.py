@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-_MULTIPLIERS = (0.3, 0.45, 0.6, 0.75, 1.35, 1.6, 2.0, 2.6, 3.2)
-_OFFSETS = (0.3, 0.5, 0.8, 1.2, 1.7)
+#: ratio between neighbouring options of a numeric ladder (>= 1.34 keeps neighbours 25 % apart)
+_RATIO_RANGE = (1.35, 1.65)
+#: smallest gap between two numeric options (two-decimal rounding must never make them look alike)
+_MIN_GAP = 0.1
 
 
 def fmt_number(value: float, unit: str) -> str:
@@ -20,27 +22,37 @@ def fmt_time(t: float) -> str:
 
 
 def numeric_options(value: float, unit: str, rng: np.random.Generator, n: int = 5) -> tuple[list[str], str]:
-    """``n`` distinct quantities: the true ``value`` and distractors at least 25 % (and 0.1) away; distractors are
-    positive (0 appears only as a true value, e.g. the speed of a still object).
+    """``n`` distinct quantities on a geometric ladder ``value · q^(k − r)``, ``k = 0..n−1``, around the true
+    ``value``.
+
+    The answer's rank ``r`` among the sorted options is drawn uniformly from the ranks whose ladder keeps every
+    option positive and at least :data:`_MIN_GAP` from its neighbours, and the ratio ``q`` uniformly from
+    :data:`_RATIO_RANGE`; so neither the largest, the smallest nor the middle option wins by prior, and no option is
+    the mean of the others. Neighbours differ by ``max(0.25 · larger, 0.1)`` or more after rounding.
 
     Returns:
-        (options shuffled, answer string). Every distractor differs from every other option by
-        ``max(0.25 * larger, 0.1)``, so rounding to two decimals can never make two options equal.
+        (options shuffled, answer string).
+
+    Raises:
+        RuntimeError: ``value`` is too small for any ladder (below ``_MIN_GAP / (q − 1)``, e.g. a still object's
+            speed); the question builders then skip the question.
     """
-    cands = [value * m for m in _MULTIPLIERS] + [value + d for d in _OFFSETS] + [max(0.0, value - d) for d in _OFFSETS]
-    cands = [cands[i] for i in rng.permutation(len(cands))]
-    chosen = [round(float(value), 2)]
-    for c in cands:
-        c = round(float(c), 2)
-        if c < 0 or (c == 0 and value > 0) or any(abs(c - o) < max(0.25 * max(c, o), 0.1) for o in chosen):
-            continue
-        chosen.append(c)
-        if len(chosen) == n:
-            break
-    if len(chosen) < n:
+    q = float(rng.uniform(*_RATIO_RANGE))
+    ranks = [r for r in range(n) if _ladder_ok(_ladder(value, q, r, n))]
+    if not ranks:
         raise RuntimeError(f"could not build {n} numeric options around {value}")
-    texts = [fmt_number(c, unit) for c in chosen]
-    return shuffle(texts, rng), texts[0]
+    rank = ranks[int(rng.integers(len(ranks)))]
+    texts = [fmt_number(v, unit) for v in _ladder(value, q, rank, n)]
+    return shuffle(texts, rng), texts[rank]
+
+
+def _ladder(value: float, q: float, rank: int, n: int) -> list[float]:
+    """Rounded ladder values, ascending, with ``value`` at index ``rank``."""
+    return [round(float(value) * q ** (k - rank), 2) for k in range(n)]
+
+
+def _ladder_ok(values: list[float]) -> bool:
+    return values[0] > 0 and all(b - a >= max(0.25 * b, _MIN_GAP) for a, b in zip(values[:-1], values[1:], strict=True))
 
 
 def shuffle(options: list[str], rng: np.random.Generator) -> list[str]:

@@ -12,7 +12,7 @@ Frames of the world: positions are in the ground frame of the first camera (x ri
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +55,12 @@ class Mark:
         return f"<obj_{self.obj_id}>"
 
 
-def find_marks(scene: Scene, rendering: Rendering, min_fraction: float = 0.002) -> list[Mark]:
-    """Objects visible on frame 1 (at least ``min_fraction`` of the pixels, >= 12), numbered left to right."""
+def find_marks(
+    scene: Scene, rendering: Rendering, min_fraction: float = 0.002, order_rng: np.random.Generator | None = None
+) -> list[Mark]:
+    """Objects visible on frame 1 (at least ``min_fraction`` of the pixels, >= 12), numbered left to right, or in
+    the random order ``order_rng`` draws (the dataset's choice: with left-to-right numbers, "is <obj_2> to the
+    right of <obj_1>?" is answered by the numbers alone)."""
     inst = rendering.instance[0]
     h, w = inst.shape
     found = []
@@ -66,6 +70,8 @@ def find_marks(scene: Scene, rendering: Rendering, min_fraction: float = 0.002) 
             box = (cols.min() / w, rows.min() / h, (cols.max() + 1) / w, (rows.max() + 1) / h)
             found.append((box, k, obj.label))
     found.sort(key=lambda b: (b[0][0] + b[0][2], b[1]))
+    if order_rng is not None:
+        found = [found[i] for i in order_rng.permutation(len(found))]
     marks = []
     for i, ((x0, y0, x1, y1), k, label) in enumerate(found):
         marks.append(Mark(i + 1, k, (round(float(x0), 4), round(float(y0), 4), round(float(x1), 4), round(float(y1), 4)), label))
@@ -104,10 +110,24 @@ class _Context:
     def obj(self, mark: Mark) -> Any:
         return self.scene.objects[mark.index]
 
+    def pick_class(self, classes: Sequence[str], present: Mapping[str, list[Any]]) -> str | None:
+        """An answer class drawn uniformly from all ``classes`` (so that answers balance over the dataset), or
+        ``None`` when this scene has no case of it (the builder then skips; :func:`make_questions` retries)."""
+        key = self.pick(list(classes))
+        return key if present.get(key) else None
+
     def prefer(self, good: Callable[[Mark], bool], p: float = 0.7) -> Mark:
         """A random mark, drawn from those satisfying ``good`` with probability ``p`` (when any does)."""
         pool = [m for m in self.marks if good(m)]
         return self.pick(pool if pool and self.rng.random() < p else self.marks)
+
+
+def _numeric(value: float, unit: str, rng: np.random.Generator) -> tuple[list[str], str] | None:
+    """:func:`numeric_options`, or ``None`` (skip the question) when ``value`` is too small for a fair ladder."""
+    try:
+        return numeric_options(value, unit, rng)
+    except RuntimeError:
+        return None
 
 
 def _box_json(centre: np.ndarray, size: np.ndarray, yaw: float, kind: str) -> str:
@@ -116,19 +136,37 @@ def _box_json(centre: np.ndarray, size: np.ndarray, yaw: float, kind: str) -> st
     return json.dumps(d)
 
 
+#: VG distractor ladders: (axis, step): a shift of the centre in metres along x or y, or a scale of the size
+_VG_LADDERS = (("x", 1.0), ("y", 1.2), ("size", 1.5))
+
+
 def _vg(c: _Context) -> dict[str, Any] | None:
+    """Five boxes on one ladder (centre shifted along x or y, or size scaled, resting on the ground), the true
+    box at a uniformly drawn rank, so that it is neither the middle nor the mean of the options."""
     m, t = c.pick(c.marks), c.time()
     f, obj = c.frame(t), c.obj(m)
     centre, size, yaw = c.r.box_centers[f, m.index], c.r.box_sizes[m.index], float(c.r.box_yaws[f, m.index])
-    answer = _box_json(centre, size, yaw, obj.kind)
-    shift = [np.array([dx, dy, 0.0]) for dx, dy in ((1.0, 0.0), (-1.0, 0.0), (0.0, 1.2), (0.0, -1.2))]
-    dis = [_box_json(centre + s, size, yaw, obj.kind) for s in shift]
-    # a larger and a smaller box resting on the same spot (both at least 0.3 m different in every size)
-    for s in (size * 1.5 + 0.3, size * 0.5 if size.min() >= 0.6 else size * 2.0 + 0.6):
-        dis.append(_box_json(np.array([centre[0], centre[1], s[2] / 2.0]), s, yaw, obj.kind))
-    dis = [dis[i] for i in c.rng.permutation(len(dis))][:4]
+    axis, step = c.pick(list(_VG_LADDERS))
+    ranks = list(range(5))
+    if axis == "size":  # neighbouring sizes at least 0.25 m apart in every dimension
+        ranks = [r for r in ranks if size.min() * step ** (-r) * (step - 1.0) >= 0.25]
+        if not ranks:
+            (axis, step), ranks = _VG_LADDERS[0], list(range(5))
+    rank = c.pick(ranks)
+    boxes = []
+    for k in range(5):
+        if axis == "size":
+            s = size * step ** (k - rank)
+            boxes.append(_box_json(np.array([centre[0], centre[1], s[2] / 2.0]) if k != rank else centre, s, yaw, obj.kind))
+        else:
+            shift = np.array([step * (k - rank), 0.0, 0.0] if axis == "x" else [0.0, step * (k - rank), 0.0])
+            boxes.append(_box_json(centre + shift, size, yaw, obj.kind))
+    answer = boxes[rank]
+    if len(set(boxes)) != len(boxes):
+        return None
     q = f"At {fmt_time(t)}, which is the 3D bounding box of {m.token} in {FRAME_NOTE}? (yaw in degrees about z)"
-    return {"question": q, "options": shuffle([answer, *dis], c.rng), "answer": answer, "meta": {"kind": "box", "obj": m.obj_id, "t": t}}
+    meta = {"kind": "box", "obj": m.obj_id, "t": t, "ladder": axis}
+    return {"question": q, "options": shuffle(boxes, c.rng), "answer": answer, "meta": meta}
 
 
 def _dm(c: _Context) -> dict[str, Any] | None:
@@ -147,7 +185,10 @@ def _dm(c: _Context) -> dict[str, Any] | None:
         value = float(np.linalg.norm(c.centre(m, t) - c.centre(m2, t)))
         q = f"At {fmt_time(t)}, what is the distance between the centres of {m.token} and {m2.token}, in metres?"
         meta = {"kind": "distance_pair", "obj": m.obj_id, "obj2": m2.obj_id, "t": t}
-    options, answer = numeric_options(value, "m", c.rng)
+    built = _numeric(value, "m", c.rng)
+    if built is None:
+        return None
+    options, answer = built
     return {"question": q, "options": options, "answer": answer, "meta": meta}
 
 
@@ -174,9 +215,14 @@ def _sr(c: _Context) -> dict[str, Any] | None:
 
 
 def _r(c: _Context) -> dict[str, Any] | None:
-    m = c.prefer(lambda k: c.obj(k).rotates)
-    dyaw = float(c.r.box_yaws[-1, m.index] - c.r.box_yaws[0, m.index])
-    key = "none" if dyaw == 0 else ("ccw" if dyaw > 0 else "cw")
+    by_key: dict[str, list[Mark]] = {}
+    for mark in c.marks:
+        dyaw = float(c.r.box_yaws[-1, mark.index] - c.r.box_yaws[0, mark.index])
+        by_key.setdefault("none" if dyaw == 0 else ("ccw" if dyaw > 0 else "cw"), []).append(mark)
+    key = c.pick_class(("cw", "ccw", "none"), by_key)  # the answer class first, then an object of it
+    if key is None:
+        return None
+    m = c.pick(by_key[key])
     q = f"Does {m.token} rotate during the video, and if so in which direction?"
     options = shuffle(list(ROTATION_OPTIONS.values()), c.rng)
     return {"question": q, "options": options, "answer": ROTATION_OPTIONS[key], "meta": {"kind": "rotation", "obj": m.obj_id}}
@@ -196,48 +242,57 @@ def _c(c: _Context) -> dict[str, Any] | None:
     return {"question": q, "options": shuffle(texts, c.rng), "answer": str(n), "meta": {"kind": f"count_{kind}"}}
 
 
+def _direction_key(c: _Context, m: Mark, t0: float, t1: float) -> str:
+    """``left/right/away/towards/none`` for a clear ground motion of ``m`` between ``t0`` and ``t1``, else ``""``."""
+    d = c.centre(m, t1) - c.centre(m, t0)
+    dx, dy = float(d[0]), float(d[1])
+    if abs(dx) < 1e-9 and abs(dy) < 1e-9:
+        return "none" if not c.obj(m).translates else ""
+    if abs(dx) >= 2 * abs(dy) and abs(dx) >= 0.25:
+        return "right" if dx > 0 else "left"
+    if abs(dy) >= 2 * abs(dx) and abs(dy) >= 0.25:
+        return "away" if dy > 0 else "towards"
+    return ""
+
+
 def _t(c: _Context) -> dict[str, Any] | None:
-    iv = c.interval(1.0)
-    if iv is None:
-        return None
-    t0, t1 = iv
+    """The answer direction first (uniform over the five), then an object and interval that show it."""
+    by_key: dict[str, list[tuple[Mark, float, float]]] = {}
     for _ in range(6):
-        m = c.prefer(lambda k: c.obj(k).translates)
-        d = c.centre(m, t1) - c.centre(m, t0)
-        dx, dy = float(d[0]), float(d[1])
-        if abs(dx) < 1e-9 and abs(dy) < 1e-9:
-            key = "none" if not c.obj(m).translates else ""
-        elif abs(dx) >= 2 * abs(dy) and abs(dx) >= 0.25:
-            key = "right" if dx > 0 else "left"
-        elif abs(dy) >= 2 * abs(dx) and abs(dy) >= 0.25:
-            key = "away" if dy > 0 else "towards"
-        else:
-            key = ""
-        if key:
-            q = (f"Between {fmt_time(t0)} and {fmt_time(t1)}, in which direction does {m.token} move over the ground, "
-                 "relative to the camera's initial viewpoint?")
-            meta = {"kind": "direction", "obj": m.obj_id, "t0": t0, "t1": t1}
-            return {"question": q, "options": shuffle(list(DIRECTION_OPTIONS.values()), c.rng), "answer": DIRECTION_OPTIONS[key], "meta": meta}
-    return None
+        iv = c.interval(1.0)
+        if iv is None:
+            return None
+        for m in c.marks:
+            shown = _direction_key(c, m, *iv)
+            if shown:
+                by_key.setdefault(shown, []).append((m, *iv))
+    key = c.pick_class(tuple(DIRECTION_OPTIONS), by_key)
+    if key is None:
+        return None
+    m, t0, t1 = c.pick(by_key[key])
+    q = (f"Between {fmt_time(t0)} and {fmt_time(t1)}, in which direction does {m.token} move over the ground, "
+         "relative to the camera's initial viewpoint?")
+    meta = {"kind": "direction", "obj": m.obj_id, "t0": t0, "t1": t1}
+    return {"question": q, "options": shuffle(list(DIRECTION_OPTIONS.values()), c.rng), "answer": DIRECTION_OPTIONS[key], "meta": meta}
 
 
 def _fp(c: _Context) -> dict[str, Any] | None:
-    kind = c.pick(["start_moving", "start_rotating"] + (["collide"] if len(c.marks) > 1 else []))
-    if kind == "collide":
-        a = c.pick(c.marks)
-        b = c.pick([m for m in c.marks if m.obj_id != a.obj_id])
-        q, never, event = f"When does {a.token} collide with {b.token}?", "They never collide", None
-        meta: dict[str, Any] = {"kind": "collide", "obj": a.obj_id, "obj2": b.obj_id}
+    """When an object starts to move or spin; "never" is the answer for half of the questions. (The world has no collisions, so a collision question would always be "never".)"""
+    kind = c.pick(["start_moving", "start_rotating"])
+    attr = "translates" if kind == "start_moving" else "rotates"
+    happens = [m for m in c.marks if getattr(c.obj(m), attr)]
+    never_marks = [m for m in c.marks if not getattr(c.obj(m), attr)]
+    group = c.pick([happens, never_marks])
+    if not group:
+        return None
+    m = c.pick(group)
+    obj = c.obj(m)
+    event = obj.start_s if getattr(obj, attr) else None
+    if kind == "start_moving":
+        q, never = f"At what time does {m.token} start to change its position?", "It never changes its position"
     else:
-        attr = "translates" if kind == "start_moving" else "rotates"
-        m = c.prefer(lambda k: not getattr(c.obj(k), attr), p=0.55)
-        obj = c.obj(m)
-        event = obj.start_s if getattr(obj, attr) else None
-        if kind == "start_moving":
-            q, never = f"At what time does {m.token} start to change its position?", "It never changes its position"
-        else:
-            q, never = f"At what time does {m.token} start spinning about its vertical axis?", "It never spins"
-        meta = {"kind": kind, "obj": m.obj_id}
+        q, never = f"At what time does {m.token} start spinning about its vertical axis?", "It never spins"
+    meta: dict[str, Any] = {"kind": kind, "obj": m.obj_id}
     try:
         options, answer = time_options(event, never, c.grid, c.rng)
     except RuntimeError:
@@ -273,7 +328,10 @@ def _sa(c: _Context) -> dict[str, Any] | None:
             value, unit = float(np.linalg.norm(obj.acc)), "m/s²"
             q = f"At {fmt_time(t)}, what is the magnitude of the acceleration of {m.token}, in m/s²?"
         meta = {"kind": kind, "obj": m.obj_id, "t": t}
-    options, answer = numeric_options(value, unit, c.rng)
+    built = _numeric(value, unit, c.rng)
+    if built is None:
+        return None
+    options, answer = built
     return {"question": q, "options": options, "answer": answer, "meta": meta}
 
 
@@ -296,7 +354,10 @@ def _dp(c: _Context) -> dict[str, Any] | None:
     else:
         q = f"What distance does {m.token} travel between {fmt_time(t0)} and {fmt_time(t1)}, in metres?"
         kind = "path_length"
-    options, answer = numeric_options(value, "m", c.rng)
+    built = _numeric(value, "m", c.rng)
+    if built is None:
+        return None
+    options, answer = built
     return {"question": q, "options": options, "answer": answer, "meta": {"kind": kind, "obj": m.obj_id, "t0": t0, "t1": t1}}
 
 
@@ -320,11 +381,13 @@ def make_questions(
     out: list[dict[str, Any]] = []
     for task in TASKS:
         seen: set[str] = set()
-        for _ in range(per_category * 2):
+        answers: set[str] = set()  # one question per answer per scene: a scene of still objects would fill the
+        for _ in range(per_category * 4):  # rotation task with "It does not rotate" otherwise
             item = BUILDERS[task](ctx)
-            if item is None or item["question"] in seen:
+            if item is None or item["question"] in seen or item["answer"] in answers:
                 continue
             seen.add(item["question"])
+            answers.add(item["answer"])
             out.append({"task": task, **item})
             if len(seen) == per_category:
                 break

@@ -122,7 +122,7 @@ def build_scene(cfg: SynthConfig, index: int) -> SceneOutput:
     """Render scene ``index`` of the dataset ``cfg`` and produce its files and question rows (pure; no I/O)."""
     scene = make_scene(cfg, index)
     r = render_scene(scene)
-    marks = find_marks(scene, r)
+    marks = find_marks(scene, r, order_rng=scene_rng(cfg.seed, index, 2))
     split = split_for(index, cfg.split_fractions)
     sid = scene.scene_id
     video_rel, som_rel = f"videos/{sid}.mp4", f"som/{sid}.png"
