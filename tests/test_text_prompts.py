@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rgpt4d_core.text.prompts import (
+    ANSWER_DIRECTLY,
+    ANSWER_WITH_OPTION,
     IGNORE_INDEX,
     ChatConfig,
     build_inference_ids,
@@ -98,3 +100,15 @@ def test_bad_inputs_are_rejected_with_clear_errors() -> None:
 def test_mcq_target_is_the_letter() -> None:
     assert mcq_target(OPTIONS, "3.20 m") == "B"
     assert mcq_target(OPTIONS, "6 m") == "D"
+
+
+def test_option_answer_style_supervises_the_text_and_says_so(tok: TextTokenizer) -> None:
+    assert mcq_target(OPTIONS, "3.20 m", "option") == "3.20 m"
+    with pytest.raises(ValueError, match="answer style"):
+        mcq_target(OPTIONS, "3.20 m", "number")
+    with pytest.raises(ValueError, match="not one of the options"):
+        mcq_target(OPTIONS, "7 m", "option")
+    letter = r4d_user_text(tok, QUESTION, OPTIONS, 3.0)
+    option = r4d_user_text(tok, QUESTION, OPTIONS, 3.0, answer_style="option")
+    assert letter.endswith(ANSWER_DIRECTLY) and option.endswith(ANSWER_WITH_OPTION)
+    assert letter[: -len(ANSWER_DIRECTLY)] == option[: -len(ANSWER_WITH_OPTION)]

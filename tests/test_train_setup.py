@@ -110,3 +110,17 @@ def test_step_plan_and_accumulation_errors(shards: str) -> None:
         _cfg(shards, "loop.global_batch_size=6").validate()
     with pytest.raises(ValueError, match="fsdp needs"):
         _cfg(shards, "scaling.strategy=fsdp").validate()
+
+
+def test_option_answer_style_supervises_the_option_text(shards: str) -> None:
+    s = open_shards(shards)
+    setup = build_setup(_cfg(shards, "student.answer_style=option"), s.manifest.expert_spec, torch.device("cpu"))
+    assert setup.student.cfg.answer_style == "option"
+    raw = next(s.iter_batches(2))
+    batch = setup.collate(raw)
+    tok = setup.tokenizer
+    for ids, labels, answer in zip(batch.input_ids, batch.labels, raw.answers, strict=True):
+        supervised = [int(t) for t, lab in zip(ids, labels, strict=True) if lab != -100]
+        assert supervised[-1] == tok.im_end_id
+        assert tok.decode(supervised[:-1]) == answer
+        assert tok.decode([int(t) for t in ids]).count("Answer with the text of the correct option.") == 1

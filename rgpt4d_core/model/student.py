@@ -26,6 +26,7 @@ from rgpt4d_core.model.perception_decoder import (
 from rgpt4d_core.model.projector import DownsampleProjector, ProjectorConfig, build_projector
 from rgpt4d_core.model.tpe import TPEConfig, add_timestamp_encoding
 from rgpt4d_core.model.vision import VisionConfig, VisionTower
+from rgpt4d_core.text.prompts import ANSWER_STYLES
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class StudentConfig:
     tokens: TokenConfig = field(default_factory=TokenConfig)
     #: tokenizer builder name in ``rgpt4d_core.text.tokenizer.TOKENIZERS`` (real checkpoints ship their own)
     tokenizer: str = "qwen2"
+    #: how the student answers MCQs (``rgpt4d_core.text.prompts.AnswerStyle``): ``"letter"`` (R4D-Bench, the paper)
+    #: is trained on and generates the option letter; ``"option"`` is trained on the option's text and answers by
+    #: scoring each option's likelihood (``model/option_scoring.py``)
+    answer_style: str = "letter"
+
+    def __post_init__(self) -> None:
+        if self.answer_style not in ANSWER_STYLES:
+            raise ValueError(f"answer_style must be one of {ANSWER_STYLES}, got {self.answer_style!r}")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rgpt4d_core.regions import RegionError, region_from_box, region_from_mask, validate_refs
-from rgpt4d_core.text.prompts import ANSWER_DIRECTLY, OPTION_LETTERS
+from rgpt4d_core.text.prompts import ANSWER_DIRECTLY, ANSWER_WITH_OPTION, OPTION_LETTERS
 from rgpt4d_core.types import Region
 
 MAX_REGIONS = 32
@@ -235,7 +235,8 @@ class ChatCompletionRequest(BaseModel):
     def question_and_options(self, text: str) -> tuple[str, list[str]]:
         """Split the user text into the question and the options (from ``options`` or ``(A) ...`` lines)."""
         lines = [ln for ln in text.splitlines() if ln.strip()]
-        keep = [ln for ln in lines if not _DURATION_LINE.match(ln.strip()) and ln.strip() != ANSWER_DIRECTLY]
+        instructions = (ANSWER_DIRECTLY, ANSWER_WITH_OPTION)
+        keep = [ln for ln in lines if not _DURATION_LINE.match(ln.strip()) and ln.strip() not in instructions]
         if self.options is not None:
             question = "\n".join(ln for ln in keep if ln.strip() != "Options:")
             return question, list(self.options)

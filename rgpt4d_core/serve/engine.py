@@ -30,12 +30,13 @@ import numpy as np
 import torch
 
 from rgpt4d_core.model.checkpoint import checkpoint_model_id, load_student, save_student
+from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods
 from rgpt4d_core.model.preprocess import frames_to_pixels, preprocess_clip
 from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.student import Student
 from rgpt4d_core.regions import RegionError, draw_set_of_marks, validate_refs
 from rgpt4d_core.text.answers import extract_answer
-from rgpt4d_core.text.prompts import build_inference_ids, r4d_user_text
+from rgpt4d_core.text.prompts import OPTION_LETTERS, build_inference_ids, r4d_user_text
 from rgpt4d_core.text.tokenizer import TOKENIZERS, TextTokenizer
 from rgpt4d_core.types import Region, VQAItem
 from rgpt4d_core.video.decode import DecodeConfig, VideoDecodeError, decode_clip
@@ -140,8 +141,8 @@ class VQAResult:
         answer: the chosen option string, or ``None`` when the output names no option (or several).
         answer_index: 0-based option index or ``None``; ``answer_letter`` likewise (``"B"``).
         method: how the extractor decided (``letter``, ``option_text``, ``option_value``, ``ambiguous``,
-            ``none``).
-        raw_output: the generated text (special tokens removed).
+            ``none``), or ``option_likelihood`` for a student of the ``"option"`` answer style.
+        raw_output: the generated text (special tokens removed); the chosen option for ``option_likelihood``.
         batch_size: requests in the generation batch this one ran in.
         duration_s: source video duration in seconds; ``num_frames``: frames the model saw.
         prompt_tokens: prompt length in LLM positions (text + visual tokens); ``completion_tokens``: new tokens.
@@ -228,9 +229,14 @@ def load_tokenizer(checkpoint: str | Path) -> TextTokenizer:
     return TextTokenizer.load(checkpoint)
 
 
-def write_random_checkpoint(path: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
-    """Save an untrained student of ``preset`` (fixed ``seed``) with its tokenizer: for tests, demos, benches."""
+def write_random_checkpoint(
+    path: str | Path, preset: str = "tiny", seed: int = 0, answer_style: str | None = None
+) -> Path:
+    """Save an untrained student of ``preset`` (fixed ``seed``; ``answer_style`` overrides the preset's) with its
+    tokenizer: for tests, demos, benches."""
     cfg = student_config(preset)
+    if answer_style is not None:
+        cfg = dataclasses.replace(cfg, answer_style=answer_style)
     torch.manual_seed(seed)
     student = Student(cfg)
     builder = cast(Callable[[], TextTokenizer], TOKENIZERS[cfg.tokenizer])
@@ -275,6 +281,8 @@ class VQAEngine:
         self.tokenizer = load_tokenizer(cfg.checkpoint)
         self.model_id = cfg.model_id or checkpoint_model_id(cfg.checkpoint)
         self.image_size = self.model.cfg.vision.image_size
+        #: ``"letter"``: generate and extract the option; ``"option"``: score each option's likelihood
+        self.answer_style = self.model.cfg.answer_style
         self._decode_cfg = cfg.decode_config()
         self._pool = ThreadPoolExecutor(max(1, cfg.decode_threads), thread_name_prefix="vqa-decode")
 
@@ -300,7 +308,12 @@ class VQAEngine:
             video, timestamps = preprocess_clip(clip, self.image_size)
             include = self.cfg.include_duration if request.include_duration is None else request.include_duration
             text = r4d_user_text(
-                self.tokenizer, request.question, request.options, clip.duration_s, include_duration=include
+                self.tokenizer,
+                request.question,
+                request.options,
+                clip.duration_s,
+                include_duration=include,
+                answer_style=self.answer_style,
             )
             ids = torch.tensor(build_inference_ids(self.tokenizer, text), dtype=torch.long)
         except VideoDecodeError as exc:
@@ -342,12 +355,20 @@ class VQAEngine:
         return [p if isinstance(p, VQAError) else outputs[id(p)] for p in prepared]
 
     # ------------------------------------------------------------------------------------------ generation
-    def _generate(self, items: Sequence[PreparedRequest]) -> list[VQAResult]:
-        start = time.perf_counter()
+    def _media(self, items: Sequence[PreparedRequest]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Videos ``[B, T, 3, S, S]``, timestamps ``[B, T]`` and SoM images ``[B, 3, S, S]`` on the device."""
         device, dtype = self.device, self.dtype
         videos = torch.stack([p.video for p in items]).to(device, dtype)
         timestamps = torch.stack([p.timestamps_s for p in items]).to(device)
         images = torch.stack([p.som_image for p in items]).to(device, dtype)
+        return videos, timestamps, images
+
+    def _generate(self, items: Sequence[PreparedRequest]) -> list[VQAResult]:
+        if self.answer_style == "option":
+            return self._score_options(items)
+        start = time.perf_counter()
+        device = self.device
+        videos, timestamps, images = self._media(items)
         owner = torch.arange(len(items), device=device)
         ids = [p.input_ids.to(device) for p in items]
         out = self.model.generate(
@@ -360,27 +381,58 @@ class VQAEngine:
             eos_token_id=self.tokenizer.eos_id,
         )
         generate_ms = (time.perf_counter() - start) * 1e3
-        visual = (videos.shape[1] + 1) * self.model.tokens_per_frame
         results = []
         for item, new_ids in zip(items, out.as_lists(), strict=True):
             text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
             match = extract_answer(text, item.request.options)
-            index = match.index
+            results.append(self._result(item, match.index, match.method, text, len(new_ids), len(items), generate_ms))
+        return results
+
+    def _score_options(self, items: Sequence[PreparedRequest]) -> list[VQAResult]:
+        """The ``"option"`` answer style: the option whose text (+ ``<|im_end|>``) is most likely."""
+        start = time.perf_counter()
+        videos, timestamps, images = self._media(items)
+        end = [self.tokenizer.im_end_id]
+        continuations = [
+            [torch.tensor(self.tokenizer.encode(o) + end, dtype=torch.long, device=self.device) for o in p.request.options]
+            for p in items
+        ]
+        scores = option_log_likelihoods(
+            self.model, [p.input_ids.to(self.device) for p in items], continuations, videos, timestamps, images
+        )
+        generate_ms = (time.perf_counter() - start) * 1e3
+        results = []
+        for item, conts, row in zip(items, continuations, scores, strict=True):
+            index = choose_option(row)
+            chosen = item.request.options[index]
             results.append(
-                VQAResult(
-                    request_id=item.request.request_id,
-                    answer=None if index is None else item.request.options[index],
-                    answer_index=index,
-                    answer_letter=match.letter,
-                    method=match.method,
-                    raw_output=text,
-                    batch_size=len(items),
-                    duration_s=item.duration_s,
-                    num_frames=int(item.video.shape[0]),
-                    prompt_tokens=int(item.input_ids.shape[0]) - 2 + visual,
-                    completion_tokens=len(new_ids),
-                    decode_ms=item.decode_ms,
-                    generate_ms=generate_ms,
-                )
+                self._result(item, index, "option_likelihood", chosen, len(conts[index]) - 1, len(items), generate_ms)
             )
         return results
+
+    def _result(
+        self,
+        item: PreparedRequest,
+        index: int | None,
+        method: str,
+        text: str,
+        completion_tokens: int,
+        batch_size: int,
+        generate_ms: float,
+    ) -> VQAResult:
+        visual = (item.video.shape[0] + 1) * self.model.tokens_per_frame
+        return VQAResult(
+            request_id=item.request.request_id,
+            answer=None if index is None else item.request.options[index],
+            answer_index=index,
+            answer_letter=None if index is None else OPTION_LETTERS[index],
+            method=method,
+            raw_output=text,
+            batch_size=batch_size,
+            duration_s=item.duration_s,
+            num_frames=int(item.video.shape[0]),
+            prompt_tokens=int(item.input_ids.shape[0]) - 2 + visual,
+            completion_tokens=completion_tokens,
+            decode_ms=item.decode_ms,
+            generate_ms=generate_ms,
+        )

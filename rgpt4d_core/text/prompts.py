@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from rgpt4d_core.text.tokenizer import IM_END, IM_START, TextTokenizer
 
@@ -29,6 +30,12 @@ OPTION_LETTERS = "ABCDEFGH"
 #: the answer-directly instruction closing an MCQ prompt (GUESS: LLaVA/VILA's standard MCQ wording; the
 #: released R4D evaluator's exact sentence is not public)
 ANSWER_DIRECTLY = "Answer with the option's letter from the given choices directly."
+#: the instruction of the ``"option"`` answer style: the answer is the chosen option's text (tiny recipe)
+ANSWER_WITH_OPTION = "Answer with the text of the correct option."
+#: how a student answers an MCQ: ``"letter"`` (R4D-Bench / VILA: the option letter, read by the answer extractor)
+#: or ``"option"`` (the option's text; inference scores each option's likelihood and takes the best)
+AnswerStyle = Literal["letter", "option"]
+ANSWER_STYLES: tuple[str, ...] = ("letter", "option")
 #: the duration sentence of the released R4D evaluator (paper Tab. 6 "prompt" trick)
 DURATION_SENTENCE = "These images are uniformly sampled from a video of {duration} seconds."
 
@@ -153,6 +160,13 @@ def r4d_question_text(
     return "\n".join(lines)
 
 
+def instruction_for(style: str) -> str:
+    """The sentence closing the MCQ prompt for an answer ``style`` (see :data:`AnswerStyle`)."""
+    if style not in ANSWER_STYLES:
+        raise ValueError(f"answer style must be one of {ANSWER_STYLES}, got {style!r}")
+    return ANSWER_DIRECTLY if style == "letter" else ANSWER_WITH_OPTION
+
+
 def r4d_user_text(
     tokenizer: TextTokenizer,
     question: str,
@@ -162,19 +176,27 @@ def r4d_user_text(
     with_som_image: bool = True,
     with_video: bool = True,
     include_duration: bool = True,
+    answer_style: str = "letter",
 ) -> str:
-    """The full R4D user turn: ``[SoM image][video]`` placeholders, then :func:`r4d_question_text`."""
+    """The full R4D user turn: ``[SoM image][video]`` placeholders, then :func:`r4d_question_text` closed by the
+    instruction of ``answer_style``."""
     media = media_placeholders(tokenizer, num_images=int(with_som_image), has_video=with_video)
-    return media + r4d_question_text(question, options, duration_s, include_duration=include_duration)
+    text = r4d_question_text(
+        question, options, duration_s, include_duration=include_duration, instruction=instruction_for(answer_style)
+    )
+    return media + text
 
 
-def mcq_target(options: Sequence[str], answer: str) -> str:
-    """Supervised answer text for an MCQ item: the letter of ``answer`` among ``options`` (``"B"``).
+def mcq_target(options: Sequence[str], answer: str, style: str = "letter") -> str:
+    """Supervised answer text for an MCQ item: the letter of ``answer`` among ``options`` (``"B"``) for the
+    ``"letter"`` style, ``answer`` itself for the ``"option"`` style.
 
     Raises:
-        ValueError: ``answer`` is not one of ``options`` (message names both).
+        ValueError: ``answer`` is not one of ``options`` (message names both), or an unknown ``style``.
     """
+    instruction_for(style)  # validates the style
     try:
-        return OPTION_LETTERS[list(options).index(answer)]
+        index = list(options).index(answer)
     except ValueError:
         raise ValueError(f"answer {answer!r} is not one of the options {list(options)!r}") from None
+    return OPTION_LETTERS[index] if style == "letter" else answer

@@ -2,8 +2,8 @@
 
 Each shard row is one R4D-style multiple-choice question about one video. The user turn is
 ``[SoM image][video] question + options + instruction`` (``rgpt4d_core.text.prompts``); the supervised answer is
-the option letter. The Set-of-Marks image is frame 1 with the row's region boxes drawn on it
-(``rgpt4d_core.regions``). Expert targets stay float32 tensors in the layouts of ``experts/base.py``.
+the option letter (``answer_style="letter"``) or the option's text (``"option"``). The Set-of-Marks image is
+frame 1 with the row's region boxes drawn on it (``rgpt4d_core.regions``). Expert targets stay float32 tensors in the layouts of ``experts/base.py``.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ class Collator:
         som_image: prepend the Set-of-Marks image (R4D-Bench's input format).
         include_duration: add "These images are uniformly sampled from a video of X seconds." (the paper's
             prompt trick; TPE makes it unnecessary).
+        answer_style: ``"letter"`` supervises the option letter, ``"option"`` the option's text (and the prompt
+            closes with the matching instruction; ``rgpt4d_core.text.prompts``).
     """
 
     tokenizer: TextTokenizer
@@ -81,6 +83,7 @@ class Collator:
     tokens_per_frame: int
     som_image: bool = True
     include_duration: bool = False
+    answer_style: str = "letter"
 
     def __call__(self, batch: TrainingBatch) -> StudentBatch:
         if len(batch) == 0:
@@ -96,8 +99,10 @@ class Collator:
                     float(batch.duration_s[i]),
                     with_som_image=self.som_image,
                     include_duration=self.include_duration,
+                    answer_style=self.answer_style,
                 )
-                example = build_training_example(self.tokenizer, user, mcq_target(batch.options[i], batch.answers[i]))
+                target = mcq_target(batch.options[i], batch.answers[i], self.answer_style)
+                example = build_training_example(self.tokenizer, user, target)
             except ValueError as exc:
                 raise ValueError(f"sample {batch.sample_ids[i]}: cannot build the training example: {exc}") from exc
             ids.append(torch.tensor(example.input_ids, dtype=torch.long))

@@ -61,6 +61,9 @@ class StudentSection:
     train_llm: train the LLM (paper: trained, full fine-tuning).
     train_decoder: train the 4D perception decoder D_4DP (paper: trained; unused and frozen under ``sft_only``).
     lora_rank: LoRA rank for the LLM (0 = full fine-tuning, the paper's setting). Not implemented: must be 0.
+    answer_style: ``"letter"`` (supervise the option letter, R4D-Bench's format) or ``"option"`` (supervise the
+        option's text; inference scores each option's likelihood); ``None`` keeps the preset's / checkpoint's.
+        Recorded in the exported checkpoint, so evaluation and Serve answer the way the student was trained.
     """
 
     preset: str = "tiny"
@@ -70,6 +73,7 @@ class StudentSection:
     train_llm: bool = True
     train_decoder: bool = True
     lora_rank: int = 0
+    answer_style: str | None = None
 
 
 @dataclass

@@ -110,7 +110,8 @@ def _student_overrides(scfg: Any, cfg: DistillJobConfig) -> Any:
     tpe = scfg.tpe if cfg.ablation.tpe else TPEConfig(placement="off", base=scfg.tpe.base)
     if cfg.ablation.tpe and tpe.placement == "off":
         tpe = TPEConfig(placement="pre_projector", base=scfg.tpe.base)
-    return dataclasses.replace(scfg, vision=vision, tpe=tpe)
+    style = cfg.student.answer_style or scfg.answer_style
+    return dataclasses.replace(scfg, vision=vision, tpe=tpe, answer_style=style)
 
 
 def set_trainable(student: Student, cfg: DistillJobConfig) -> None:
@@ -157,6 +158,7 @@ def build_setup(cfg: DistillJobConfig, expert_spec: ExpertSpec | None, device: t
         tokens_per_frame=student.tokens_per_frame,
         som_image=cfg.data.som_image,
         include_duration=cfg.data.duration_prompt,
+        answer_style=student.cfg.answer_style,
     )
     online = None
     if cfg.data.targets == "online":
