@@ -147,6 +147,7 @@ def test_a_trained_tower_trains_exactly_what_reaches_the_selected_layer(select_l
     cfg = VisionConfig(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_layers=3, num_heads=2,
                        select_layer=select_layer, frozen=False)  # fmt: skip
     tower = VisionTower(cfg)
+    tower.requires_grad_(False).requires_grad_(True)  # as the training setup switches parts on (set_trainable)
     tower(torch.rand(2, 3, 32, 32) * 2 - 1).square().sum().backward()
     trained = {n for n, p in tower.model.named_parameters() if p.requires_grad}
     with_grad = {n for n, p in tower.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}

@@ -83,13 +83,15 @@ class VisionTower(nn.Module):
             )
         self.cfg = cfg
         self.model = model if model is not None else SiglipVisionModel(cfg.to_hf())
-        if cfg.frozen:
-            self.model.requires_grad_(False)
-        else:  # a trained tower trains only what reaches the selected layer (DDP refuses parameters without grads)
-            unused = self.unused_parameter_names()
-            for name, param in self.model.named_parameters():
-                if name in unused:
-                    param.requires_grad_(False)
+        self.requires_grad_(not cfg.frozen)
+
+    def requires_grad_(self, requires_grad: bool = True) -> VisionTower:
+        """Switch training of the tower on or off; "on" never enables the parameters that cannot reach the selected
+        layer (:meth:`unused_parameter_names`): DDP refuses parameters that get no gradient."""
+        unused = self.unused_parameter_names()
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(requires_grad and name not in unused)
+        return self
 
     def unused_parameter_names(self) -> set[str]:
         """Parameters of ``self.model`` that cannot affect the selected hidden state: the encoder layers after it,
