@@ -4,7 +4,8 @@ Wiring only: the student, loss, collate and optimiser come from ``rgpt4d_core.tr
 dataset shard, context, checkpoint and report calls, and the DDP / FSDP2 wrapping.
 
 Data position and resume: each worker consumes exactly ``plan.micro_batches_per_epoch`` micro-batches of its
-equal-sized shard per epoch (Ray Data ``streaming_split(equal=True)``, order preserved). A checkpoint records the
+equal-sized shard per epoch (Ray Data ``streaming_split(equal=True)``, read in order, then through a local
+shuffle buffer seeded per epoch and rank: ``data.shuffle_buffer``). A checkpoint records the
 epoch and how many micro-batches of it were consumed; a restarted worker group replays the epoch's stream and
 skips that many, so a run with failures does exactly as many optimiser steps as a clean one.
 """
@@ -38,7 +39,7 @@ from rgpt4d_core.train.checkpoint import (
     restore_rng_state,
     save_training_state,
 )
-from rgpt4d_core.train.config import DistillJobConfig, StepPlan
+from rgpt4d_core.train.config import DistillJobConfig, StepPlan, shuffle_seed
 from rgpt4d_core.train.distill import DistillSetup, build_setup, export_inference_checkpoint, trained_model_id
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
 from rgpt4d_core.train.step import StepStats, optimizer_step
@@ -204,6 +205,8 @@ def train_worker(wc: dict[str, Any]) -> None:
             batch_format="pyarrow",
             drop_last=True,
             prefetch_batches=cfg.data.prefetch_batches,
+            local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+            local_shuffle_seed=shuffle_seed(cfg.loop.seed, epoch, rank) if cfg.data.shuffle_buffer else None,
         )
         for table in batches:
             if consumed >= plan.micro_batches_per_epoch or step >= plan.total_steps:

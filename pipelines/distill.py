@@ -161,6 +161,16 @@ def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
     return ds
 
 
+def _ordered_ingest() -> Any:
+    """Ray Train's data config for ``train``: split across workers, blocks delivered in read order (Ray's default
+    lets a fast block overtake a slow one, which makes the training order vary between runs)."""
+    import ray.train
+
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return ray.train.DataConfig(datasets_to_split=["train"], execution_options=options)
+
+
 def _worker_config(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan, tracker: Tracker) -> dict[str, Any]:
     return {
         "config_yaml": to_yaml(cfg),
@@ -207,7 +217,6 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     init_ray(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus, runtime_env=forwarded_env(cfg))
     ensure_cwd()
 
-    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -225,7 +234,7 @@ def run(cfg: DistillJobConfig) -> DistillResult:
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
         datasets={"train": _dataset(cfg, shards)},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=_ordered_ingest(),
         run_config=RunConfig(
             name=cfg.run.name,
             storage_path=storage_path,

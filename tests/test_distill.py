@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipelines.distill import run, tracking_uri_of, with_absolute_paths
 from rgpt4d_core import storage
@@ -161,6 +162,30 @@ def test_shards_and_checkpoints_on_s3(shards: str, s3_bucket: str, tmp_path: Pat
     cfg = load(DistillJobConfig, [TINY], args)
     client, runs = _mlflow(cfg)
     assert [r.info.run_id for r in runs] == [result["mlflow_run_id"]] and runs[0].info.status == "FINISHED"
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_one_worker_runs_repeat_bit_for_bit_even_across_a_resume(shards: str, tmp_path: Path) -> None:
+    """The same config and seed trained twice (one worker, shuffled stream), the second time killed after step 2 and
+    resumed mid-epoch from the step-1 checkpoint: the same loss at every step and the same weights."""
+    from safetensors.torch import load_file
+
+    once = ("scaling.num_workers=1", "scaling.resources_per_worker={CPU: 1}", "ablation.variant=sft_only",
+            "data.shuffle_buffer=8")  # fmt: skip
+    runs = {"clean": (), "killed": ("debug.fail_at_step=2", "run.max_failures=1")}
+    results, curves = {}, {}
+    for name, extra in runs.items():
+        cfg = _cfg(shards, tmp_path / name, name, *once, *extra)
+        results[name] = run(cfg)
+        client, mlruns = _mlflow(cfg)
+        history = sorted(client.get_metric_history(mlruns[0].info.run_id, "loss/total"), key=lambda m: m.timestamp)
+        curves[name] = {m.step: m.value for m in history}  # the last value logged for each step
+    assert _history(client, mlruns[0].info.run_id, "attempt/start_step") == [0.0, 1.0]  # it did resume
+    assert sorted(curves["clean"]) == list(range(1, STEPS + 1))
+    assert curves["clean"][STEPS] < curves["clean"][1]  # it trained
+    assert curves["killed"] == curves["clean"]
+    clean, killed = (load_file(str(Path(str(results[n].export)) / "llm" / "model.safetensors")) for n in runs)
+    assert clean.keys() == killed.keys() and all(torch.equal(clean[k], killed[k]) for k in clean)
 
 
 def test_mismatching_shards_fail_on_the_driver(shards: str, tmp_path: Path) -> None:

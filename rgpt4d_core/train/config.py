@@ -40,6 +40,11 @@ class DataConfig:
     prefetch_batches: micro-batches Ray Data prepares ahead of each worker.
     som_image: prepend the Set-of-Marks image (frame 1 with the region boxes) to each prompt, as R4D-Bench does.
     duration_prompt: add the "uniformly sampled from a video of X seconds" sentence ([P] Tab. 6 prompt trick).
+    shuffle_buffer: rows in each worker's local shuffle buffer (0 = shard order). The shards hold a video's
+        questions side by side, so without it a micro-batch is several questions about one video. The buffer is
+        seeded from ``loop.seed``, the epoch and the worker rank (:func:`shuffle_seed`), and the stream is read in
+        order, so a run with one worker is repeatable bit for bit; with several workers Ray Data hands blocks to
+        whichever worker asks first, so which worker sees which rows (and the loss curve) can vary between runs.
     """
 
     shards: str = MISSING
@@ -49,6 +54,7 @@ class DataConfig:
     prefetch_batches: int = 1
     som_image: bool = True
     duration_prompt: bool = False
+    shuffle_buffer: int = 256
 
 
 @dataclass
@@ -285,6 +291,12 @@ class StepPlan:
     accumulation: int
     steps_per_epoch: int
     total_steps: int
+
+
+def shuffle_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of worker ``rank``'s local shuffle buffer in ``epoch`` of a run seeded ``seed`` (distinct per epoch and
+    rank, the same in every rerun and after a resume)."""
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**32)
 
 
 def plan_steps(cfg: DistillJobConfig, ok_rows: int) -> StepPlan:
