@@ -59,7 +59,7 @@ def test_ablation_variants_select_the_loss_terms(shards: str, variant: str, trai
 
 
 def test_frozen_parts_and_tpe_switch(shards: str) -> None:
-    _, setup = _one_step(_cfg(shards, "ablation.tpe=false"), shards)
+    _, setup = _one_step(_cfg(shards, "ablation.tpe=false", "student.train_vision=false"), shards)
     student = setup.student  # type: ignore[attr-defined]
     assert student.cfg.tpe.placement == "off"
     assert not any(p.requires_grad for p in student.vision.parameters())
@@ -86,7 +86,7 @@ def test_online_targets_match_the_precomputed_ones(shards: str) -> None:
 
 def test_collate_builds_supervised_answer_and_media(shards: str) -> None:
     s = open_shards(shards)
-    setup = build_setup(_cfg(shards), s.manifest.expert_spec, torch.device("cpu"))
+    setup = build_setup(_cfg(shards, "student.answer_style=letter"), s.manifest.expert_spec, torch.device("cpu"))
     raw = next(s.iter_batches(2))
     batch = setup.collate(raw)
     tok = setup.tokenizer
@@ -114,7 +114,7 @@ def test_step_plan_and_accumulation_errors(shards: str) -> None:
 
 def test_option_answer_style_supervises_the_option_text(shards: str) -> None:
     s = open_shards(shards)
-    setup = build_setup(_cfg(shards, "student.answer_style=option"), s.manifest.expert_spec, torch.device("cpu"))
+    setup = build_setup(_cfg(shards), s.manifest.expert_spec, torch.device("cpu"))  # the tiny recipe's style
     assert setup.student.cfg.answer_style == "option"
     raw = next(s.iter_batches(2))
     batch = setup.collate(raw)
