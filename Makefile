@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(PY) -m pipelines.demo $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check rgpt4d_core pipelines tests bench
+	$(VENV)/bin/ruff check rgpt4d_core pipelines tests bench scripts
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)

@@ -1,0 +1,220 @@
+"""Recipe probe: train the student SFT-only in ONE process (no Ray, no shards) on a synthetic world; score held-out.
+
+The product trains through Ray Train on precomputed shards (``pipelines/distill.py``); this script is for choosing
+a tiny recipe quickly on 2 cores, with the same parts: ``Student`` of the ``tiny`` preset (sizes overridable),
+the R4D prompt and chat template (``rgpt4d_core.text.prompts``), the same frame decode and Set-of-Marks image,
+and the same answer scoring as the engine (``answer_style``: letter logits, or option likelihood via
+``rgpt4d_core.model.option_scoring``). No expert targets, so SFT-only. Examples (docs/results.md)::
+
+    .venv/bin/python -m pipelines.make_synthetic --config conf/synth/experiment.yaml --out out/experiment/synth
+    .venv/bin/python scripts/recipe_probe.py --world out/experiment/synth --train-vision --answer-style option \\
+        --steps 2000 --seed 0 --out out/experiment/probe_seed0.json
+    .venv/bin/python scripts/recipe_probe.py --world out/experiment/synth --blind --answer-style option --steps 2000
+
+``--blind`` trains the same LM on the question text alone (no video, no SoM image): the strongest "answer prior"
+baseline a text model can learn. Frames are decoded once per world into ``<world>/probe_cache_<size>_<frames>.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods
+from rgpt4d_core.model.preprocess import frames_to_pixels
+from rgpt4d_core.model.presets import tiny
+from rgpt4d_core.model.projector import ProjectorConfig
+from rgpt4d_core.model.student import Student, StudentConfig
+from rgpt4d_core.regions import draw_set_of_marks
+from rgpt4d_core.synth.dataset import load_questions
+from rgpt4d_core.text.prompts import OPTION_LETTERS, build_inference_ids, mcq_target, r4d_user_text
+from rgpt4d_core.text.tokenizer import tiny_tokenizer
+from rgpt4d_core.types import VQAItem
+from rgpt4d_core.video.decode import DecodeConfig, decode_clip
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--world", required=True, help="synthetic world root (pipelines.make_synthetic --out)")
+    p.add_argument("--answer-style", choices=["letter", "option"], default="option")
+    p.add_argument("--train-vision", action="store_true", help="train the vision tower (tiny preset: frozen)")
+    p.add_argument("--blind", action="store_true", help="question text only: no video, no SoM image")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--beta2", type=float, default=0.99)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--size", type=int, default=64, help="frame side, pixels")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--projector", default="mlp_downsample_3x3_fix")
+    p.add_argument("--held-out", type=int, default=1500, help="val+test questions scored (fixed sample)")
+    p.add_argument("--train-eval", type=int, default=300, help="training questions scored (fixed sample)")
+    p.add_argument("--out", default="", help="write the result JSON here")
+    return p.parse_args(argv)
+
+
+@dataclasses.dataclass
+class World:
+    """Decoded frames uint8 ``[N, T, S, S, 3]`` and timestamps float32 ``[N, T]`` (s) per video path."""
+
+    frames: np.ndarray
+    timestamps_s: np.ndarray
+    index: dict[str, int]
+
+
+def decode_world(root: str, videos: Sequence[str], size: int, frames: int) -> World:
+    cache = Path(root) / f"probe_cache_{size}_{frames}.npz"
+    if not cache.exists():
+        cfg = DecodeConfig(num_frames=frames, resize=(size, size))
+        clips = [decode_clip(os.path.join(root, v), cfg) for v in videos]
+        np.savez(cache, videos=np.array(videos), frames=np.stack([c.frames for c in clips]),
+                 timestamps_s=np.stack([c.timestamps_s.astype(np.float32) for c in clips]))  # fmt: skip
+    z = np.load(cache)
+    return World(z["frames"], z["timestamps_s"], {v: i for i, v in enumerate(z["videos"].tolist())})
+
+
+class Probe:
+    """One student, its tokenizer and the world's frames; :meth:`loss` trains, :meth:`predict` answers."""
+
+    def __init__(self, args: argparse.Namespace, world: World) -> None:
+        self.args, self.world, self.tok = args, world, tiny_tokenizer()
+        self.style = args.answer_style
+        self.model = Student(probe_config(args))
+
+    def prompt(self, q: VQAItem) -> list[int]:
+        media = not self.args.blind
+        user = r4d_user_text(self.tok, q.question, q.options, q.duration_s, with_som_image=media, with_video=media,
+                             include_duration=False, answer_style=self.style)  # fmt: skip
+        return build_inference_ids(self.tok, user)
+
+    def media(self, qs: Sequence[VQAItem]) -> dict[str, torch.Tensor]:
+        if self.args.blind:
+            return {}
+        idx = [self.world.index[q.video] for q in qs]
+        frames = self.world.frames[idx]
+        marked = np.stack([draw_set_of_marks(f[0], q.regions) for f, q in zip(frames, qs, strict=True)])
+        return {
+            "videos": torch.stack([frames_to_pixels(f, self.args.size) for f in frames]),
+            "timestamps_s": torch.from_numpy(self.world.timestamps_s[idx]),
+            "images": frames_to_pixels(marked, self.args.size),
+        }
+
+    def loss(self, qs: Sequence[VQAItem]) -> torch.Tensor:
+        ids, labels = [], []
+        for q in qs:
+            prompt = self.prompt(q)
+            answer = self.tok.encode(mcq_target(q.options, q.answer, self.style)) + [self.tok.im_end_id]
+            ids.append(torch.tensor(prompt + answer))
+            labels.append(torch.tensor([-100] * len(prompt) + answer))
+        media = self.media(qs)
+        owner = {"image_owner": torch.arange(len(qs))} if "images" in media else {}
+        out = self.model(ids, labels, **media, **owner, compute_latents=False)
+        logits, target = out.logits[:, :-1], out.labels[:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+
+    @torch.no_grad()
+    def predict(self, qs: Sequence[VQAItem], chunk: int = 16) -> list[int]:
+        self.model.eval()
+        preds: list[int] = []
+        letters = [self.tok.encode(x)[0] for x in OPTION_LETTERS]
+        for i in range(0, len(qs), chunk):
+            part = qs[i : i + chunk]
+            media = self.media(part)
+            prompts = [torch.tensor(self.prompt(q)) for q in part]
+            if self.style == "option":
+                conts = [[torch.tensor(self.tok.encode(o) + [self.tok.im_end_id]) for o in q.options] for q in part]
+                scores = option_log_likelihoods(self.model, prompts, conts, media.get("videos"),
+                                                media.get("timestamps_s"), media.get("images"))  # fmt: skip
+                preds += [choose_option(s) for s in scores]
+            else:  # the letter whose logit is highest after the prompt, among the item's letters
+                owner = {"image_owner": torch.arange(len(part))} if "images" in media else {}
+                out = self.model(prompts, **media, **owner, compute_latents=False)
+                last = out.attention_mask.sum(1) - 1
+                logits = out.logits[torch.arange(len(part)), last][:, letters]
+                preds += [int(row[: len(q.options)].argmax()) for q, row in zip(part, logits, strict=True)]
+        self.model.train()
+        return preds
+
+
+def probe_config(args: argparse.Namespace) -> StudentConfig:
+    cfg = tiny()
+    vision = dataclasses.replace(cfg.vision, image_size=args.size, frozen=not args.train_vision)
+    return dataclasses.replace(cfg, vision=vision, projector=ProjectorConfig(args.projector),
+                               answer_style=args.answer_style)  # fmt: skip
+
+
+def accuracy(qs: Sequence[VQAItem], preds: Sequence[int]) -> tuple[float, dict[str, float]]:
+    """(mean over categories, per-category accuracy), percent."""
+    per: dict[str, list[bool]] = defaultdict(list)
+    for q, p in zip(qs, preds, strict=True):
+        per[q.task].append(p == q.options.index(q.answer))
+    cats = {t: round(100 * float(np.mean(v)), 1) for t, v in sorted(per.items())}
+    return round(float(np.mean(list(cats.values()))), 1), cats
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    train = load_questions(args.world, "train")
+    held = load_questions(args.world, "val") + load_questions(args.world, "test")
+    print(f"[1/3] world {args.world}: {len(train)} training / {len(held)} held-out questions", flush=True)
+    world = decode_world(args.world, sorted({q.video for q in train + held}), args.size, args.frames)
+    probe = Probe(args, world)
+    params = [p for p in probe.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, args.beta2), weight_decay=0.01)
+    warm = max(1, args.steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, linear decay to 5 %
+        optimizer, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 1 - max(0, s - warm) / max(1, args.steps - warm)))
+    order = np.random.default_rng(args.seed).permutation(len(train))
+    print(f"[2/3] training {args.steps} steps x {args.batch} ({sum(p.numel() for p in params):,} trained parameters)",
+          flush=True)  # fmt: skip
+    start, recent = time.perf_counter(), list[float]()
+    for step in range(args.steps):
+        batch = [train[order[(step * args.batch + k) % len(train)]] for k in range(args.batch)]
+        loss = probe.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        recent = [*recent[-49:], float(loss.detach())]
+        if (step + 1) % 100 == 0 or step + 1 == args.steps:
+            rate = args.batch * (step + 1) / (time.perf_counter() - start)
+            print(f"  step {step + 1}/{args.steps}  loss {np.mean(recent):.3f}  {rate:.1f} samples/s  "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    train_s = time.perf_counter() - start
+    held_sample = [held[i] for i in np.random.default_rng(123).permutation(len(held))[: args.held_out]]
+    train_sample = [train[i] for i in np.random.default_rng(321).permutation(len(train))[: args.train_eval]]
+    print(f"[3/3] scoring {len(held_sample)} held-out and {len(train_sample)} training questions", flush=True)
+    held_avg, held_cats = accuracy(held_sample, probe.predict(held_sample))
+    train_avg, train_cats = accuracy(train_sample, probe.predict(train_sample))
+    result = {"args": vars(args), "held_out_avg": held_avg, "held_out": held_cats, "train_avg": train_avg,
+              "train": train_cats, "train_s": round(train_s), "samples_per_s": round(args.steps * args.batch / train_s, 1),
+              "final_loss": round(float(np.mean(recent)), 3), "load_avg_1min": round(os.getloadavg()[0], 2),
+              "n_held_out": len(held_sample)}  # fmt: skip
+    print(json.dumps(result), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
