@@ -26,8 +26,9 @@ from tests.distill_testkit import distill_result, write_shards
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "conf" / "distill" / "tiny.yaml"
 STEPS = 4  # 8 rows / global batch 4 = 2 steps per epoch, 2 epochs
-#: fault-tolerance runs: one epoch of 2 steps without the dense heads (L_LD only) — they test resume, not losses
-RESUME = ("loop.epochs=1", "ablation.variant=ld_only")
+#: fault-tolerance runs: one epoch of 2 steps without the dense heads (L_LD only) and with the tower frozen — they
+#: test resume, not losses
+RESUME = ("loop.epochs=1", "ablation.variant=ld_only", "student.train_vision=false")
 SMALL = ("loop.micro_batch_size=1", "loop.global_batch_size=4", "loop.epochs=2", "loop.checkpoint_every_steps=1")
 
 
