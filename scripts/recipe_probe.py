@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rgpt4d_core.losses import sft_loss
 from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods
 from rgpt4d_core.model.preprocess import frames_to_pixels
 from rgpt4d_core.model.presets import tiny
@@ -42,7 +42,13 @@ from rgpt4d_core.model.projector import ProjectorConfig
 from rgpt4d_core.model.student import Student, StudentConfig
 from rgpt4d_core.regions import draw_set_of_marks
 from rgpt4d_core.synth.dataset import load_questions
-from rgpt4d_core.text.prompts import OPTION_LETTERS, build_inference_ids, mcq_target, r4d_user_text
+from rgpt4d_core.text.prompts import (
+    OPTION_LETTERS,
+    build_inference_ids,
+    build_training_example,
+    mcq_target,
+    r4d_user_text,
+)
 from rgpt4d_core.text.tokenizer import tiny_tokenizer
 from rgpt4d_core.types import VQAItem
 from rgpt4d_core.video.decode import DecodeConfig, decode_clip
@@ -97,11 +103,13 @@ class Probe:
         self.style = args.answer_style
         self.model = Student(probe_config(args))
 
-    def prompt(self, q: VQAItem) -> list[int]:
+    def user_text(self, q: VQAItem) -> str:
         media = not self.args.blind
-        user = r4d_user_text(self.tok, q.question, q.options, q.duration_s, with_som_image=media, with_video=media,
+        return r4d_user_text(self.tok, q.question, q.options, q.duration_s, with_som_image=media, with_video=media,
                              include_duration=False, answer_style=self.style)  # fmt: skip
-        return build_inference_ids(self.tok, user)
+
+    def prompt(self, q: VQAItem) -> list[int]:
+        return build_inference_ids(self.tok, self.user_text(q))
 
     def media(self, qs: Sequence[VQAItem]) -> dict[str, torch.Tensor]:
         if self.args.blind:
@@ -116,17 +124,13 @@ class Probe:
         }
 
     def loss(self, qs: Sequence[VQAItem]) -> torch.Tensor:
-        ids, labels = [], []
-        for q in qs:
-            prompt = self.prompt(q)
-            answer = self.tok.encode(mcq_target(q.options, q.answer, self.style)) + [self.tok.im_end_id]
-            ids.append(torch.tensor(prompt + answer))
-            labels.append(torch.tensor([-100] * len(prompt) + answer))
+        examples = [build_training_example(self.tok, self.user_text(q), mcq_target(q.options, q.answer, self.style))
+                    for q in qs]  # fmt: skip
         media = self.media(qs)
         owner = {"image_owner": torch.arange(len(qs))} if "images" in media else {}
-        out = self.model(ids, labels, **media, **owner, compute_latents=False)
-        logits, target = out.logits[:, :-1], out.labels[:, 1:]
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+        out = self.model([torch.tensor(e.input_ids) for e in examples], [torch.tensor(e.labels) for e in examples],
+                         **media, **owner, compute_latents=False)  # fmt: skip
+        return sft_loss(out.logits, out.labels)[0]
 
     @torch.no_grad()
     def predict(self, qs: Sequence[VQAItem], chunk: int = 16) -> list[int]:
