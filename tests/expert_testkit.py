@@ -44,7 +44,8 @@ def consecutive_clip(index: int, size: int = SIZE) -> tuple[Clip, Rendering]:
 def small_world(num_scenes: int = 4, size: int = SIZE) -> SynthConfig:
     """A small synthetic world (short videos at ``size``²) for on-disk tests."""
     return SynthConfig(seed=11, num_scenes=num_scenes, width=size, height=size, min_duration_s=2.0,
-                       max_duration_s=3.0, fps_choices=(10, 12), min_objects=3, max_objects=4, dynamic_prob=0.8)  # fmt: skip
+                       max_duration_s=3.0, fps_choices=(10, 12), min_objects=3, max_objects=4, dynamic_prob=0.8,
+                       balance_answers=False)  # fmt: skip
 
 
 def write_world(root: str, cfg: SynthConfig) -> list[str]:

@@ -44,7 +44,7 @@ def _synthetic_world(root: str, num_scenes: int = 2) -> list[dict]:
 
     cfg = SynthConfig(seed=0, num_scenes=num_scenes, width=64, height=64, fps_choices=(10, 12), min_duration_s=2.0,
                       max_duration_s=2.0, max_frames=24, min_objects=2, max_objects=3,
-                      split_fractions=(0.5, 0.5, 0.0))  # fmt: skip
+                      split_fractions=(0.5, 0.5, 0.0), balance_answers=False)  # fmt: skip
     for i in range(num_scenes):
         write_scene(root, build_scene(cfg, i))
     finalize(root, cfg)

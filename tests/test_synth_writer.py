@@ -23,7 +23,8 @@ from rgpt4d_core.types import VQAItem
 from rgpt4d_core.video.decode import DecodeConfig, decode_clip
 
 CFG = SynthConfig(seed=11, num_scenes=6, width=48, height=32, fps_choices=(10,), min_duration_s=2.0,
-                  max_duration_s=2.0, max_frames=20, min_objects=2, max_objects=3, split_fractions=(0.5, 0.25, 0.25))
+                  max_duration_s=2.0, max_frames=20, min_objects=2, max_objects=3, split_fractions=(0.5, 0.25, 0.25),
+                  balance_answers=False)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: bumped whenever scenes, rendering or questions change for the same seed
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class SynthConfig:
         min_speed, max_speed: initial speed range of translating objects (m/s).
         split_fractions: ``(train, val, test)`` fractions; a scene belongs to exactly one split.
         questions_per_category: at most this many questions per category per scene.
+        balance_answers: keep, in each split, category and question kind, equally many questions per answer class
+            (:mod:`rgpt4d_core.synth.balance`): no answer wins by prior. It drops the surplus of common classes
+            (about half of all questions), so small worlds used only to exercise the code switch it off.
         depth_dtype: ``float32`` or ``float16`` for depth / flow in the ground-truth files.
         crf: H.264 constant rate factor of the videos.
     """
@@ -45,6 +48,7 @@ class SynthConfig:
     max_speed: float = 1.0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     questions_per_category: int = 1
+    balance_answers: bool = True
     depth_dtype: str = "float32"
     crf: int = 18
 

@@ -6,8 +6,10 @@ import numpy as np
 
 #: ratio between neighbouring options of a numeric ladder (>= 1.34 keeps neighbours 25 % apart)
 _RATIO_RANGE = (1.35, 1.65)
-#: smallest gap between two numeric options (two-decimal rounding must never make them look alike)
-_MIN_GAP = 0.1
+#: smallest gap between two numeric options (two-decimal rounding must never make them look alike); small enough
+#: that slow speeds and small accelerations still get ladders with the answer at any rank (0.1 left them only the
+#: lowest ranks, so "the smallest option" won by prior)
+_MIN_GAP = 0.03
 
 
 def fmt_number(value: float, unit: str) -> str:
@@ -28,7 +30,7 @@ def numeric_options(value: float, unit: str, rng: np.random.Generator, n: int = 
     The answer's rank ``r`` among the sorted options is drawn uniformly from the ranks whose ladder keeps every
     option positive and at least :data:`_MIN_GAP` from its neighbours, and the ratio ``q`` uniformly from
     :data:`_RATIO_RANGE`; so neither the largest, the smallest nor the middle option wins by prior, and no option is
-    the mean of the others. Neighbours differ by ``max(0.25 · larger, 0.1)`` or more after rounding.
+    the mean of the others. Neighbours differ by ``max(0.25 · larger, 0.03)`` or more after rounding.
 
     Returns:
         (options shuffled, answer string).

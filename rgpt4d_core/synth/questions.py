@@ -32,6 +32,9 @@ ROTATION_OPTIONS = {
     "none": "It does not rotate",
     "tumble": "It tumbles about a horizontal axis",
 }
+RELATION_KEYS = ("left-closer", "left-farther", "right-closer", "right-farther")
+#: counting options: always the same four counts (a window around the answer would leak it at the window's edge)
+COUNT_OPTIONS = ("0", "1", "2", "3")
 DIRECTION_OPTIONS = {
     "left": "To the left",
     "right": "To the right",
@@ -193,25 +196,29 @@ def _dm(c: _Context) -> dict[str, Any] | None:
 
 
 def _sr(c: _Context) -> dict[str, Any] | None:
+    """Where ``a`` is relative to ``b`` on both camera axes at once: four options (left/right x closer/farther),
+    every one of them a possible answer; asked only when both separations are clear."""
     if len(c.marks) < 2:
         return None
     t = c.time()
     pairs = [(a, b) for a in c.marks for b in c.marks if a.obj_id != b.obj_id]
-    pairs = [pairs[i] for i in c.rng.permutation(len(pairs))]
-    for a, b in pairs:
+    for i in c.rng.permutation(len(pairs)):
+        a, b = pairs[int(i)]
         pa, pb = c.cam_point(a, t), c.cam_point(b, t)
-        axis = c.pick(["lateral", "depth"])
-        fixed = [f"on top of {b.token}", f"underneath {b.token}"]
-        if axis == "lateral" and abs(pa[0] - pb[0]) >= 0.5:
-            opts, ans = [f"to the left of {b.token}", f"to the right of {b.token}"], int(pa[0] > pb[0])
-        elif axis == "depth" and abs(pa[2] - pb[2]) >= 0.8:
-            opts, ans = [f"closer to the camera than {b.token}", f"farther from the camera than {b.token}"], int(pa[2] > pb[2])
-        else:
+        if abs(pa[0] - pb[0]) < 0.5 or abs(pa[2] - pb[2]) < 0.8:
             continue
+        key = f"{'right' if pa[0] > pb[0] else 'left'}-{'farther' if pa[2] > pb[2] else 'closer'}"
+        options = {k: _relation_text(k, b.token) for k in RELATION_KEYS}
         q = f"At {fmt_time(t)}, seen from the camera, where is {a.token} relative to {b.token}?"
-        meta = {"kind": axis, "obj": a.obj_id, "obj2": b.obj_id, "t": t}
-        return {"question": q, "options": shuffle(opts + fixed, c.rng), "answer": opts[ans], "meta": meta}
+        meta = {"kind": "relation", "obj": a.obj_id, "obj2": b.obj_id, "t": t, "answer_key": key}
+        return {"question": q, "options": shuffle(list(options.values()), c.rng), "answer": options[key], "meta": meta}
     return None
+
+
+def _relation_text(key: str, other: str) -> str:
+    """``"left-closer", "<obj_2>"`` -> ``"to the left of <obj_2> and closer to the camera"``."""
+    side, depth = key.split("-")
+    return f"to the {side} of {other} and {'closer to' if depth == 'closer' else 'farther from'} the camera"
 
 
 def _r(c: _Context) -> dict[str, Any] | None:
@@ -225,7 +232,8 @@ def _r(c: _Context) -> dict[str, Any] | None:
     m = c.pick(by_key[key])
     q = f"Does {m.token} rotate during the video, and if so in which direction?"
     options = shuffle(list(ROTATION_OPTIONS.values()), c.rng)
-    return {"question": q, "options": options, "answer": ROTATION_OPTIONS[key], "meta": {"kind": "rotation", "obj": m.obj_id}}
+    meta = {"kind": "rotation", "obj": m.obj_id, "answer_key": key}
+    return {"question": q, "options": options, "answer": ROTATION_OPTIONS[key], "meta": meta}
 
 
 def _c(c: _Context) -> dict[str, Any] | None:
@@ -237,9 +245,9 @@ def _c(c: _Context) -> dict[str, Any] | None:
         n, q = sum(o.rotates for o in objs), "How many of the marked objects spin about their vertical axis during the video?"
     else:
         n, q = sum(not o.moves for o in objs), "How many of the marked objects stay completely still during the video?"
-    start = max(0, n - int(c.rng.integers(0, 4)))
-    texts = [str(v) for v in range(start, start + 4)]
-    return {"question": q, "options": shuffle(texts, c.rng), "answer": str(n), "meta": {"kind": f"count_{kind}"}}
+    if n >= len(COUNT_OPTIONS):
+        return None
+    return {"question": q, "options": shuffle(list(COUNT_OPTIONS), c.rng), "answer": str(n), "meta": {"kind": f"count_{kind}"}}
 
 
 def _direction_key(c: _Context, m: Mark, t0: float, t1: float) -> str:
@@ -272,17 +280,18 @@ def _t(c: _Context) -> dict[str, Any] | None:
     m, t0, t1 = c.pick(by_key[key])
     q = (f"Between {fmt_time(t0)} and {fmt_time(t1)}, in which direction does {m.token} move over the ground, "
          "relative to the camera's initial viewpoint?")
-    meta = {"kind": "direction", "obj": m.obj_id, "t0": t0, "t1": t1}
+    meta = {"kind": "direction", "obj": m.obj_id, "t0": t0, "t1": t1, "answer_key": key}
     return {"question": q, "options": shuffle(list(DIRECTION_OPTIONS.values()), c.rng), "answer": DIRECTION_OPTIONS[key], "meta": meta}
 
 
 def _fp(c: _Context) -> dict[str, Any] | None:
-    """When an object starts to move or spin; "never" is the answer for half of the questions. (The world has no collisions, so a collision question would always be "never".)"""
+    """When an object starts to move or spin; "never" is drawn for a quarter of the questions, as one of four
+    options. (The world has no collisions, so a collision question would always be "never".)"""
     kind = c.pick(["start_moving", "start_rotating"])
     attr = "translates" if kind == "start_moving" else "rotates"
     happens = [m for m in c.marks if getattr(c.obj(m), attr)]
     never_marks = [m for m in c.marks if not getattr(c.obj(m), attr)]
-    group = c.pick([happens, never_marks])
+    group = never_marks if c.rng.random() < 0.25 else happens
     if not group:
         return None
     m = c.pick(group)

@@ -174,7 +174,9 @@ def _footprint_radius(size: tuple[float, float, float]) -> float:
     return float(np.hypot(size[0], size[1]) / 2.0)
 
 
-def _sample_object(rng: np.random.Generator, cfg: SynthConfig, label_taken: set[str], dynamic: bool) -> SceneObject:
+def _sample_object(
+    rng: np.random.Generator, cfg: SynthConfig, label_taken: set[str], dynamic: bool, duration_s: float
+) -> SceneObject:
     kind = KINDS[int(rng.integers(len(KINDS)))]
     colour_names = [c for c in COLOURS if f"{c} {kind}" not in label_taken]
     colour = colour_names[int(rng.integers(len(colour_names)))]
@@ -206,7 +208,9 @@ def _sample_object(rng: np.random.Generator, cfg: SynthConfig, label_taken: set[
             acc = (float(round(a * np.cos(heading), 2)), float(round(a * np.sin(heading), 2)))
     if mode in ("rotate", "both"):
         yaw_rate = float(round(rng.uniform(0.6, 2.0) * rng.choice([-1.0, 1.0]), 2))
-    start = float(rng.choice([0.0, 0.5, 1.0])) if rng.random() < 0.35 else 0.0
+    # motion starts on the half-second grid, uniformly up to 1 s before the end (so "when does it start?" has no
+    # favourite answer, and at least 1 s of motion is visible)
+    start = float(rng.choice(np.arange(0.0, max(duration_s - 1.0, 0.0) + 1e-9, 0.5)))
     if yaw_rate and common["texture"] == "plain":  # a plain sphere's spin would be invisible
         common["texture"] = "stripes"
     return SceneObject(**common, vel=vel, acc=acc, yaw_rate=yaw_rate, start_s=start)  # type: ignore[arg-type]
@@ -250,7 +254,7 @@ def make_scene(cfg: SynthConfig, index: int) -> Scene:
     for _ in range(n_obj):
         dynamic = rng.random() < cfg.dynamic_prob
         for attempt in range(12):
-            obj = _sample_object(rng, cfg, labels, dynamic and attempt < 8)
+            obj = _sample_object(rng, cfg, labels, dynamic and attempt < 8, duration)
             if _fits(obj, objects, t, cam_xy, backdrop_y):
                 objects.append(obj)
                 labels.add(obj.label)

@@ -28,6 +28,7 @@ import numpy as np
 
 from rgpt4d_core import storage
 from rgpt4d_core.regions import draw_set_of_marks
+from rgpt4d_core.synth.balance import balance_answers
 from rgpt4d_core.synth.config import GENERATOR_VERSION, SynthConfig
 from rgpt4d_core.synth.dataset import GroundTruth, load_ground_truth, load_questions
 from rgpt4d_core.synth.questions import TASKS, Mark, find_marks, make_questions
@@ -173,13 +174,16 @@ def scene_done(root: str, scene_id: str) -> bool:
 def finalize(root: str, cfg: SynthConfig) -> dict[str, Any]:
     """Gather ``scenes/*.json`` of scenes ``0..num_scenes-1`` into ``questions/*.jsonl`` and ``dataset.json``.
 
+    The scene records keep every generated question; the split files keep the answer-balanced subset
+    (:func:`~rgpt4d_core.synth.balance.balance_answers`).
+
     Raises:
         FileNotFoundError: naming the first scene whose record is missing (generation incomplete).
     """
     from rgpt4d_core.synth.scenes import scene_id_for
 
-    by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
-    counts = {s: {t: 0 for t in TASKS} for s in SPLITS}
+    rows: list[dict[str, Any]] = []
+    split_of: list[str] = []
     fps_seen, dur_seen, frames_seen = [], [], []
     for i in range(cfg.num_scenes):
         uri = scene_record_path(root, scene_id_for(i))
@@ -189,9 +193,14 @@ def finalize(root: str, cfg: SynthConfig) -> dict[str, Any]:
         fps_seen.append(rec["fps"])
         dur_seen.append(rec["duration_s"])
         frames_seen.append(rec["num_frames"])
-        for row in rec["questions"]:
-            by_split[rec["split"]].append(json.dumps(row, ensure_ascii=False))
-            counts[rec["split"]][row["task"]] += 1
+        rows += rec["questions"]
+        split_of += [rec["split"]] * len(rec["questions"])
+    kept = balance_answers(rows, split_of, cfg.seed) if cfg.balance_answers else list(range(len(rows)))
+    by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
+    counts = {s: {t: 0 for t in TASKS} for s in SPLITS}
+    for i in kept:
+        by_split[split_of[i]].append(json.dumps(rows[i], ensure_ascii=False))
+        counts[split_of[i]][rows[i]["task"]] += 1
     for s in SPLITS:
         text = "".join(line + "\n" for line in by_split[s])
         storage.write_bytes(storage.join(root, "questions", f"{s}.jsonl"), text.encode())
@@ -205,6 +214,11 @@ def finalize(root: str, cfg: SynthConfig) -> dict[str, Any]:
         "questions_per_split": {s: sum(counts[s].values()) for s in SPLITS},
         "questions_per_task": {t: sum(counts[s][t] for s in SPLITS) for t in TASKS},
         "questions_per_split_and_task": counts,
+        "questions_generated": len(rows),
+        "answer_balance": (
+            "every (split, task, kind) keeps equal counts per answer class (rgpt4d_core.synth.balance)"
+            if cfg.balance_answers else "none: answers as generated"
+        ),
         "layout": {"videos": "videos/<scene_id>.mp4", "ground_truth": "gt/<scene_id>.npz", "som": "som/<scene_id>.png",
                    "questions": "questions/<split>.jsonl", "scenes": "scenes/<scene_id>.json"},
     }
