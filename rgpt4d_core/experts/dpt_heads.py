@@ -15,6 +15,12 @@ layout of ``base.py``: depth in metres (``exp``), backward flow in pixels, dynam
 ``FrozenHeads`` is the same module frozen for the student's L_ED (no parameter trains, always in eval mode,
 gradients still flow to its *inputs*).
 
+Speed (L_ED runs these heads forward and backward in every P4D step): activations are kept in channels-last
+memory (oneDNN's fast layout on CPU), 1×1×1 convolutions run as matrix products over the channel axis
+(:func:`pointwise_conv`), and each refinement block applies its 1×1×1 ``out_conv`` before its upsampling. Same
+value as L4P's order up to float rounding (``tests/test_p4d_fast_path.py`` keeps the previous computation as
+the reference).
+
 Parameter names inside one head follow L4P's ``DPTOutputAdapter_fix`` (``act_postprocess.{k}.{0,1}``,
 ``scratch.layer_rn.{k}``, ``scratch.refinenet{1..4}.{resConfUnit1,resConfUnit2}.{conv1,conv2}``,
 ``scratch.refinenet{1..4}.out_conv``, ``head1.0``, ``head2.{0,2}``); see ``l4p.py`` for the full mapping.
@@ -74,6 +80,15 @@ def _resample(channels: int, exponents: Triple) -> nn.Module:
     raise ValueError(f"resample exponents {exponents} mix up- and down-sampling")
 
 
+def pointwise_conv(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A 1×1×1 ``conv`` as a matrix product over the channel axis: float ``[B, C_in, T, H, W]`` →
+    ``[B, C_out, T, H, W]``, channels-last memory when ``x`` is (PyTorch's CPU 1×1×1 path copies the input to
+    channels-first and back). Same value up to float rounding."""
+    if conv.kernel_size != (1, 1, 1) or conv.stride != (1, 1, 1) or conv.groups != 1 or conv.padding != (0, 0, 0):
+        return conv(x)
+    return F.linear(x.permute(0, 2, 3, 4, 1), conv.weight.flatten(1), conv.bias).permute(0, 4, 1, 2, 3)
+
+
 class ResidualConvUnit(nn.Module):
     """``x + conv(relu(conv(relu(x))))`` with 3×3×3 convs."""
 
@@ -102,14 +117,20 @@ class FusionBlock(nn.Module):
         self.out_conv = nn.Conv3d(channels, channels, 1)
 
     def forward(self, path: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, F, t, h, w]`` (``skip`` the same) → ``[B, F, t·f_T, h·f_H, w·f_W]``.
+
+        The 1×1×1 ``out_conv`` runs *before* the trilinear upsampling (L4P: after). Both are linear and act on
+        different axes, and interpolation weights sum to 1 so the bias commutes too: same value up to float
+        rounding, at ``1/(f_T·f_H·f_W)`` of the cost.
+        """
         if skip is not None:
             if not hasattr(self, "resConfUnit1"):
                 raise ValueError("this fusion block takes no skip input")
             path = path + self.resConfUnit1(skip)
-        path = self.resConfUnit2(path)
+        path = pointwise_conv(self.out_conv, self.resConfUnit2(path))
         if self.factor != (1, 1, 1):
             path = F.interpolate(path, scale_factor=self.factor, mode="trilinear", align_corners=True)
-        return self.out_conv(path)
+        return path
 
 
 class _Scratch(nn.Module):
@@ -142,7 +163,11 @@ class DPTHead(nn.Module):
     def forward(self, hooks: list[torch.Tensor]) -> torch.Tensor:
         if len(hooks) != 4:
             raise ValueError(f"a DPT head reads exactly 4 hook layers, got {len(hooks)}")
-        levels = [rn(post(h)) for post, rn, h in zip(self.act_postprocess, self.scratch.layer_rn, hooks, strict=True)]
+        hooks = [h.contiguous(memory_format=torch.channels_last_3d) for h in hooks]  # no-op from DenseHeads
+        levels = []
+        for post, rn, h in zip(self.act_postprocess, self.scratch.layer_rn, hooks, strict=True):
+            assert isinstance(post, nn.Sequential) and isinstance(post[0], nn.Conv3d)
+            levels.append(rn(post[1](pointwise_conv(post[0], h))))
         s = self.scratch
         t2, h2, w2 = levels[2].shape[2:]
         path = s.refinenet4(levels[3])[:, :, :t2, :h2, :w2]
@@ -152,7 +177,9 @@ class DPTHead(nn.Module):
         out = self.head1(path)
         if tuple(out.shape[2:]) != self.output_size:
             out = F.interpolate(out, size=self.output_size, mode="trilinear", align_corners=True)
-        return self.head2(out)
+        last = self.head2[2]
+        assert isinstance(last, nn.Conv3d)
+        return pointwise_conv(last, self.head2[1](self.head2[0](out)))
 
 
 @dataclass(frozen=True)
@@ -204,7 +231,8 @@ class DenseHeads(nn.Module):
     def forward(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         if latents.ndim != 6 or latents.shape[1] != 4:
             raise ValueError(f"latents must be [B, 4, T', h', w', C'], got {list(latents.shape)}")
-        hooks = list(latents.permute(1, 0, 5, 2, 3, 4).unbind(0))  # 4 x [B, C', T', h', w']
+        # 4 x [B, C', T', h', w'] in channels-last memory (oneDNN's fast layout; same values)
+        hooks = [h.permute(0, 4, 1, 2, 3).contiguous(memory_format=torch.channels_last_3d) for h in latents.unbind(1)]
         out: dict[str, torch.Tensor] = {}
         for task, head in self.task_heads.items():
             raw = head(hooks)  # [B, C, T, H, W]

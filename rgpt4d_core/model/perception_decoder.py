@@ -119,21 +119,45 @@ class PerceptionDecoder(nn.Module):
         Returns:
             float ``[B, T', h', w', C]``.
         """
+        return self._resize(self._subsample(frame_tokens))
+
+    def _subsample(self, frame_tokens: torch.Tensor) -> torch.Tensor:
+        """float ``[B, T, n, C]`` → the kept frames as a grid, float ``[B, T', h, w, C]``."""
         b, t, n, c = frame_tokens.shape
         side = math.isqrt(n)
         if side * side != n:
             raise ValueError(f"perception decoder needs a square token grid per frame, got {n} tokens")
+        keep = frame_subsample_indices(t, self.layout.frames)
+        return frame_tokens[:, keep].reshape(b, self.layout.frames, side, side, c)
+
+    def _resize(self, grid: torch.Tensor) -> torch.Tensor:
+        """Bilinear resize of the token grid: float ``[B, T', h, w, C]`` → ``[B, T', h', w', C]``."""
+        b, t, h, w, c = grid.shape
         lay = self.layout
-        keep = frame_subsample_indices(t, lay.frames)
-        x = frame_tokens[:, keep].reshape(b * lay.frames, side, side, c).permute(0, 3, 1, 2)
-        if (side, side) != (lay.height, lay.width):
-            x = F.interpolate(x, size=(lay.height, lay.width), mode="bilinear", align_corners=False)
-        return x.permute(0, 2, 3, 1).reshape(b, lay.frames, lay.height, lay.width, c)
+        if (h, w) == (lay.height, lay.width):
+            return grid
+        x = grid.reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+        x = F.interpolate(x, size=(lay.height, lay.width), mode="bilinear", align_corners=False)
+        return x.permute(0, 2, 3, 1).reshape(b, t, lay.height, lay.width, c)
 
     def forward(self, frame_tokens: torch.Tensor) -> torch.Tensor:
-        """``frame_tokens``: float ``[B, T, n, C]`` LLM hidden states → float ``[B, K, T', h', w', C']``."""
-        grid = self.rearrange(frame_tokens)
-        return torch.stack([hook(grid) for hook in self.hooks], dim=1)
+        """``frame_tokens``: float ``[B, T, n, C]`` LLM hidden states → float ``[B, K, T', h', w', C']``.
+
+        Equal to ``hook(rearrange(frame_tokens))`` per hook, but each hook's first ``nn.Linear`` (the whole
+        projection of the ``"linear"`` variant) runs on the ``h×w`` grid *before* the resize to ``h'×w'``: a
+        linear layer and a bilinear resize commute (the resize mixes tokens with weights summing to 1, so the
+        bias commutes too), same value up to float rounding at ``h·w/(h'·w')`` of that layer's cost (tiny 9/64,
+        real 121/256).
+        """
+        grid = self._subsample(frame_tokens)
+        if grid.shape[2] * grid.shape[3] > self.layout.height * self.layout.width:  # shrinking: resize first
+            return torch.stack([hook(self._resize(grid)) for hook in self.hooks], dim=1)
+        out = []
+        for hook in self.hooks:
+            first, rest = (hook[0], hook[1:]) if isinstance(hook, nn.Sequential) else (hook, None)
+            y = self._resize(first(grid))
+            out.append(rest(y) if rest is not None else y)
+        return torch.stack(out, dim=1)
 
 
 def gather_frame_tokens(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
