@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install browser demo test lint unit bench clean
 
 # One pip call with torch==2.13.0 inside the same resolve (pyproject pins it): never a CUDA build.
 $(STAMP): pyproject.toml
@@ -21,7 +21,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# Debian's chromium + chromedriver for the page's browser test (tests/test_serve_ui.py). Idempotent; non-fatal
+# (without root or apt the test skips, saying why).
+browser:
+	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "warning: could not install chromium + chromium-driver; tests/test_serve_ui.py will be skipped"
 
 demo: $(STAMP)
 	$(PY) -m pipelines.demo $(ARGS)
@@ -30,7 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check rgpt4d_core pipelines tests bench scripts
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(PY) -m pytest -q $(ARGS)
 
 test: lint unit

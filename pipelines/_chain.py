@@ -263,6 +263,15 @@ class Chain:
         tables = read_tables(directory / TABLE_JSON)
         return tables
 
+    def serve_job(self, section: StageSection, world: Path, trained: Trained, *overrides: str) -> Any:
+        """The :class:`pipelines.serve.ServeJob` of ``trained`` (the section's config and overrides, then the chain's
+        paths: media root ``out``, the world's test split as the page's one-click examples; then ``overrides``)."""
+        from pipelines import serve as S
+
+        return S.load_job(conf_files(section.config), [
+            *section.overrides, f"engine.checkpoint={trained.export}", f"security.media_root={self.out}",
+            f"ui.examples={world}", f"engine.include_duration={str(trained.include_duration).lower()}", *overrides])  # fmt: skip
+
     def serve_one_question(self, section: StageSection, world: Path, trained: Trained) -> dict[str, Any]:
         """Start Ray Serve on ``trained`` and answer one region-level test question over HTTP; then shut down."""
         from ray import serve
@@ -272,10 +281,7 @@ class Chain:
 
         marked = [i for i in load_benchmark(str(world), "test").items if i.regions]
         item = next((i for i in marked if i.task == "T"), marked[0])  # a motion question reads best in a demo
-        port = free_port()
-        job = S.load_job(conf_files(section.config), [*section.overrides, f"engine.checkpoint={trained.export}",
-                                          f"security.media_root={self.out}", f"server.port={port}",
-                                          f"engine.include_duration={str(trained.include_duration).lower()}"])  # fmt: skip
+        job = self.serve_job(section, world, trained, f"server.port={free_port()}")
         payload = {
             "video": {"path": str(Path(item.video).relative_to(self.out))},
             "question": item.question,
@@ -284,6 +290,8 @@ class Chain:
         }
         with self.stage("serve one question"):
             url, _ = S.start(job)
+            self.log(f"   Serve is up: page {url}/ui/ , API POST {url}/v1/vqa (for this question only; "
+                     "`make demo ARGS=--serve` keeps serving)")  # fmt: skip
             try:
                 request = urllib.request.Request(f"{url}/v1/vqa", data=json.dumps(payload).encode(),
                                                  headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip

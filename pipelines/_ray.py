@@ -72,3 +72,24 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
     else:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
+
+
+def wait_for_stop_signal(poll_s: float = 1.0) -> None:
+    """Block until Ctrl-C (SIGINT) or SIGTERM; call it after Ray and Serve are up.
+
+    The handlers are installed here, after ``ray.init``: Ray replaces the SIGTERM handler with one that exits
+    without stopping Serve, and a blocked sleep did not reliably see Ctrl-C. Both signals set one event, so
+    ``kill`` stops a server as cleanly as Ctrl-C and the caller's ``finally`` shuts Serve and Ray down.
+    """
+    import signal
+    import threading
+
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping.wait(timeout=poll_s):
+        pass

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 
 from rgpt4d_core.serve import api
-from rgpt4d_core.serve.security import SecurityConfig
+from rgpt4d_core.serve.security import MediaAccessError, SecurityConfig
 
 log = logging.getLogger("ray.serve.rgpt4d")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -33,6 +33,33 @@ class ApiError(Exception):
 
 class _BodyTooLarge(Exception):
     pass
+
+
+_ACCESS_STATUS = {"forbidden": 403, "not_found": 404, "too_large": 413, "invalid": 422}
+
+
+def media_error(exc: MediaAccessError) -> ApiError:
+    """The 4xx of a refused media reference (403 forbidden, 404 not found, 413 too large, 422 malformed)."""
+    return ApiError(_ACCESS_STATUS[exc.reason], f"media_{exc.reason}", str(exc), exc.field)
+
+
+async def read_upload(upload: Any, limit: int, field: str = "video") -> bytes:
+    """The bytes of a multipart file field (``None`` or a plain string: 422), refused over ``limit`` (413)."""
+    if upload is None or isinstance(upload, str):
+        raise ApiError(422, "invalid_request", f"{field}: multipart needs a file field '{field}'", field)
+    if (upload.size or 0) > limit:
+        raise ApiError(413, "media_too_large", f"{field}: upload exceeds max_upload_bytes={limit}", field)
+    data: bytes = await upload.read()
+    if not data:
+        raise ApiError(422, "invalid_request", f"{field}: the uploaded file is empty", field)
+    return data
+
+
+def status_of(code: str) -> int:
+    """HTTP status of an engine error code (``VQAError.code``, e.g. ``video_corrupt``)."""
+    if code == "internal":
+        return 500
+    return {"video_missing": 404, "video_too_large": 413}.get(code, 422)
 
 
 # ------------------------------------------------------------------------------------------------ middleware

@@ -3,6 +3,7 @@
     .venv/bin/python -m pipelines.demo                 # conf/demo/default.yaml, outputs under out/demo
     .venv/bin/python -m pipelines.demo --smoke         # conf/demo/smoke.yaml: a very small run (tests, CI)
     .venv/bin/python -m pipelines.demo --engine-logs   # Ray's and the libraries' output here, not <out>/logs/engine.log
+    .venv/bin/python -m pipelines.demo --serve         # then keep serving the P4D student and its web page (Ctrl-C)
     .venv/bin/python -m pipelines.demo --config conf/demo/default.yaml distill.overrides='[loop.epochs=3]'
 
 One local Ray, then the real jobs one after another:
@@ -15,7 +16,10 @@ One local Ray, then the real jobs one after another:
 5. evaluate both on the world's test split (``pipelines/evaluate.py``, Ray Data), metrics and reports attached to
    each training run;
 6. start Ray Serve on the P4D checkpoint and answer one region-level question over HTTP (``pipelines/serve.py``);
-7. print the comparison table, where the MLflow runs, reports and PNGs are, and the ``mlflow ui`` command.
+7. print the comparison table, where the MLflow runs, reports and PNGs are, and the ``mlflow ui`` command;
+8. with ``--serve`` (``make demo ARGS=--serve``): serve the P4D student on ``server.port`` of the serve config
+   (8000) until Ctrl-C, with the web page at ``http://127.0.0.1:8000/ui/`` and the world's test questions as
+   one-click examples.
 
 A re-run reuses every finished stage whose configuration and inputs are unchanged (``pipelines/_chain.py``).
 """
@@ -88,6 +92,7 @@ class DemoResult:
     chain: Chain
     wall_s: float
     files: dict[str, Path] = field(default_factory=dict)
+    world: Path | None = None
 
 
 def run(job: DemoJob, log: Any = print) -> DemoResult:
@@ -120,7 +125,25 @@ def run(job: DemoJob, log: Any = print) -> DemoResult:
     files["comparison chart"] = comparison
     files["comparison table"] = chain.out / "comparison.md"
     served = chain.serve_one_question(job.serve, world, trained[job.serve_variant]) if job.serve_question else {}
-    return DemoResult(chain.out, tables, trained, served, chain, time.perf_counter() - start, files)
+    return DemoResult(chain.out, tables, trained, served, chain, time.perf_counter() - start, files, world)
+
+
+def keep_serving(job: DemoJob, result: DemoResult) -> None:
+    """Serve the ``serve_variant`` student and its web page until Ctrl-C / SIGTERM, then stop Serve."""
+    from ray import serve
+
+    from pipelines import serve as S
+    from pipelines._ray import wait_for_stop_signal
+
+    assert result.world is not None
+    trained = result.trained[job.serve_variant]
+    url, _ = S.start(result.chain.serve_job(job.serve, result.world, trained))
+    print(f"\nServing {trained.export}\n  page: {url}/ui/\n  API:  POST {url}/v1/vqa   (Ctrl-C stops)", flush=True)
+    try:
+        wait_for_stop_signal()
+        print("shutting down", flush=True)
+    finally:
+        serve.shutdown()
 
 
 def print_summary(job: DemoJob, result: DemoResult, log_file: Path | None = None) -> None:
@@ -166,6 +189,8 @@ def main(argv: list[str] | None = None) -> DemoResult | None:
     parser.add_argument("--print-config", action="store_true")
     parser.add_argument("--engine-logs", action="store_true",
                         help="show Ray's, MLflow's and the libraries' own output here instead of <out>/logs/engine.log")
+    parser.add_argument("--serve", action="store_true",
+                        help="after the chain, keep serving the student and its web page (/ui/) until Ctrl-C")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1")
     args = parser.parse_args(argv)
     files = args.config or [str(SMOKE_CONFIG if args.smoke else DEFAULT_CONFIG)]
@@ -181,6 +206,8 @@ def main(argv: list[str] | None = None) -> DemoResult | None:
             print(f"Ray's and the libraries' own output goes to {log_file} (--engine-logs shows it here)", flush=True)
         result = run(job)
         print_summary(job, result, log_file)
+        if args.serve:
+            keep_serving(job, result)
     return result
 
 

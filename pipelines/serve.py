@@ -17,7 +17,8 @@ one replica saves a Ray hop per request and never ships decoded frames between p
 replicas. ``max_batch_size`` / ``batch_wait_timeout_s`` live in ``user_config`` (changed in place by
 ``serve deploy`` without restarting replicas).
 
-Routes: ``POST /v1/vqa``, ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz`` and FastAPI's
+Routes: ``POST /v1/vqa``, ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz``, the web page
+``GET /ui/`` (``pipelines/_serve_ui.py``; ``/`` redirects there) and FastAPI's
 ``/openapi.json`` / ``/docs``. Hardening: bodies over ``security.max_body_bytes`` get 413 (checked on the
 header and while streaming), schema errors 4xx naming the field, media confined by ``rgpt4d_core.serve.security``,
 per-request errors isolated, a request id on every response (``X-Request-ID`` header and body) and one JSON log
@@ -31,9 +32,7 @@ import asyncio
 import dataclasses
 import importlib
 import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,9 +53,13 @@ from pipelines._serve_http import (
     RequestGuard,
     error_response,
     log,
+    media_error,
     openapi_with_vqa_body,
+    read_upload,
+    status_of,
     validation_error,
 )
+from pipelines._serve_ui import UIConfig, UIRoutes, media_of, ui_router
 from rgpt4d_core.config import load
 from rgpt4d_core.regions import RegionError, validate_refs
 from rgpt4d_core.serve import api
@@ -68,8 +71,6 @@ from rgpt4d_core.serve.security import (
     decode_base64_video,
     resolve_media_path,
 )
-
-_ACCESS_STATUS = {"forbidden": 403, "not_found": 404, "too_large": 413, "invalid": 422}
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,10 @@ class ServeJob:
     engine: EngineConfig = field(default_factory=EngineConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
     bootstrap_preset: str | None = None
     engine_class: str = "rgpt4d_core.serve.engine:VQAEngine"
     ray_address: str | None = None
-
-
-def _status_of(error: VQAError) -> int:
-    if error.code == "internal":
-        return 500
-    return {"video_missing": 404, "video_too_large": 413}.get(error.code, 422)
 
 
 def _import(path: str) -> Any:
@@ -146,6 +142,7 @@ def ensure_checkpoint(job: ServeJob) -> None:
 fastapi_app = FastAPI(title="rgpt4d VQA", version="1", description="Region-level 4D video question answering")
 fastapi_app.openapi = openapi_with_vqa_body(fastapi_app)  # type: ignore[method-assign]
 fastapi_app.add_middleware(RequestGuard)
+fastapi_app.include_router(ui_router)  # the web page (GET /ui/), its config, examples and frame-1 preview
 
 
 @fastapi_app.exception_handler(ApiError)
@@ -161,8 +158,8 @@ async def _schema_error(request: Request, exc: RequestValidationError) -> JSONRe
 
 @serve.deployment(name="VQAModel")
 @serve.ingress(fastapi_app)
-class VQAModel:
-    """Ingress + engine replica (see the module docstring)."""
+class VQAModel(UIRoutes):
+    """Ingress + engine replica (see the module docstring); the page's routes come from :class:`UIRoutes`."""
 
     def __init__(self, job: ServeJob) -> None:
         ensure_checkpoint(job)
@@ -201,7 +198,7 @@ class VQAModel:
         prepared = await asyncio.to_thread(self.engine.prepare, request)
         result = prepared if isinstance(prepared, VQAError) else await self._run_batch(prepared)
         if isinstance(result, VQAError):
-            raise ApiError(_status_of(result), result.code, result.message, result.field)
+            raise ApiError(status_of(result.code), result.code, result.message, result.field)
         return result
 
     # ---------------------------------------------------------------------------- media
@@ -214,7 +211,7 @@ class VQAModel:
             assert video.url is not None
             return self._video_url(video.url, "video.url")
         except MediaAccessError as exc:
-            raise ApiError(_ACCESS_STATUS[exc.reason], f"media_{exc.reason}", str(exc), exc.field) from None
+            raise media_error(exc) from None
 
     def _video_url(self, url: str, field: str) -> str | bytes:
         if url.startswith("data:"):
@@ -230,9 +227,7 @@ class VQAModel:
             raise ApiError(422, "invalid_request", "video: multipart needs a file field 'video'", "video")
         if not isinstance(raw, str):
             raise ApiError(422, "invalid_request", "request: multipart needs a JSON field 'request'", "request")
-        limit = self.security.max_upload_bytes
-        if (upload.size or 0) > limit:
-            raise ApiError(413, "media_too_large", f"video: upload exceeds max_upload_bytes={limit}", "video")
+        data = await read_upload(upload, self.security.max_upload_bytes)  # size (413) before the JSON's errors
         try:
             payload = api.VQAPayload.model_validate_json(raw)
         except ValidationError as exc:
@@ -240,9 +235,6 @@ class VQAModel:
             raise ApiError(err.status, err.code, f"request.{err.message}", f"request.{err.field}") from None
         if payload.video is not None:
             raise ApiError(422, "invalid_request", "video: give the upload or request.video, not both", "video")
-        data = await upload.read()
-        if not data:
-            raise ApiError(422, "invalid_request", "video: the uploaded file is empty", "video")
         return payload, data
 
     # ---------------------------------------------------------------------------- routes
@@ -269,14 +261,14 @@ class VQAModel:
         result = await self._answer(VQARequest(
             video=source, question=payload.question, options=tuple(payload.options),
             regions=tuple(r.to_region() for r in payload.regions), include_duration=payload.include_duration,
-            request_id=rid))
+            request_id=rid, include_media=payload.include_media))
         timings = api.Timings(decode_ms=result.decode_ms, generate_ms=result.generate_ms,
                               total_ms=(time.perf_counter() - start) * 1e3)
         return api.VQAAnswer(
             request_id=rid, model=self.model_id, answer=result.answer, answer_index=result.answer_index,
             answer_letter=result.answer_letter, method=result.method, raw_output=result.raw_output,
             batch_size=result.batch_size, duration_s=result.duration_s, num_frames=result.num_frames,
-            timings=timings)
+            timings=timings, media=media_of(result))
 
     @fastapi_app.post("/v1/chat/completions", response_model=api.ChatCompletion,
                       responses={400: {"model": api.ErrorBody}, 422: {"model": api.ErrorBody}})
@@ -291,7 +283,7 @@ class VQAModel:
             question, options = body.question_and_options(text)
             source = self._video_url(url, "messages.content.video_url")
         except MediaAccessError as exc:
-            raise ApiError(_ACCESS_STATUS[exc.reason], f"media_{exc.reason}", str(exc), exc.field) from None
+            raise media_error(exc) from None
         except ValueError as exc:
             where = str(exc).split(":")[0]
             raise ApiError(422, "invalid_request", str(exc), where) from None
@@ -351,7 +343,8 @@ def load_job(config: str | list[str] | None = None, overrides: list[str] | None 
     # replicas may run in another working directory: pin relative local paths to where the job was launched
     engine = dataclasses.replace(job.engine, checkpoint=_absolute(job.engine.checkpoint))
     security = dataclasses.replace(job.security, media_root=_absolute(job.security.media_root))
-    return dataclasses.replace(job, engine=engine, security=security)
+    ui = dataclasses.replace(job.ui, examples=_absolute(job.ui.examples))
+    return dataclasses.replace(job, engine=engine, security=security, ui=ui)
 
 
 def _absolute(path: str) -> str:
@@ -387,23 +380,13 @@ def main(argv: list[str] | None = None) -> None:
 
         print(to_yaml(job))
         return
-    from pipelines._ray import init_ray
+    from pipelines._ray import init_ray, wait_for_stop_signal
 
     init_ray(job.ray_address)
     url, _ = start(job)
-    # Installed after Ray and Serve are up: ray.init replaces the SIGTERM handler with one that exits without
-    # stopping Serve, and a blocked sleep did not reliably see Ctrl-C. Both signals now set one event.
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: Any) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)  # `kill` stops it as cleanly as Ctrl-C
-    print(f"rgpt4d VQA serving {job.engine.checkpoint} at {url}  (POST {url}/v1/vqa, docs {url}/docs)", flush=True)
+    print(f"rgpt4d VQA serving {job.engine.checkpoint} at {url}  (POST {url}/v1/vqa, page {url}/ui/)", flush=True)
     try:
-        while not stopping.wait(timeout=1.0):
-            pass
+        wait_for_stop_signal()
         print("shutting down", flush=True)
     finally:
         serve.shutdown()

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
-from tests.test_serve_engine import OPTIONS, make_mp4
+from tests.serve_testkit import tiny_job, write_media
+from tests.test_serve_engine import OPTIONS
 
 QUESTION = "Where does <obj_1> move?"
 REGIONS = [{"obj_id": 1, "box": [0.05, 0.3, 0.4, 0.6]}]
@@ -55,24 +55,15 @@ class Server:
 def server(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     from ray import serve
 
-    from pipelines.serve import load_job, start
+    from pipelines.serve import start
 
     base = tmp_path_factory.mktemp("serve")
-    media = base / "media"
-    (media / "clips").mkdir(parents=True)
-    video = make_mp4()
-    (media / "clips" / "a.mp4").write_bytes(video)
+    media, video = write_media(base)
     (base / "secret.mp4").write_bytes(video)  # outside the media root
     os.symlink(base / "secret.mp4", media / "clips" / "escape.mp4")
     os.symlink(media / "clips" / "a.mp4", media / "inside_link.mp4")
-    port = free_port()
-    job = load_job(overrides=[
-        f"engine.checkpoint={base / 'ckpt'}", "bootstrap_preset=tiny", "engine.max_new_tokens=4",
-        "engine.torch_threads=1", "engine.decode_threads=2", f"security.media_root={media}",
-        f"security.max_body_bytes={MAX_BODY}", "security.max_upload_bytes=300000", f"server.port={port}",
-        "server.num_cpus=0.5", "server.max_batch_size=2", "server.batch_wait_timeout_s=0.05",
-        "server.app_name=rgpt4d-test",
-    ])
+    job = tiny_job(base, media, f"security.max_body_bytes={MAX_BODY}", "security.max_upload_bytes=300000",
+                   "server.max_batch_size=2", "server.batch_wait_timeout_s=0.05", "server.app_name=rgpt4d-test")
     # batching comes from Serve's user_config (8), not from the job's server section (2)
     url, handle = start(job, {"max_batch_size": 8, "batch_wait_timeout_s": 0.05})
     try:

@@ -111,6 +111,7 @@ class VQAPayload(_Strict):
     options: list[str] = Field(min_length=1, max_length=len(OPTION_LETTERS))
     regions: list[RegionSpec] = Field(default_factory=list, max_length=MAX_REGIONS, validate_default=True)
     include_duration: bool | None = Field(default=None, description="override the duration sentence")
+    include_media: bool = Field(default=False, description="also return the sampled frames and the SoM image")
 
     @field_validator("options")
     @classmethod
@@ -133,6 +134,23 @@ class Timings(BaseModel):
     total_ms: float
 
 
+class FrameThumb(BaseModel):
+    """One frame the model was given."""
+
+    index: int = Field(description="frame index in the source video")
+    timestamp_s: float = Field(description="presentation time, seconds")
+    image: str = Field(description="data:image/jpeg;base64 thumbnail")
+
+
+class Media(BaseModel):
+    """What the model saw (``include_media: true``): the sampled frames and frame 1 with its Set-of-Marks."""
+
+    frames: list[FrameThumb]
+    som_image: str = Field(description="data:image/jpeg;base64 of frame 1 with the marks")
+    width: int = Field(description="frame 1 as displayed, pixels")
+    height: int
+
+
 class VQAAnswer(BaseModel):
     """``POST /v1/vqa`` success body."""
 
@@ -147,6 +165,7 @@ class VQAAnswer(BaseModel):
     duration_s: float
     num_frames: int
     timings: Timings
+    media: Media | None = Field(default=None, description="only when the request set include_media")
 
 
 class ErrorDetail(BaseModel):

@@ -35,6 +35,7 @@ from rgpt4d_core.model.preprocess import frames_to_pixels, preprocess_clip
 from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.student import Student
 from rgpt4d_core.regions import RegionError, draw_set_of_marks, validate_refs
+from rgpt4d_core.serve.media import ClipMedia, clip_media
 from rgpt4d_core.text.answers import extract_answer
 from rgpt4d_core.text.prompts import OPTION_LETTERS, build_inference_ids, r4d_user_text
 from rgpt4d_core.text.tokenizer import TOKENIZERS, TextTokenizer
@@ -110,6 +111,7 @@ class VQARequest:
         request_id: echoed in the result.
         som_image: an already marked frame 1, uint8 ``[H, W, 3]`` RGB (e.g. R4D-Bench's ``som_image`` file); when
             given it is used as is and ``regions`` are neither drawn nor required for the ``<obj_k>`` tokens.
+        include_media: also return the sampled frames and the SoM image as JPEGs (:attr:`VQAResult.media`).
     """
 
     video: str | bytes
@@ -119,6 +121,7 @@ class VQARequest:
     include_duration: bool | None = None
     request_id: str = ""
     som_image: np.ndarray | None = None
+    include_media: bool = False
 
     @classmethod
     def from_item(cls, item: VQAItem, video: str | bytes | None = None) -> VQARequest:
@@ -147,6 +150,7 @@ class VQAResult:
         duration_s: source video duration in seconds; ``num_frames``: frames the model saw.
         prompt_tokens: prompt length in LLM positions (text + visual tokens); ``completion_tokens``: new tokens.
         decode_ms / generate_ms: wall time of this request's decode and of its batch's generation.
+        media: the frames the model saw and its SoM image, when the request asked (``include_media``).
     """
 
     request_id: str
@@ -162,6 +166,7 @@ class VQAResult:
     completion_tokens: int
     decode_ms: float
     generate_ms: float
+    media: ClipMedia | None = None
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,8 @@ class PreparedRequest:
     Attributes:
         video: float32 ``[T, 3, S, S]`` in ``[-1, 1]``; ``timestamps_s``: float32 ``[T]`` seconds;
         som_image: float32 ``[3, S, S]`` in ``[-1, 1]``, frame 1 with Set-of-Marks;
-        input_ids: int64 ``[L]`` prompt ids (one image and one video placeholder).
+        input_ids: int64 ``[L]`` prompt ids (one image and one video placeholder);
+        media: JPEGs for the client when the request asked for them.
     """
 
     request: VQARequest
@@ -198,6 +204,7 @@ class PreparedRequest:
     input_ids: torch.Tensor
     duration_s: float
     decode_ms: float
+    media: ClipMedia | None = None
 
 
 def _fit_mask(region: Region, height: int, width: int) -> Region:
@@ -316,6 +323,7 @@ class VQAEngine:
                 answer_style=self.answer_style,
             )
             ids = torch.tensor(build_inference_ids(self.tokenizer, text), dtype=torch.long)
+            media = clip_media(clip, som) if request.include_media else None
         except VideoDecodeError as exc:
             return VQAError(request.request_id, f"video_{exc.reason}", f"video: {exc}", "video")
         except RegionError as exc:
@@ -333,6 +341,7 @@ class VQAEngine:
             input_ids=ids,
             duration_s=clip.duration_s,
             decode_ms=(time.perf_counter() - start) * 1e3,
+            media=media,
         )
 
     def run(self, prepared: Sequence[PreparedRequest | VQAError]) -> list[VQAResult | VQAError]:
@@ -435,4 +444,5 @@ class VQAEngine:
             completion_tokens=completion_tokens,
             decode_ms=item.decode_ms,
             generate_ms=generate_ms,
+            media=item.media,
         )
