@@ -1,6 +1,6 @@
 """Benchmark: the tiny student's training and inference speed, measured side by side in one run.
 
-    .venv/bin/python bench/student.py [--batch 4] [--frames 16] [--rounds 15] [--threads 1]
+    .venv/bin/python bench/student.py [--batch 4] [--frames 16] [--rounds 15] [--threads 1] [--recipe]
 
 Training (forward + backward + optimiser step, samples/s):
   * ``sft``  — the student without D_4DP, loss = L_SFT;
@@ -12,6 +12,11 @@ Inference (no grad, samples/s), same weights:
   * ``stripped`` — a student trained with D_4DP, saved, and loaded for inference (decoder stripped).
   Both a teacher-forced forward and ``generate(max_new_tokens=4)`` are timed. The paper claims no inference
   cost from P4D: stripped/base should be 1.00 within noise.
+
+By default the student is the bare ``tiny`` preset (frozen tower) on a one-line question. ``--recipe`` measures
+what the tiny recipe of ``conf/distill/tiny.yaml`` trains: a trained vision tower, an R4D-style prompt with a
+Set-of-Marks image and five options, and the option's text as the answer (``answer_style: option``); L_ED costs the
+same per sample in both, the SFT step is larger.
 
 Rounds alternate A/B so both see the same CPU contention; medians are reported.
 """
@@ -33,16 +38,33 @@ from rgpt4d_core.losses import P4DLossConfig, loss_preset, p4d_loss
 from rgpt4d_core.model.checkpoint import load_student, save_student
 from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.student import Student
-from rgpt4d_core.text.prompts import build_inference_ids, build_training_example, media_placeholders
+from rgpt4d_core.text.prompts import (
+    build_inference_ids,
+    build_training_example,
+    mcq_target,
+    media_placeholders,
+    r4d_user_text,
+)
 from rgpt4d_core.text.tokenizer import tiny_tokenizer
 
+#: a representative synthetic-benchmark question for ``--recipe`` (T category, five options)
+RECIPE_QUESTION = ("Between 0.5 s and 2.5 s, in which direction does <obj_1> move over the ground, relative to the "
+                   "camera's initial viewpoint?")  # fmt: skip
+RECIPE_OPTIONS = ("To the left", "Away from the camera", "Towards the camera", "To the right",
+                  "It does not change its position")  # fmt: skip
 
-def make_batch(batch: int, frames: int) -> dict:
+
+def make_batch(batch: int, frames: int, recipe: bool = False) -> dict:
     tok = tiny_tokenizer()
-    user = media_placeholders(tok, has_video=True) + "How many objects are moving in the video?"
-    ex = build_training_example(tok, user, "B")
+    if recipe:
+        user = r4d_user_text(tok, RECIPE_QUESTION, RECIPE_OPTIONS, 3.0, answer_style="option")
+        ex = build_training_example(tok, user, mcq_target(RECIPE_OPTIONS, "To the right", "option"))
+    else:
+        user = media_placeholders(tok, has_video=True) + "How many objects are moving in the video?"
+        ex = build_training_example(tok, user, "B")
     g = torch.Generator().manual_seed(0)
-    return {
+    extra = {"images": torch.rand(batch, 3, 64, 64, generator=g) * 2 - 1, "image_owner": torch.arange(batch)}
+    return {**(extra if recipe else {}),
         "input_ids": [torch.tensor(ex.input_ids)] * batch,
         "labels": [torch.tensor(ex.labels)] * batch,
         "prompt_ids": [torch.tensor(build_inference_ids(tok, user))] * batch,
@@ -77,11 +99,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--recipe", action="store_true", help="the tiny recipe: trained tower, R4D prompt, SoM image")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec = build_expert(ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu")).spec
     heads = build_frozen_heads(ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu"))
-    data = make_batch(args.batch, args.frames)
+    data = make_batch(args.batch, args.frames, args.recipe)
     b = args.batch
     k, (t, h, w), c = len(spec.hook_layers), spec.latent_grid, spec.latent_dim
     with torch.no_grad():
@@ -91,13 +114,17 @@ def main() -> None:
     targets["latents"] = teacher_latents
     cfg = loss_preset("released_code")
 
+    student_cfg = student_config("tiny")
+    if args.recipe:
+        student_cfg = replace(student_cfg, vision=replace(student_cfg.vision, frozen=False), answer_style="option")
     torch.manual_seed(0)
-    sft_model = Student(student_config("tiny"))
+    sft_model = Student(student_cfg)
     torch.manual_seed(0)
-    p4d_model = Student(student_config("tiny"), spec)
+    p4d_model = Student(student_cfg, spec)
     opt_sft = torch.optim.AdamW([p for p in sft_model.parameters() if p.requires_grad], lr=1e-4)
     opt_p4d = torch.optim.AdamW([p for p in p4d_model.parameters() if p.requires_grad], lr=1e-4)
-    fwd_args = {key: data[key] for key in ("input_ids", "labels", "videos", "timestamps_s")}
+    media_keys = ("videos", "timestamps_s", "images", "image_owner") if args.recipe else ("videos", "timestamps_s")
+    fwd_args = {key: data[key] for key in ("input_ids", "labels", *media_keys)}
 
     def step_sft() -> None:
         out = sft_model(**fwd_args)
@@ -127,12 +154,8 @@ def main() -> None:
         stripped = load_student(tmp).eval()
         base = Student(stripped.cfg).eval()
         base.load_state_dict(stripped.state_dict())
-    gen_args = {
-        "input_ids": data["prompt_ids"],
-        "videos": data["videos"],
-        "timestamps_s": data["timestamps_s"],
-    }
-    inf_args = {key: data[key] for key in ("input_ids", "videos", "timestamps_s")}
+    gen_args = {"input_ids": data["prompt_ids"], **{key: data[key] for key in media_keys}}
+    inf_args = {key: data[key] for key in ("input_ids", *media_keys)}
 
     def fwd(model: Student) -> Callable[[], object]:
         return lambda: model(**inf_args)
@@ -147,7 +170,8 @@ def main() -> None:
     n_base = sum(p.numel() for p in base.parameters())
     n_dec = sum(p.numel() for p in p4d_model.decoder.parameters()) if p4d_model.decoder is not None else 0
 
-    print(f"tiny student: batch {b} × {args.frames} frames 64×64, {sft_model.tokens_per_frame} tokens/frame, "
+    what = "tiny recipe (trained tower, R4D prompt + SoM image)" if args.recipe else "tiny preset (frozen tower)"
+    print(f"{what}: batch {b} × {args.frames} frames 64×64, {sft_model.tokens_per_frame} tokens/frame, "
           f"{n_base / 1e6:.2f} M params (+{n_dec / 1e6:.2f} M D_4DP), expert layout {k}×{t}×{h}×{w}×{c}, "
           f"threads {args.threads}, {args.rounds} rounds (medians)")  # fmt: skip
     print(f"{'measure':<38}{'A':>12}{'B':>12}{'B/A':>8}")

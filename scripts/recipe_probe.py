@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from collections import defaultdict
@@ -30,18 +31,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgpt4d_core.losses import sft_loss
+from rgpt4d_core.experts.base import ExpertSpec
+from rgpt4d_core.experts.oracle import targets_from_ground_truth
+from rgpt4d_core.losses import latent_loss, sft_loss
 from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods
 from rgpt4d_core.model.preprocess import frames_to_pixels
 from rgpt4d_core.model.presets import tiny
 from rgpt4d_core.model.projector import ProjectorConfig
 from rgpt4d_core.model.student import Student, StudentConfig
 from rgpt4d_core.regions import draw_set_of_marks
-from rgpt4d_core.synth.dataset import load_questions
+from rgpt4d_core.synth.dataset import load_ground_truth, load_questions
 from rgpt4d_core.text.prompts import (
     OPTION_LETTERS,
     build_inference_ids,
@@ -52,6 +56,9 @@ from rgpt4d_core.text.prompts import (
 from rgpt4d_core.text.tokenizer import tiny_tokenizer
 from rgpt4d_core.types import VQAItem
 from rgpt4d_core.video.decode import DecodeConfig, decode_clip
+
+#: categories whose answers are classes (not numbers or boxes): their per-answer accuracy shows what was learned
+CLASS_TASKS = ("C", "FP", "R", "SR", "T")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -71,6 +78,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--projector", default="mlp_downsample_3x3_fix")
     p.add_argument("--held-out", type=int, default=1500, help="val+test questions scored (fixed sample)")
     p.add_argument("--train-eval", type=int, default=300, help="training questions scored (fixed sample)")
+    p.add_argument("--dense-aux", type=float, default=0.0,
+                   help="weight of an oracle dense loss: D_4DP predicts the world's exact depth / flow / moving "
+                        "mask under each visual token (an upper bound for P4D's teacher); 0 = SFT only")
+    p.add_argument("--tasks", default="", help="comma-separated categories to train and score (default: all)")
     p.add_argument("--out", default="", help="write the result JSON here")
     return p.parse_args(argv)
 
@@ -95,13 +106,66 @@ def decode_world(root: str, videos: Sequence[str], size: int, frames: int) -> Wo
     return World(z["frames"], z["timestamps_s"], {v: i for i, v in enumerate(z["videos"].tolist())})
 
 
+#: sub-cells per token side of the oracle dense target (3: a 9x9 map over the 3x3 token grid of a 64-px frame)
+DENSE_SUB = 3
+#: channels per sub-cell: log-depth, flow x, flow y (pixels between sampled frames), moving-pixel fraction
+DENSE_CHANNELS = 4
+
+
+def dense_targets(root: str, videos: Sequence[str], world: World, grid: int) -> np.ndarray:
+    """Oracle targets float32 ``[N, T, grid, grid, SUB*SUB*CHANNELS]``, each channel standardised over the world.
+
+    The world's exact depth, flow between the sampled frames and moving mask (the ``oracle`` expert's maps at
+    the frame size) are averaged over a ``(grid*SUB)²`` grid; each visual token gets its ``SUB x SUB`` cells.
+    Cached in ``<root>/probe_dense_<size>_<frames>.npz``.
+    """
+    t_frames, size = world.frames.shape[1], world.frames.shape[2]
+    cache = Path(root) / f"probe_dense_{size}_{t_frames}.npz"
+    if not cache.exists():
+        cells = grid * DENSE_SUB
+        out = np.zeros((len(videos), t_frames, cells, cells, DENSE_CHANNELS), np.float32)
+        for n, video in enumerate(videos):
+            gt = load_ground_truth(os.path.join(root, video))
+            stamps = world.timestamps_s[world.index[video]]
+            idx = np.abs(np.asarray(gt.timestamps_s)[None] - stamps[:, None]).argmin(1)
+            maps = targets_from_ground_truth(gt, idx, (size, size), None, video)
+            assert maps.depth is not None and maps.flow_2d_backward is not None and maps.dyn_mask is not None
+            depth = np.log(np.clip(maps.depth, 0.1, None))
+            stack = np.concatenate([depth[..., None], maps.flow_2d_backward, maps.dyn_mask[..., None]], -1)
+            chw = torch.from_numpy(np.ascontiguousarray(stack.transpose(0, 3, 1, 2)))  # [T, C, S, S]
+            out[n] = F.adaptive_avg_pool2d(chw, cells).permute(0, 2, 3, 1).numpy()
+        np.savez(cache, videos=np.array(videos), targets=out)
+    z = np.load(cache)
+    assert z["videos"].tolist() == list(videos), "dense target cache was built for other videos"
+    t = z["targets"]
+    t = (t - t.mean(axis=(0, 1, 2, 3))) / (t.std(axis=(0, 1, 2, 3)) + 1e-6)
+    n, f, cells, _, c = t.shape
+    t = t.reshape(n, f, grid, DENSE_SUB, grid, DENSE_SUB, c).transpose(0, 1, 2, 4, 3, 5, 6)
+    return np.ascontiguousarray(t.reshape(n, f, grid, grid, DENSE_SUB * DENSE_SUB * c))
+
+
+def dense_spec(frames: int, grid: int) -> ExpertSpec:
+    """The latent layout D_4DP must produce for :func:`dense_targets`: one hook, ``[T, grid, grid, C]``."""
+    dim = DENSE_SUB * DENSE_SUB * DENSE_CHANNELS
+    return ExpertSpec(name="oracle-dense-probe", revision="ground-truth", num_frames=frames, input_size=(64, 64),
+                      hook_layers=(0,), latent_grid=(frames, grid, grid), latent_dim=dim)  # fmt: skip
+
+
 class Probe:
     """One student, its tokenizer and the world's frames; :meth:`loss` trains, :meth:`predict` answers."""
 
     def __init__(self, args: argparse.Namespace, world: World) -> None:
         self.args, self.world, self.tok = args, world, tiny_tokenizer()
         self.style = args.answer_style
-        self.model = Student(probe_config(args))
+        self.dense: torch.Tensor | None = None
+        self.dense_losses: list[float] = []  # oracle dense loss per step (standardised targets: 1.0 = the mean)
+        spec = None
+        if args.dense_aux > 0:
+            grid = 3  # tokens per side of a 64-px frame after the 3x3 projector (8x8 patches padded to 9x9)
+            videos = sorted(world.index, key=world.index.__getitem__)
+            self.dense = torch.from_numpy(dense_targets(args.world, videos, world, grid))
+            spec = dense_spec(args.frames, grid)
+        self.model = Student(probe_config(args), spec)
 
     def user_text(self, q: VQAItem) -> str:
         media = not self.args.blind
@@ -129,8 +193,14 @@ class Probe:
         media = self.media(qs)
         owner = {"image_owner": torch.arange(len(qs))} if "images" in media else {}
         out = self.model([torch.tensor(e.input_ids) for e in examples], [torch.tensor(e.labels) for e in examples],
-                         **media, **owner, compute_latents=False)  # fmt: skip
-        return sft_loss(out.logits, out.labels)[0]
+                         **media, **owner, compute_latents=self.dense is not None)  # fmt: skip
+        loss = sft_loss(out.logits, out.labels)[0]
+        if self.dense is not None and out.latents is not None:
+            target = self.dense[[self.world.index[q.video] for q in qs]].unsqueeze(1)  # [B, 1, T, g, g, C]
+            dense = latent_loss(out.latents, target, "mse", 1.0).mean()
+            self.dense_losses.append(float(dense.detach()))
+            loss = loss + self.args.dense_aux * dense
+        return loss
 
     @torch.no_grad()
     def predict(self, qs: Sequence[VQAItem], chunk: int = 16) -> list[int]:
@@ -164,12 +234,23 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
 
 
 def accuracy(qs: Sequence[VQAItem], preds: Sequence[int]) -> tuple[float, dict[str, float]]:
-    """(mean over categories, per-category accuracy), percent."""
+    """(Avg over all questions as in R4D-Bench, per-category accuracy), percent."""
     per: dict[str, list[bool]] = defaultdict(list)
     for q, p in zip(qs, preds, strict=True):
         per[q.task].append(p == q.options.index(q.answer))
     cats = {t: round(100 * float(np.mean(v)), 1) for t, v in sorted(per.items())}
-    return round(float(np.mean(list(cats.values()))), 1), cats
+    return round(100 * float(np.mean([x for v in per.values() for x in v])), 1), cats
+
+
+def accuracy_by_answer(qs: Sequence[VQAItem], preds: Sequence[int], min_count: int = 20) -> dict[str, float]:
+    """Accuracy (percent) per category and answer text (``<obj_k>`` dropped), for answers given >= ``min_count``
+    times: a student that learned only the prior class scores 100 on it and 0 on every other."""
+    per: dict[str, list[bool]] = defaultdict(list)
+    for q, p in zip(qs, preds, strict=True):
+        answer = re.sub(r"\s*<obj_\d+>", "", q.answer) if q.task in CLASS_TASKS else ""
+        if answer:
+            per[f"{q.task}: {answer}"].append(p == q.options.index(q.answer))
+    return {k: round(100 * float(np.mean(v)), 1) for k, v in sorted(per.items()) if len(v) >= min_count}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -178,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     train = load_questions(args.world, "train")
     held = load_questions(args.world, "val") + load_questions(args.world, "test")
+    if args.tasks:
+        keep = set(args.tasks.split(","))
+        train, held = [q for q in train if q.task in keep], [q for q in held if q.task in keep]
     print(f"[1/3] world {args.world}: {len(train)} training / {len(held)} held-out questions", flush=True)
     world = decode_world(args.world, sorted({q.video for q in train + held}), args.size, args.frames)
     probe = Probe(args, world)
@@ -201,17 +285,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         recent = [*recent[-49:], float(loss.detach())]
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
             rate = args.batch * (step + 1) / (time.perf_counter() - start)
-            print(f"  step {step + 1}/{args.steps}  loss {np.mean(recent):.3f}  {rate:.1f} samples/s  "
+            dense = f"  dense {np.mean(probe.dense_losses[-50:]):.3f}" if probe.dense_losses else ""
+            print(f"  step {step + 1}/{args.steps}  loss {np.mean(recent):.3f}{dense}  {rate:.1f} samples/s  "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     train_s = time.perf_counter() - start
     held_sample = [held[i] for i in np.random.default_rng(123).permutation(len(held))[: args.held_out]]
     train_sample = [train[i] for i in np.random.default_rng(321).permutation(len(train))[: args.train_eval]]
     print(f"[3/3] scoring {len(held_sample)} held-out and {len(train_sample)} training questions", flush=True)
-    held_avg, held_cats = accuracy(held_sample, probe.predict(held_sample))
+    held_preds = probe.predict(held_sample)
+    held_avg, held_cats = accuracy(held_sample, held_preds)
     train_avg, train_cats = accuracy(train_sample, probe.predict(train_sample))
     result = {"args": vars(args), "held_out_avg": held_avg, "held_out": held_cats, "train_avg": train_avg,
-              "train": train_cats, "train_s": round(train_s), "samples_per_s": round(args.steps * args.batch / train_s, 1),
-              "final_loss": round(float(np.mean(recent)), 3), "load_avg_1min": round(os.getloadavg()[0], 2),
+              "train": train_cats,
+              "held_out_by_answer": accuracy_by_answer(held_sample, held_preds), "train_s": round(train_s), "samples_per_s": round(args.steps * args.batch / train_s, 1),
+              "final_loss": round(float(np.mean(recent)), 3),
+              "final_dense_loss": round(float(np.mean(probe.dense_losses[-50:])), 3) if probe.dense_losses else None, "load_avg_1min": round(os.getloadavg()[0], 2),
               "n_held_out": len(held_sample)}  # fmt: skip
     print(json.dumps(result), flush=True)
     if args.out:
