@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any
 
 _ENV_DEFAULTS = {
@@ -74,15 +75,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
 
 
-def wait_for_stop_signal(poll_s: float = 1.0) -> None:
-    """Block until Ctrl-C (SIGINT) or SIGTERM; call it after Ray and Serve are up.
+def install_stop_signals() -> threading.Event:
+    """An event set by Ctrl-C (SIGINT) or SIGTERM; install it after Ray and Serve are up and BEFORE announcing
+    that the server is ready (a signal sent on seeing that line must find the handler).
 
-    The handlers are installed here, after ``ray.init``: Ray replaces the SIGTERM handler with one that exits
-    without stopping Serve, and a blocked sleep did not reliably see Ctrl-C. Both signals set one event, so
-    ``kill`` stops a server as cleanly as Ctrl-C and the caller's ``finally`` shuts Serve and Ray down.
+    Ray replaces the SIGTERM handler with one that exits without stopping Serve, and a blocked sleep did not
+    reliably see Ctrl-C; both signals set one event, so ``kill`` stops a server as cleanly as Ctrl-C and the
+    caller's ``finally`` shuts Serve and Ray down.
     """
     import signal
-    import threading
 
     stopping = threading.Event()
 
@@ -91,5 +92,10 @@ def wait_for_stop_signal(poll_s: float = 1.0) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    return stopping
+
+
+def wait_for(stopping: threading.Event, poll_s: float = 1.0) -> None:
+    """Block until ``stopping`` (from :func:`install_stop_signals`) is set."""
     while not stopping.wait(timeout=poll_s):
         pass

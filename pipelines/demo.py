@@ -133,14 +133,15 @@ def keep_serving(job: DemoJob, result: DemoResult) -> None:
     from ray import serve
 
     from pipelines import serve as S
-    from pipelines._ray import wait_for_stop_signal
+    from pipelines._ray import install_stop_signals, wait_for
 
     assert result.world is not None
     trained = result.trained[job.serve_variant]
     url, _ = S.start(result.chain.serve_job(job.serve, result.world, trained))
+    stopping = install_stop_signals()
     print(f"\nServing {trained.export}\n  page: {url}/ui/\n  API:  POST {url}/v1/vqa   (Ctrl-C stops)", flush=True)
     try:
-        wait_for_stop_signal()
+        wait_for(stopping)
         print("shutting down", flush=True)
     finally:
         serve.shutdown()

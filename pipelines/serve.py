@@ -380,13 +380,14 @@ def main(argv: list[str] | None = None) -> None:
 
         print(to_yaml(job))
         return
-    from pipelines._ray import init_ray, wait_for_stop_signal
+    from pipelines._ray import init_ray, install_stop_signals, wait_for
 
     init_ray(job.ray_address)
     url, _ = start(job)
+    stopping = install_stop_signals()
     print(f"rgpt4d VQA serving {job.engine.checkpoint} at {url}  (POST {url}/v1/vqa, page {url}/ui/)", flush=True)
     try:
-        wait_for_stop_signal()
+        wait_for(stopping)
         print("shutting down", flush=True)
     finally:
         serve.shutdown()
