@@ -81,6 +81,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dense-aux", type=float, default=0.0,
                    help="weight of an oracle dense loss: D_4DP predicts the world's exact depth / flow / moving "
                         "mask under each visual token (an upper bound for P4D's teacher); 0 = SFT only")
+    p.add_argument("--dense-layer", type=int, default=-1,
+                   help="LLM hidden state D_4DP reads (decoder.hidden_layer: -1 last, k = output of block k)")
     p.add_argument("--tasks", default="", help="comma-separated categories to train and score (default: all)")
     p.add_argument("--out", default="", help="write the result JSON here")
     return p.parse_args(argv)
@@ -229,8 +231,9 @@ class Probe:
 def probe_config(args: argparse.Namespace) -> StudentConfig:
     cfg = tiny()
     vision = dataclasses.replace(cfg.vision, image_size=args.size, frozen=not args.train_vision)
+    decoder = dataclasses.replace(cfg.decoder, hidden_layer=args.dense_layer)
     return dataclasses.replace(cfg, vision=vision, projector=ProjectorConfig(args.projector),
-                               answer_style=args.answer_style)  # fmt: skip
+                               answer_style=args.answer_style, decoder=decoder)  # fmt: skip
 
 
 def accuracy(qs: Sequence[VQAItem], preds: Sequence[int]) -> tuple[float, dict[str, float]]:

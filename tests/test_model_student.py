@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from rgpt4d_core.experts.base import ExpertSpec
 from rgpt4d_core.experts.l4p import build_frozen_heads
 from rgpt4d_core.experts.registry import ExpertConfig
 from rgpt4d_core.model.fusion import IGNORE_INDEX
+from rgpt4d_core.model.perception_decoder import gather_frame_tokens
 from rgpt4d_core.model.preprocess import frames_to_pixels, preprocess_clip, stack_clips
 from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.student import Student
@@ -77,6 +79,29 @@ def test_forward_shapes_and_latents_only_for_video_samples() -> None:
     text_only = student([torch.tensor([1, 35, 36])], [torch.tensor([IGNORE_INDEX, 36, 36])])
     assert text_only.latents is None and text_only.latent_mask is None
     assert student(**batch(), compute_latents=False).latents is None
+
+
+def test_decoder_reads_the_configured_llm_hidden_state() -> None:
+    """``decoder.hidden_layer = 1``: D_4DP gets block 1's output (captured by a hook), not the last layer's."""
+    last = make_student()
+    cfg = student_config("tiny")
+    torch.manual_seed(0)
+    middle = Student(replace(cfg, decoder=replace(cfg.decoder, hidden_layer=1)), TINY_SPEC)
+    middle.load_state_dict(last.state_dict())
+    seen: list[torch.Tensor] = []
+    middle.llm.model.layers[0].register_forward_hook(lambda mod, args, out: seen.append(out[0] if isinstance(out, tuple) else out))
+    b = batch()
+    out_mid, out_last = middle(**b), last(**b)
+    assert torch.equal(out_mid.logits, out_last.logits)  # the answer path is untouched
+    assert out_mid.latents is not None and out_last.latents is not None
+    assert not torch.allclose(out_mid.latents, out_last.latents)
+    fused = middle._fuse(b["input_ids"], b["labels"], b["videos"], b["timestamps_s"], b["video_mask"], b["images"],
+                         b["image_owner"], middle.cfg.fusion.padding_side)  # fmt: skip
+    index, has_video = fused.first_video_index()
+    rows = torch.nonzero(has_video).flatten()
+    assert middle.decoder is not None
+    expected = middle.decoder(gather_frame_tokens(seen[0][rows], index[rows]))
+    torch.testing.assert_close(out_mid.latents[rows], expected)
 
 
 def test_gradients_reach_llm_projector_and_decoder_through_frozen_heads_not_siglip() -> None:

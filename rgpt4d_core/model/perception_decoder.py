@@ -35,12 +35,17 @@ class DecoderConfig:
     variant: ``"mlp"`` (paper) or ``"linear"`` (released code).
     mlp_hidden: hidden width of the paper variant.
     linear_init_std: weight std of the code variant.
+    hidden_layer: which LLM hidden state D_4DP reads, as an index into the ``num_layers + 1`` hidden states
+        (0 = input embeddings, ``k`` = output of block ``k``); ``-1`` = the last layer after the final norm, as in
+        the released code. A middle layer puts the dense signal where the answer tokens' attention reads it
+        (VIRAL found middle layers matter most).
     """
 
     enabled: bool = True
     variant: str = "mlp"
     mlp_hidden: int = 2560
     linear_init_std: float = 0.1
+    hidden_layer: int = -1
 
     def __post_init__(self) -> None:
         if self.variant not in DECODER_VARIANTS:

@@ -266,20 +266,25 @@ class Student(nn.Module):
             image_owner,
             self.cfg.fusion.padding_side,
         )
+        decode = self.decoder is not None and compute_latents
+        layer = self.cfg.decoder.hidden_layer
         out = self.llm.model(
             inputs_embeds=fused.inputs_embeds,
             attention_mask=fused.attention_mask,
             position_ids=fused.position_ids,
             use_cache=False,
+            output_hidden_states=decode and layer != -1,
         )
         hidden = out.last_hidden_state
         logits = self.llm.lm_head(hidden)
         result = StudentOutput(logits=logits, labels=fused.labels, attention_mask=fused.attention_mask)
-        if self.decoder is not None and compute_latents:
+        if decode:
+            assert self.decoder is not None
+            read = hidden if layer == -1 else out.hidden_states[layer]
             index, has_video = fused.first_video_index()
             if bool(has_video.any()):
                 rows = torch.nonzero(has_video).flatten()
-                pred = self.decoder(gather_frame_tokens(hidden[rows], index[rows]))
+                pred = self.decoder(gather_frame_tokens(read[rows], index[rows]))
                 latents = pred.new_zeros((len(input_ids), *pred.shape[1:]))
                 result.latents = latents.index_copy(0, rows, pred)
                 result.latent_mask = has_video
