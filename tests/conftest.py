@@ -7,10 +7,12 @@ Environment defaults (set before Ray is imported anywhere): token auth off for l
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -49,6 +51,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def seed_for_test(nodeid: str) -> int:
+    """The seed every test starts from: a stable hash of its node id (same in every run and in any order)."""
+    return zlib.crc32(nodeid.encode())
+
+
+@pytest.fixture(autouse=True)
+def _seed_global_generators(request: pytest.FixtureRequest) -> None:
+    """Seed Python's, NumPy's and torch's global generators before every test.
+
+    A test that draws from a global generator without seeding it (``torch.randn``, a model built without a
+    seed, ``np.random.rand``) would otherwise see whatever earlier tests left behind: its result would depend on
+    chance and on collection order. With this fixture each test sees the same stream in every run, whether it
+    runs alone, first or last. Tests that need a particular stream still seed explicitly.
+    """
+    import numpy as np
+    import torch
+
+    seed = seed_for_test(request.node.nodeid)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 @pytest.fixture(scope="session")
