@@ -6,9 +6,9 @@ probable: ``score_j = Σ_t log p(c_j,t | prompt, c_j,<t)`` (natural log, summed 
 it is the log-probability of the whole answer string). The same recipe scores CLEVRER-style and lm-eval-harness
 multiple choice; the model never has to bind an option to its letter or copy digits.
 
-Each (sample, option) pair is one teacher-forced sequence; the sample's video and Set-of-Marks image are repeated
-for each of its options (the vision tower runs once per pair: fine at the tiny scale; an 8B deployment would
-cache the visual tokens or the prompt's KV).
+Each prompt (with its video and Set-of-Marks image) runs once, keeping its KV cache (:meth:`Student.prefill`);
+every option of the sample then continues from that cache, so the vision tower and the prompt's layers run once
+per question however many options it has.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from transformers import DynamicCache
 
-from rgpt4d_core.model.student import Student
+from rgpt4d_core.model.student import Prefill, Student
 
 
 @torch.no_grad()
@@ -39,7 +40,8 @@ def option_log_likelihoods(
             followed by the end-of-turn id).
         videos: float ``[B, T, 3, S, S]`` in ``[-1, 1]`` or ``None``; ``timestamps_s``: float ``[B, T]`` seconds.
         images: float ``[B, 3, S, S]``, one image per sample (the Set-of-Marks frame), or ``None``.
-        max_sequences: (sample, option) sequences per forward pass (bounds activation memory).
+        max_sequences: (sample, option) sequences per forward pass over the options (bounds activation memory;
+            at least one sample per pass).
 
     Returns:
         ``B`` float32 tensors ``[K_b]``: natural-log probability of each continuation (``<= 0``).
@@ -48,37 +50,58 @@ def option_log_likelihoods(
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuation lists")
     if any(len(c) == 0 for c in continuations):
         raise ValueError("every prompt needs at least one continuation")
-    pairs = [(b, k) for b, conts in enumerate(continuations) for k in range(len(conts))]
-    scores = torch.empty(len(pairs), dtype=torch.float32)
-    for start in range(0, len(pairs), max_sequences):
-        chunk = pairs[start : start + max_sequences]
-        owner = torch.tensor([b for b, _ in chunk], dtype=torch.long)
-        ids, labels = [], []
-        for b, k in chunk:
-            cont = continuations[b][k]
-            ids.append(torch.cat((prompts[b], cont)))
-            labels.append(torch.cat((torch.full_like(prompts[b], -100), cont)))
-        device = prompts[0].device
-        rows = owner.to(device)
-        out = model(
-            [t.to(device) for t in ids],
-            [t.to(device) for t in labels],
-            videos=None if videos is None else videos[rows],
-            timestamps_s=None if timestamps_s is None else timestamps_s[rows],
-            images=None if images is None else images[rows],
-            image_owner=None if images is None else torch.arange(len(chunk), device=device),
-            compute_latents=False,
+    if max_sequences < 1:
+        raise ValueError(f"max_sequences must be >= 1, got {max_sequences}")
+    scores: list[torch.Tensor] = []
+    samples_per_pass = max(1, max_sequences // max(len(c) for c in continuations))
+    for start in range(0, len(prompts), samples_per_pass):
+        part = slice(start, start + samples_per_pass)
+        rows = torch.arange(start, min(start + samples_per_pass, len(prompts)))
+        state = model.prefill(
+            prompts[part],
+            videos=None if videos is None else videos[part],
+            timestamps_s=None if timestamps_s is None else timestamps_s[part],
+            images=None if images is None else images[part],
+            image_owner=None if images is None else torch.arange(len(rows), device=images.device),
         )
-        logits, target = out.logits[:, :-1].float(), out.labels[:, 1:]
-        supervised = target != -100
-        token_lp = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        scores[start : start + len(chunk)] = (token_lp * supervised).sum(dim=1).cpu()
-    per_sample: list[torch.Tensor] = []
-    offset = 0
-    for conts in continuations:
-        per_sample.append(scores[offset : offset + len(conts)])
-        offset += len(conts)
-    return per_sample
+        scores += _continue_from(model, state, continuations[part])
+    return scores
+
+
+def _continue_from(
+    model: Student, state: Prefill, continuations: Sequence[Sequence[torch.Tensor]]
+) -> list[torch.Tensor]:
+    """Log-likelihoods of each sample's continuations (``[K_b]`` per sample), all in one pass over the cache."""
+    owner = torch.tensor([b for b, conts in enumerate(continuations) for _ in conts], dtype=torch.long)
+    flat = [c for conts in continuations for c in conts]
+    device = state.attention_mask.device
+    owner = owner.to(device)
+    length = max(int(c.shape[0]) for c in flat)
+    pad = model.cfg.tokens.pad_token_id
+    ids = torch.full((len(flat), length), pad, dtype=torch.long, device=device)
+    valid = torch.zeros((len(flat), length), dtype=torch.bool, device=device)
+    for i, c in enumerate(flat):
+        ids[i, : len(c)] = c.to(device)
+        valid[i, : len(c)] = True
+    cache = DynamicCache(
+        ddp_cache_data=[(layer.keys[owner], layer.values[owner]) for layer in state.cache.layers]
+    )
+    mask = torch.cat((state.attention_mask[owner], valid.to(state.attention_mask.dtype)), dim=1)
+    position = state.next_position[owner, None] + torch.arange(length, device=device)
+    out = model.llm.model(
+        inputs_embeds=model.llm.get_input_embeddings()(ids),
+        attention_mask=mask,
+        position_ids=position,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    # token t of a continuation is predicted by the prompt's last logits (t = 0) or by continuation token t - 1
+    logits = torch.cat(
+        (state.last_logits[owner, None], model.llm.lm_head(out.last_hidden_state[:, :-1])), dim=1
+    )
+    token_lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    totals = (token_lp * valid).sum(dim=1).cpu()
+    return list(torch.split(totals, [len(conts) for conts in continuations]))
 
 
 def choose_option(scores: torch.Tensor) -> int:

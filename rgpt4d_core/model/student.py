@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -103,6 +104,24 @@ class GenerationOutput:
     def as_lists(self) -> list[list[int]]:
         """New token ids per sample, EOS and padding removed."""
         return [row[:n].tolist() for row, n in zip(self.sequences, self.lengths.tolist(), strict=True)]
+
+
+@dataclass
+class Prefill:
+    """The prompts' state after one forward pass with a KV cache (left-padded): what generation and option
+    scoring continue from.
+
+    Attributes:
+        last_logits: float ``[B, V]`` logits for the first new token.
+        cache: the LLM's KV cache over the ``L`` prompt positions (``transformers`` ``Cache``).
+        attention_mask: int64 ``[B, L]`` (0 on the left padding).
+        next_position: int64 ``[B]`` position id of each sample's first new token.
+    """
+
+    last_logits: torch.Tensor
+    cache: Any
+    attention_mask: torch.Tensor
+    next_position: torch.Tensor
 
 
 class Student(nn.Module):
@@ -292,6 +311,34 @@ class Student(nn.Module):
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
+    def prefill(
+        self,
+        input_ids: Sequence[torch.Tensor],
+        videos: torch.Tensor | None = None,
+        timestamps_s: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+        image_owner: torch.Tensor | None = None,
+    ) -> Prefill:
+        """Run the prompts once (media spliced in, left padding) and keep the KV cache.
+
+        Arguments as in :meth:`forward` (``input_ids`` are prompts ending where the answer starts).
+        """
+        fused = self._fuse(input_ids, None, videos, timestamps_s, video_mask, images, image_owner, "left")
+        out = self.llm.model(
+            inputs_embeds=fused.inputs_embeds,
+            attention_mask=fused.attention_mask,
+            position_ids=fused.position_ids,
+            use_cache=True,
+        )
+        return Prefill(
+            last_logits=self.llm.lm_head(out.last_hidden_state[:, -1]),
+            cache=out.past_key_values,
+            attention_mask=fused.attention_mask,
+            next_position=fused.attention_mask.sum(dim=1),
+        )
+
+    @torch.no_grad()
     def generate(
         self,
         input_ids: Sequence[torch.Tensor],
@@ -311,17 +358,13 @@ class Student(nn.Module):
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
         eos = self.cfg.tokens.eos_token_id if eos_token_id is None else eos_token_id
         pad = self.cfg.tokens.pad_token_id
-        fused = self._fuse(input_ids, None, videos, timestamps_s, video_mask, images, image_owner, "left")
-        mask = fused.attention_mask
-        position = mask.sum(dim=1)  # next position of each sample (left padding)
-        out = self.llm.model(
-            inputs_embeds=fused.inputs_embeds,
-            attention_mask=mask,
-            position_ids=fused.position_ids,
-            use_cache=True,
+        state = self.prefill(input_ids, videos, timestamps_s, video_mask, images, image_owner)
+        mask, position, cache, logits = (
+            state.attention_mask,
+            state.next_position,
+            state.cache,
+            state.last_logits,
         )
-        cache = out.past_key_values
-        logits = self.llm.lm_head(out.last_hidden_state[:, -1])
         batch = len(input_ids)
         finished = torch.zeros(batch, dtype=torch.bool, device=mask.device)
         lengths = torch.zeros(batch, dtype=torch.long, device=mask.device)
