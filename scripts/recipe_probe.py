@@ -195,7 +195,7 @@ class Probe:
         media = self.media(qs)
         owner = {"image_owner": torch.arange(len(qs))} if "images" in media else {}
         out = self.model([torch.tensor(e.input_ids) for e in examples], [torch.tensor(e.labels) for e in examples],
-                         **media, **owner, compute_latents=self.dense is not None)  # fmt: skip
+                         **media, **owner, compute_latents=self.dense is not None, supervised_logits_only=True)  # fmt: skip
         loss = sft_loss(out.logits, out.labels)[0]
         if self.dense is not None and out.latents is not None:
             target = self.dense[[self.world.index[q.video] for q in qs]].unsqueeze(1)  # [B, 1, T, g, g, C]

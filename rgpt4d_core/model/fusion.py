@@ -273,3 +273,33 @@ def _pad(samples: list[_Sample], side: str) -> FusedBatch:
         video_index.append([v + start for v in s.videos])
         image_index.append([i + start for i in s.images])
     return FusedBatch(embeds, mask, labels, position_ids, video_index, image_index)
+
+
+def compact_supervised(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep only the positions whose next token is supervised, so the LM head runs on ~20 positions per sample
+    instead of every prompt and media position (the loss is unchanged).
+
+    Args:
+        hidden: float ``[B, L, D]`` hidden states; position ``i`` predicts token ``i + 1``.
+        labels: int64 ``[B, L]`` aligned with the positions (not shifted), :data:`IGNORE_INDEX` where unsupervised.
+
+    Returns:
+        ``(hidden', labels')`` float ``[B, M + 1, D]`` and int64 ``[B, M + 1]`` (``M`` = most supervised targets in
+        one sample) in the same convention: ``hidden'[b, j]`` is the state that predicts ``labels'[b, j + 1]``, the
+        ``j``-th supervised target of sample ``b`` in order; unused slots are zeros / :data:`IGNORE_INDEX`.
+    """
+    if hidden.dim() != 3 or labels.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"hidden [B, L, D] and labels [B, L] expected, got {tuple(hidden.shape)}, {tuple(labels.shape)}"
+        )
+    batch = hidden.shape[0]
+    supervised = labels[:, 1:] != IGNORE_INDEX
+    counts = supervised.sum(dim=1)
+    most = int(counts.max()) if batch else 0
+    rows, cols = supervised.nonzero(as_tuple=True)  # row-major: within a row, positions ascend
+    slots = torch.arange(rows.numel(), device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    compact = hidden.new_zeros((batch, most + 1, hidden.shape[2]))
+    compact = compact.index_put((rows, slots), hidden[rows, cols])
+    compact_labels = labels.new_full((batch, most + 1), IGNORE_INDEX)
+    compact_labels[rows, slots + 1] = labels[rows, cols + 1]
+    return compact, compact_labels

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import Qwen2ForCausalLM
 
 from rgpt4d_core.experts.base import ExpertSpec
-from rgpt4d_core.model.fusion import FusedBatch, FusionConfig, MediaTokens, fuse
+from rgpt4d_core.model.fusion import FusedBatch, FusionConfig, MediaTokens, compact_supervised, fuse
 from rgpt4d_core.model.llm import LLMConfig, build_llm
 from rgpt4d_core.model.perception_decoder import (
     DecoderConfig,
@@ -73,9 +73,11 @@ class StudentOutput:
     """Result of :meth:`Student.forward`.
 
     Attributes:
-        logits: float ``[B, L, V]`` next-token logits at every fused position.
+        logits: float ``[B, L, V]`` next-token logits at every fused position (``[B, M + 1, V]`` at the supervised
+            positions only with ``supervised_logits_only``).
         labels: int64 ``[B, L]`` targets aligned with the positions (NOT shifted: the loss predicts
-            ``labels[:, 1:]`` from ``logits[:, :-1]``); ``-100`` on prompt, media and padding.
+            ``labels[:, 1:]`` from ``logits[:, :-1]``); ``-100`` on prompt, media and padding (``[B, M + 1]``
+            with ``supervised_logits_only``).
         attention_mask: int64 ``[B, L]``, 1 = real token.
         latents: float ``[B, K, T', h', w', C']`` D_4DP predictions in the expert latent layout (zeros for
             samples without video), or ``None`` when the model has no decoder or it was not asked for.
@@ -257,6 +259,7 @@ class Student(nn.Module):
         images: torch.Tensor | None = None,
         image_owner: torch.Tensor | None = None,
         compute_latents: bool = True,
+        supervised_logits_only: bool = False,
     ) -> StudentOutput:
         """Teacher-forced forward pass.
 
@@ -271,6 +274,9 @@ class Student(nn.Module):
             images: float ``[N, 3, S, S]`` images (SoM first frame, SAT images), placeholder order per sample.
             image_owner: int64 ``[N]`` sample index of each image.
             compute_latents: run D_4DP (when the model has one and the batch has a video).
+            supervised_logits_only: training with ``labels``: run the LM head only where the next token is supervised
+                (:func:`fusion.compact_supervised`); ``logits``/``labels`` are then the compact ``[B, M + 1, ...]``
+                view, on which :func:`losses.sft_loss` gives the same values as on the full sequence.
 
         Returns:
             :class:`StudentOutput`.
@@ -295,8 +301,11 @@ class Student(nn.Module):
             output_hidden_states=decode and layer != -1,
         )
         hidden = out.last_hidden_state
-        logits = self.llm.lm_head(hidden)
-        result = StudentOutput(logits=logits, labels=fused.labels, attention_mask=fused.attention_mask)
+        scored, labels_out = hidden, fused.labels
+        if supervised_logits_only and labels is not None:
+            scored, labels_out = compact_supervised(hidden, fused.labels)
+        logits = self.llm.lm_head(scored)
+        result = StudentOutput(logits=logits, labels=labels_out, attention_mask=fused.attention_mask)
         if decode:
             assert self.decoder is not None
             read = hidden if layer == -1 else out.hidden_states[layer]

@@ -177,6 +177,7 @@ class DistillLoss:
             images=batch.images,
             image_owner=batch.image_owner,
             compute_latents=self.compute_latents,
+            supervised_logits_only=True,
         )
         terms = p4d_loss(
             self.loss_cfg,
