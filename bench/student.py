@@ -124,7 +124,8 @@ def main() -> None:
     opt_sft = torch.optim.AdamW([p for p in sft_model.parameters() if p.requires_grad], lr=1e-4)
     opt_p4d = torch.optim.AdamW([p for p in p4d_model.parameters() if p.requires_grad], lr=1e-4)
     media_keys = ("videos", "timestamps_s", "images", "image_owner") if args.recipe else ("videos", "timestamps_s")
-    fwd_args = {key: data[key] for key in ("input_ids", "labels", *media_keys)}
+    # as the product's training step (train/step.py): the LM head only where the next token is supervised
+    fwd_args = {key: data[key] for key in ("input_ids", "labels", *media_keys)} | {"supervised_logits_only": True}
 
     def step_sft() -> None:
         out = sft_model(**fwd_args)

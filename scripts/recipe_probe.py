@@ -39,7 +39,7 @@ if __package__ in (None, ""):
 from rgpt4d_core.experts.base import ExpertSpec
 from rgpt4d_core.experts.oracle import targets_from_ground_truth
 from rgpt4d_core.losses import latent_loss, sft_loss
-from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods
+from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods, option_scores
 from rgpt4d_core.model.preprocess import frames_to_pixels
 from rgpt4d_core.model.presets import tiny
 from rgpt4d_core.model.projector import ProjectorConfig
@@ -76,6 +76,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=64, help="frame side, pixels")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--projector", default="mlp_downsample_3x3_fix")
+    p.add_argument("--patch", type=int, default=8, help="vision patch side, pixels")
+    p.add_argument("--llm-layers", type=int, default=0, help="LLM blocks (0 = the tiny preset's)")
     p.add_argument("--held-out", type=int, default=1500, help="val+test questions scored (fixed sample)")
     p.add_argument("--train-eval", type=int, default=300, help="training questions scored (fixed sample)")
     p.add_argument("--dense-aux", type=float, default=0.0,
@@ -83,6 +85,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "mask under each visual token (an upper bound for P4D's teacher); 0 = SFT only")
     p.add_argument("--dense-layer", type=int, default=-1,
                    help="LLM hidden state D_4DP reads (decoder.hidden_layer: -1 last, k = output of block k)")
+    p.add_argument("--objective", choices=["sft", "options", "both"], default="sft",
+                   help="sft: the option text's token cross-entropy; options: a cross-entropy over the options' "
+                        "log-likelihoods (what option scoring picks from); both: their sum (option style only)")
     p.add_argument("--tasks", default="", help="comma-separated categories to train and score (default: all)")
     p.add_argument("--out", default="", help="write the result JSON here")
     return p.parse_args(argv)
@@ -146,10 +151,10 @@ def dense_targets(root: str, videos: Sequence[str], world: World, grid: int) -> 
     return np.ascontiguousarray(t.reshape(n, f, grid, grid, DENSE_SUB * DENSE_SUB * c))
 
 
-def dense_spec(frames: int, grid: int) -> ExpertSpec:
+def dense_spec(frames: int, grid: int, size: int) -> ExpertSpec:
     """The latent layout D_4DP must produce for :func:`dense_targets`: one hook, ``[T, grid, grid, C]``."""
     dim = DENSE_SUB * DENSE_SUB * DENSE_CHANNELS
-    return ExpertSpec(name="oracle-dense-probe", revision="ground-truth", num_frames=frames, input_size=(64, 64),
+    return ExpertSpec(name="oracle-dense-probe", revision="ground-truth", num_frames=frames, input_size=(size, size),
                       hook_layers=(0,), latent_grid=(frames, grid, grid), latent_dim=dim)  # fmt: skip
 
 
@@ -163,10 +168,12 @@ class Probe:
         self.dense_losses: list[float] = []  # oracle dense loss per step (standardised targets: 1.0 = the mean)
         spec = None
         if args.dense_aux > 0:
-            grid = 3  # tokens per side of a 64-px frame after the 3x3 projector (8x8 patches padded to 9x9)
+            # tokens per side after the projector's k x k merge (a 64-px frame: 8x8 patches padded to 9x9 -> 3)
+            merge = 3 if "3x3" in args.projector else 2
+            grid = -(-(args.size // args.patch) // merge)
             videos = sorted(world.index, key=world.index.__getitem__)
             self.dense = torch.from_numpy(dense_targets(args.world, videos, world, grid))
-            spec = dense_spec(args.frames, grid)
+            spec = dense_spec(args.frames, grid, args.size)
         self.model = Student(probe_config(args), spec)
 
     def user_text(self, q: VQAItem) -> str:
@@ -189,7 +196,18 @@ class Probe:
             "images": frames_to_pixels(marked, self.args.size),
         }
 
+    def option_loss(self, qs: Sequence[VQAItem], media: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy over each question's option log-likelihoods (the correct option as the class)."""
+        prompts = [torch.tensor(self.prompt(q)) for q in qs]
+        conts = [[torch.tensor(self.tok.encode(o) + [self.tok.im_end_id]) for o in q.options] for q in qs]
+        scores = option_scores(self.model, prompts, conts, media.get("videos"), media.get("timestamps_s"),
+                               media.get("images"), max_sequences=64)  # fmt: skip
+        losses = [F.cross_entropy(s[None], torch.tensor([q.options.index(q.answer)])) for s, q in zip(scores, qs, strict=True)]
+        return torch.stack(losses).mean()
+
     def loss(self, qs: Sequence[VQAItem]) -> torch.Tensor:
+        if self.args.objective == "options":
+            return self.option_loss(qs, self.media(qs))
         examples = [build_training_example(self.tok, self.user_text(q), mcq_target(q.options, q.answer, self.style))
                     for q in qs]  # fmt: skip
         media = self.media(qs)
@@ -197,6 +215,8 @@ class Probe:
         out = self.model([torch.tensor(e.input_ids) for e in examples], [torch.tensor(e.labels) for e in examples],
                          **media, **owner, compute_latents=self.dense is not None, supervised_logits_only=True)  # fmt: skip
         loss = sft_loss(out.logits, out.labels)[0]
+        if self.args.objective == "both":
+            loss = loss + self.option_loss(qs, media)
         if self.dense is not None and out.latents is not None:
             target = self.dense[[self.world.index[q.video] for q in qs]].unsqueeze(1)  # [B, 1, T, g, g, C]
             dense = latent_loss(out.latents, target, "mse", 1.0).mean()
@@ -230,9 +250,10 @@ class Probe:
 
 def probe_config(args: argparse.Namespace) -> StudentConfig:
     cfg = tiny()
-    vision = dataclasses.replace(cfg.vision, image_size=args.size, frozen=not args.train_vision)
+    vision = dataclasses.replace(cfg.vision, image_size=args.size, patch_size=args.patch, frozen=not args.train_vision)
+    llm = dataclasses.replace(cfg.llm, num_layers=args.llm_layers or cfg.llm.num_layers)
     decoder = dataclasses.replace(cfg.decoder, hidden_layer=args.dense_layer)
-    return dataclasses.replace(cfg, vision=vision, projector=ProjectorConfig(args.projector),
+    return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),
                                answer_style=args.answer_style, decoder=decoder)  # fmt: skip
 
 

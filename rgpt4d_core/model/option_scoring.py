@@ -31,7 +31,21 @@ def option_log_likelihoods(
     images: torch.Tensor | None = None,
     max_sequences: int = 32,
 ) -> list[torch.Tensor]:
-    """Log-likelihood of every continuation of every prompt.
+    """:func:`option_scores` without gradients (inference: eval, Serve)."""
+    return option_scores(model, prompts, continuations, videos, timestamps_s, images, max_sequences)
+
+
+def option_scores(
+    model: Student,
+    prompts: Sequence[torch.Tensor],
+    continuations: Sequence[Sequence[torch.Tensor]],
+    videos: torch.Tensor | None = None,
+    timestamps_s: torch.Tensor | None = None,
+    images: torch.Tensor | None = None,
+    max_sequences: int = 32,
+) -> list[torch.Tensor]:
+    """Log-likelihood of every continuation of every prompt; differentiable (an option-level training loss can
+    take a cross-entropy over them).
 
     Args:
         model: the student (its mode is left as is; call ``eval()`` first).

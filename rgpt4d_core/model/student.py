@@ -319,7 +319,6 @@ class Student(nn.Module):
         return result
 
     # ------------------------------------------------------------------ generation
-    @torch.no_grad()
     def prefill(
         self,
         input_ids: Sequence[torch.Tensor],
@@ -329,7 +328,8 @@ class Student(nn.Module):
         images: torch.Tensor | None = None,
         image_owner: torch.Tensor | None = None,
     ) -> Prefill:
-        """Run the prompts once (media spliced in, left padding) and keep the KV cache.
+        """Run the prompts once (media spliced in, left padding) and keep the KV cache. Differentiable when called
+        with gradients enabled (option-level training); :meth:`generate` calls it under ``no_grad``.
 
         Arguments as in :meth:`forward` (``input_ids`` are prompts ending where the answer starts).
         """
