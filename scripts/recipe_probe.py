@@ -57,6 +57,9 @@ from rgpt4d_core.text.tokenizer import tiny_tokenizer
 from rgpt4d_core.types import VQAItem
 from rgpt4d_core.video.decode import DecodeConfig, decode_clip
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tower_pretrain import pretrain_tower, tower_targets  # noqa: E402
+
 #: categories whose answers are classes (not numbers or boxes): their per-answer accuracy shows what was learned
 CLASS_TASKS = ("C", "FP", "R", "SR", "T")
 
@@ -88,6 +91,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--objective", choices=["sft", "options", "both"], default="sft",
                    help="sft: the option text's token cross-entropy; options: a cross-entropy over the options' "
                         "log-likelihoods (what option scoring picks from); both: their sum (option style only)")
+    p.add_argument("--pretrain-tower", type=int, default=0,
+                   help="pretrain the vision tower for this many steps on the world's per-pixel ground truth of the "
+                        "training videos (scripts/tower_pretrain.py), then freeze it; 0 = off")
     p.add_argument("--tasks", default="", help="comma-separated categories to train and score (default: all)")
     p.add_argument("--out", default="", help="write the result JSON here")
     return p.parse_args(argv)
@@ -289,6 +295,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"[1/3] world {args.world}: {len(train)} training / {len(held)} held-out questions", flush=True)
     world = decode_world(args.world, sorted({q.video for q in train + held}), args.size, args.frames)
     probe = Probe(args, world)
+    tower_log: list[float] = []
+    if args.pretrain_tower:
+        videos = sorted(world.index, key=world.index.__getitem__)
+        targets = tower_targets(args.world, videos, world.timestamps_s, args.size, args.patch)
+        rows = np.array(sorted({world.index[q.video] for q in train}))
+        print(f"[1b] pretraining the vision tower {args.pretrain_tower} steps on {len(rows)} training videos", flush=True)
+        tower_log = pretrain_tower(probe.model.vision, world.frames, targets, rows, args.pretrain_tower, args.seed)
+        probe.model.vision.requires_grad_(False)
+        probe.model.vision.cfg = dataclasses.replace(probe.model.vision.cfg, frozen=True)
     params = [p for p in probe.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, args.beta2), weight_decay=0.01)
     warm = max(1, args.steps // 20)
@@ -324,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "held_out_by_answer": accuracy_by_answer(held_sample, held_preds), "train_s": round(train_s), "samples_per_s": round(args.steps * args.batch / train_s, 1),
               "final_loss": round(float(np.mean(recent)), 3),
               "final_dense_loss": round(float(np.mean(probe.dense_losses[-50:])), 3) if probe.dense_losses else None, "load_avg_1min": round(os.getloadavg()[0], 2),
-              "n_held_out": len(held_sample)}  # fmt: skip
+              "n_held_out": len(held_sample), "tower_pretrain_loss": tower_log}  # fmt: skip
     print(json.dumps(result), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
