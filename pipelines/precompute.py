@@ -233,7 +233,7 @@ def load_records(inp: InputConfig) -> list[dict[str, Any]]:
     if inp.video_list:
         lines = storage.read_bytes(inp.video_list).decode().splitlines()
         root = inp.video_root or inp.video_list.rsplit("/", 1)[0]
-        uris = [P._resolve_video(u.strip(), root) for u in lines if u.strip()]
+        uris = [P.resolve_video(u.strip(), root) for u in lines if u.strip()]
         records += P.video_records(uris, inp.splits[0] if inp.splits else "train")
     if not (inp.dataset_root or inp.qa_manifest or inp.video_list):
         raise config_lib.ConfigError("input: set dataset_root, qa_manifest or video_list")
