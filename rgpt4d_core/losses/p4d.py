@@ -82,38 +82,40 @@ class _Collector:
             self.weighted[name] = weight * term
 
 
-def _skip_reason(
-    cfg: P4DLossConfig,
-    student_latents: Tensor | None,
-    targets: Mapping[str, Tensor],
-    target: str,
-    weight: float,
-) -> str | None:
-    """Why the term of ``target`` (``LATENTS`` or a dense task) is absent, or ``None`` when it can be computed."""
-    if weight == 0 and not cfg.log_zero_weight_terms:
-        return "weight 0"
-    if student_latents is None:
-        return "no student latents"
-    if target not in targets:
-        return "target not provided"
-    return None
+@dataclass(frozen=True)
+class _Inputs:
+    """The inputs of :func:`p4d_loss` that the distillation terms read (shapes there; ``sample_mask`` bool ``[B]``)."""
+
+    cfg: P4DLossConfig
+    student_latents: Tensor | None
+    targets: Mapping[str, Tensor]
+    target_masks: Mapping[str, Tensor]
+    sample_mask: Tensor
+    heads: nn.Module | None
+
+    def skip_reason(self, target: str, weight: float) -> str | None:
+        """Why the term of ``target`` (``LATENTS`` or a dense task) is absent, or ``None`` when it can be computed."""
+        if weight == 0 and not self.cfg.log_zero_weight_terms:
+            return "weight 0"
+        if self.student_latents is None:
+            return "no student latents"
+        if target not in self.targets:
+            return "target not provided"
+        return None
+
+    def participants(self, target: str) -> Tensor:
+        """bool ``[B]``: the samples that take part in the term of ``target``."""
+        return _participants(target, self.sample_mask.shape[0], self.sample_mask, self.target_masks)
 
 
-def _add_latent_term(
-    out: _Collector,
-    cfg: P4DLossConfig,
-    student_latents: Tensor | None,
-    targets: Mapping[str, Tensor],
-    target_masks: Mapping[str, Tensor],
-    sample_mask: Tensor,
-) -> None:
+def _add_latent_term(out: _Collector, x: _Inputs) -> None:
     """L_LD (``"ld"``) over the samples that take part, or its absence reason (shapes as in :func:`p4d_loss`)."""
-    batch, device = out.batch, out.device
-    if (reason := _skip_reason(cfg, student_latents, targets, LATENTS, cfg.ld_weight)) is not None:
+    cfg, student_latents, targets, device = x.cfg, x.student_latents, x.targets, out.device
+    if (reason := x.skip_reason(LATENTS, cfg.ld_weight)) is not None:
         out.absent["ld"] = reason
         return
     assert student_latents is not None
-    idx = _participants(LATENTS, batch, sample_mask, target_masks).nonzero(as_tuple=True)[0]
+    idx = x.participants(LATENTS).nonzero(as_tuple=True)[0]
     student = student_latents if cfg.ld_weight > 0 else student_latents.detach()
     values = latent_loss(
         student[idx],
@@ -124,23 +126,15 @@ def _add_latent_term(
     out.add("ld", cfg.ld_weight, idx, values, student)
 
 
-def _add_dense_terms(
-    out: _Collector,
-    cfg: P4DLossConfig,
-    student_latents: Tensor | None,
-    targets: Mapping[str, Tensor],
-    target_masks: Mapping[str, Tensor],
-    sample_mask: Tensor,
-    heads: nn.Module | None,
-) -> None:
+def _add_dense_terms(out: _Collector, x: _Inputs) -> None:
     """The L_ED terms (``"ed/<task>"``): one pass of ``heads`` over the rows of every sample that takes part in
     any present task, then each task's per-sample loss; absent tasks get their reason (shapes as in
     :func:`p4d_loss`)."""
-    batch, device = out.batch, out.device
+    cfg, student_latents, targets, heads, device = x.cfg, x.student_latents, x.targets, x.heads, out.device
     dense_tasks: list[str] = []
     for task in DENSE_TARGETS:
         name = f"ed/{task}"
-        reason = _skip_reason(cfg, student_latents, targets, task, cfg.ed_weight(task))
+        reason = x.skip_reason(task, cfg.ed_weight(task))
         if reason is None and heads is None:
             reason = "no heads module"
         if reason is None and task == "flow_2d_backward" and targets[task].shape[1] < 2:
@@ -152,7 +146,7 @@ def _add_dense_terms(
     if not dense_tasks:
         return
     assert student_latents is not None and heads is not None
-    masks = {t: _participants(t, batch, sample_mask, target_masks) for t in dense_tasks}
+    masks = {t: x.participants(t) for t in dense_tasks}
     rows = torch.stack(list(masks.values())).any(dim=0).nonzero(as_tuple=True)[0]
     needs_grad = any(cfg.ed_weight(t) > 0 for t in dense_tasks)
     preds: Mapping[str, Tensor] = {}
@@ -215,7 +209,8 @@ def p4d_loss(
         raise ValueError(f"sample_mask must be bool [B={batch}], got {tuple(sample_mask.shape)}")
     sample_mask = sample_mask.to(device=device, dtype=torch.bool)
 
-    _add_latent_term(out, cfg, student_latents, targets, target_masks, sample_mask)
-    _add_dense_terms(out, cfg, student_latents, targets, target_masks, sample_mask, heads)
+    inputs = _Inputs(cfg, student_latents, targets, target_masks, sample_mask, heads)
+    _add_latent_term(out, inputs)
+    _add_dense_terms(out, inputs)
     total = sft_mean + sum(out.weighted.values(), torch.zeros((), device=device))
     return LossTerms(total, out.terms, out.weighted, out.per_sample, out.counts, out.absent)
