@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines._paths import REPO
 from rgpt4d_core.config import load, to_yaml
 from rgpt4d_core.tracking import default_tracking_uri
 
 STAMP = ".chain_stamp.json"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass

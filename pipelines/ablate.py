@@ -22,15 +22,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from pipelines._chain import Chain, StageSection, Trained, VariantSection
+from pipelines._paths import CONF
 from pipelines._ray import init_ray
 from rgpt4d_core.config import load
 from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table, mean_std_tables
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 BEGIN, END = "<!-- ablate:begin -->", "<!-- ablate:end -->"
 LOSS_KEYS = ("loss/sft", "loss/ld", "loss/ed/depth", "loss/ed/flow_2d_backward", "loss/ed/dyn_mask", "loss/total")
 

@@ -27,23 +27,22 @@ A re-run reuses every finished stage whose configuration and inputs are unchange
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python pipelines/demo.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from pipelines._chain import Chain, StageSection, Trained, VariantSection
 from pipelines._console import engine_output_to, quiet, ray_logs_dir
+from pipelines._paths import CONF
 from pipelines._ray import init_ray
 from rgpt4d_core.config import load
 from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table
 from rgpt4d_core.eval.report import CHART_PNG, TABLE_MD, bar_chart
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_CONFIG = CONF / "demo" / "default.yaml"
 SMOKE_CONFIG = CONF / "demo" / "smoke.yaml"
 

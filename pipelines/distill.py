@@ -21,17 +21,17 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python pipelines/distill.py` (also under `ray job submit`)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from pipelines._console import progress_wanted
 from pipelines._distill_worker import ensure_cwd, train_worker  # imported before ray.init (see ensure_cwd)
+from pipelines._paths import REPO, absolute
 from pipelines._progress import mlflow_step_reader, polled
 from pipelines._ray import init_ray
 from rgpt4d_core import storage
@@ -88,7 +88,7 @@ def _start_tracker(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan) -> T
         return NullTracker()
     manifest = shards.manifest
     tags = {
-        "git_sha": git_sha(Path(__file__).resolve().parents[1]),
+        "git_sha": git_sha(REPO),
         "shards.uri": cfg.data.shards,
         "shards.manifest_fingerprint": manifest_fingerprint(shards),
         "shards.schema_fingerprint": manifest.schema_fingerprint,
@@ -188,9 +188,6 @@ def with_absolute_paths(cfg: DistillJobConfig) -> DistillJobConfig:
     Workers run elsewhere (other nodes, or a job's unpacked working directory), so they only ever see absolute
     paths or URIs.
     """
-
-    def absolute(path: str | None) -> str | None:
-        return path if not path or "://" in path else os.path.abspath(os.path.expanduser(path))
 
     return dataclasses.replace(
         cfg,

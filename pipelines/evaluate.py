@@ -21,21 +21,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python pipelines/evaluate.py` (also under `ray job submit`)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 import pyarrow as pa
 from omegaconf import MISSING
 
 from pipelines._console import progress_wanted
+from pipelines._paths import REPO, absolute
 from pipelines._progress import bar
 from pipelines._ray import init_ray
 from rgpt4d_core.config import load, to_flat_dict, to_yaml
@@ -168,16 +167,12 @@ class EngineActor:
         return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
 
 
-def _absolute(path: str) -> str:
-    return path if not path or "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
 def with_absolute_paths(job: EvaluateJob) -> EvaluateJob:
     """Local relative paths pinned to the driver's working directory (actors may run elsewhere)."""
-    bench = dataclasses.replace(job.benchmark, path=_absolute(job.benchmark.path),
-                                video_root=_absolute(job.benchmark.video_root) if job.benchmark.video_root else None)  # fmt: skip
-    engine = dataclasses.replace(job.engine, checkpoint=_absolute(job.engine.checkpoint))
-    output = dataclasses.replace(job.output, dir=_absolute(job.output.dir))
+    bench = dataclasses.replace(job.benchmark, path=absolute(job.benchmark.path),
+                                video_root=absolute(job.benchmark.video_root) or None)
+    engine = dataclasses.replace(job.engine, checkpoint=absolute(job.engine.checkpoint))
+    output = dataclasses.replace(job.output, dir=absolute(job.output.dir))
     return dataclasses.replace(job, benchmark=bench, engine=engine, output=output)
 
 
@@ -229,7 +224,7 @@ def _tracker(job: EvaluateJob, bench: Benchmark) -> Tracker:
         return NullTracker()
     if m.run_id:
         return MLflowTracker.attach(tracking_uri_of(job), m.run_id)
-    tags = {"git_sha": git_sha(Path(__file__).resolve().parents[1]), "benchmark.name": bench.name,
+    tags = {"git_sha": git_sha(REPO), "benchmark.name": bench.name,
             "benchmark.layout": bench.layout, "checkpoint": job.engine.checkpoint, **library_versions()}  # fmt: skip
     tracker = MLflowTracker.start(tracking_uri_of(job), m.experiment, run_name=f"eval-{model_name(job)}",
                                   job_key=f"eval:{job.output.dir}", params=to_flat_dict(job), tags=tags)  # fmt: skip

@@ -20,6 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
+
 from rgpt4d_core import config as config_lib
 from rgpt4d_core import storage
 from rgpt4d_core.synth.config import SynthConfig

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python pipelines/pretrain_expert.py` (also under `ray job submit`)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from rgpt4d_core import storage
 from rgpt4d_core.config import load, to_flat_dict, to_yaml
@@ -86,13 +84,10 @@ def examples_dataset(videos: list[str], cfg: PretrainExpertJob, windows: int) ->
 # ---------------------------------------------------------------------------------------------------- driver
 
 
-def _abs(path: str) -> str:
-    return path if storage.is_s3(path) or os.path.isabs(path) else os.path.abspath(path)
-
-
 def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     """Run (or resume) the job; returns the summary printed by :func:`main`."""
     from pipelines._console import progress_wanted
+    from pipelines._paths import REPO, absolute
     from pipelines._pretrain_expert_worker import train_worker
     from pipelines._progress import mlflow_step_reader, polled
     from pipelines._ray import init_ray
@@ -116,12 +111,12 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     splits = ensure_world(cfg)
     train_ds = examples_dataset(splits["train"], cfg, cfg.data.windows_per_video)
     heldout = examples_dataset(splits["heldout"], cfg, 1).take_all()
-    storage_path = _abs(cfg.run.storage_path)
+    storage_path = absolute(cfg.run.storage_path)
     run_dir = storage.join(storage_path, cfg.run.name)
     tracker: Tracker = NullTracker()
     tracking_uri = cfg.mlflow.tracking_uri or default_tracking_uri(run_dir)
     if cfg.mlflow.enabled:
-        tags = {"git_sha": git_sha(Path(__file__).resolve().parents[1]), "expert.preset": cfg.preset,
+        tags = {"git_sha": git_sha(REPO), "expert.preset": cfg.preset,
                 "data.root": cfg.data.root, **library_versions()}  # fmt: skip
         tracker = MLflowTracker.start(tracking_uri, cfg.mlflow.experiment, run_name=cfg.run.name, job_key=run_dir,
                                       params=to_flat_dict(cfg), tags=tags)  # fmt: skip
@@ -146,7 +141,7 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
         if result.error is not None:
             raise result.error
         assert result.checkpoint is not None, "training reported no checkpoint"
-        output = _abs(cfg.output)
+        output = absolute(cfg.output)
         with result.checkpoint.as_directory() as d:
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(d) / CHECKPOINT_FILE, output)

@@ -34,13 +34,11 @@ This file holds the app, the replica's batching and the entry point; beside it: 
 import argparse
 import asyncio
 import dataclasses
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python pipelines/serve.py`: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -48,6 +46,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from pipelines._paths import absolute
 from pipelines._serve_api import APIRoutes, api_router
 from pipelines._serve_http import (
     ApiError,
@@ -169,14 +168,10 @@ def load_job(config: str | list[str] | None = None, overrides: list[str] | None 
     files = [config] if isinstance(config, str) else list(config or [])
     job = load(ServeJob, files, overrides or [])
     # replicas may run in another working directory: pin relative local paths to where the job was launched
-    engine = dataclasses.replace(job.engine, checkpoint=_absolute(job.engine.checkpoint))
-    security = dataclasses.replace(job.security, media_root=_absolute(job.security.media_root))
-    ui = dataclasses.replace(job.ui, examples=_absolute(job.ui.examples))
+    engine = dataclasses.replace(job.engine, checkpoint=absolute(job.engine.checkpoint))
+    security = dataclasses.replace(job.security, media_root=absolute(job.security.media_root))
+    ui = dataclasses.replace(job.ui, examples=absolute(job.ui.examples))
     return dataclasses.replace(job, engine=engine, security=security, ui=ui)
-
-
-def _absolute(path: str) -> str:
-    return path if not path or "://" in path else str(Path(path).absolute())
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
