@@ -15,7 +15,6 @@ command, the setup, what was run, the mean ± std table, the per-seed tables and
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 import time
@@ -26,6 +25,7 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
     import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from pipelines._chain import Chain, StageSection, Trained, VariantSection
+from pipelines._cli import job_from_args, job_parser
 from pipelines._paths import CONF
 from pipelines._ray import init_ray
 from rgpt4d_core.config import load
@@ -233,13 +233,10 @@ def write_report(job: AblateJob, chain: Chain, outcomes: list[Outcome], skipped:
 
 
 def main(argv: list[str] | None = None) -> list[Outcome]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--config", action="append", default=[], help="YAML file(s) (default conf/ablate/default.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds='[0]' deadline_minutes=20")
-    args = parser.parse_args(argv)
-    files = args.config or [str(CONF / "ablate" / "default.yaml")]
-    job = load(AblateJob, files, args.overrides)
+    parser = job_parser(__doc__, "conf/ablate/*.yaml, default conf/ablate/default.yaml", "seeds='[0]' deadline_minutes=20")
+    job = job_from_args(AblateJob, parser.parse_args(argv), default_config=[CONF / "ablate" / "default.yaml"])
+    if job is None:
+        return []
     command = ".venv/bin/python -m pipelines.ablate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     outcomes, path = run(job, command.strip())
     tables, std = summary_tables(job, outcomes)

@@ -17,7 +17,6 @@ perception decoder) to MLflow, registers it, and closes the run with the job's s
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -29,13 +28,14 @@ from typing import Any
 if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
     import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
+from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
 from pipelines._distill_worker import ensure_cwd, train_worker  # imported before ray.init (see ensure_cwd)
 from pipelines._paths import REPO, absolute
 from pipelines._progress import mlflow_step_reader, polled
 from pipelines._ray import init_ray
 from rgpt4d_core import storage
-from rgpt4d_core.config import load, to_flat_dict, to_yaml
+from rgpt4d_core.config import to_flat_dict, to_yaml
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.reader import ShardSet, open_shards
 from rgpt4d_core.tracking import (
@@ -282,20 +282,9 @@ def _log_export(cfg: DistillJobConfig, checkpoint: Any, tracker: Tracker) -> tup
     return export_uri, version
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[list[str], list[str], bool]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order (conf/distill/*.yaml)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loop.epochs=2")
-    args = p.parse_args(argv)
-    return args.config, args.overrides, args.print_config
-
-
 def main(argv: list[str] | None = None) -> int:
-    files, overrides, print_only = parse_args(argv)
-    cfg = load(DistillJobConfig, files, overrides)
-    if print_only:
-        print(to_yaml(cfg))
+    cfg = job_from_args(DistillJobConfig, job_parser(__doc__, "conf/distill/*.yaml", "loop.epochs=2").parse_args(argv))
+    if cfg is None:
         return 0
     result = run(cfg)
     summary = {

@@ -18,7 +18,6 @@ Items that cannot be answered (a video that fails to decode, an unreadable SoM i
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
@@ -33,11 +32,12 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 import pyarrow as pa
 from omegaconf import MISSING
 
+from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
 from pipelines._paths import REPO, absolute
 from pipelines._progress import bar
 from pipelines._ray import init_ray
-from rgpt4d_core.config import load, to_flat_dict, to_yaml
+from rgpt4d_core.config import to_flat_dict, to_yaml
 from rgpt4d_core.eval.benchmark import REGIONS_FROM, Benchmark, item_from_row, item_to_row, load_benchmark
 from rgpt4d_core.eval.blind import blind_table
 from rgpt4d_core.eval.metrics import AccuracyTable, accuracy_table, markdown_table, random_guess_table
@@ -284,14 +284,8 @@ def run(job: EvaluateJob) -> EvalResult:
 
 
 def main(argv: list[str] | None = None) -> EvalResult | None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order (conf/eval/*.yaml)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. engine.checkpoint=out/ckpt")
-    args = p.parse_args(argv)
-    job = load(EvaluateJob, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(job))
+    job = job_from_args(EvaluateJob, job_parser(__doc__, "conf/eval/*.yaml", "engine.checkpoint=out/ckpt").parse_args(argv))
+    if job is None:
         return None
     result = run(job)
     summary = summary_of(result.predictions)

@@ -11,7 +11,6 @@ instead of stopping the others.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -23,7 +22,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
     import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
-from rgpt4d_core import config as config_lib
+from pipelines._cli import job_from_args, job_parser
 from rgpt4d_core import storage
 from rgpt4d_core.synth.config import SynthConfig
 from rgpt4d_core.synth.scenes import scene_id_for
@@ -123,16 +122,15 @@ def write_preview(job: MakeSyntheticJob, dest: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", default=[], help="YAML file(s) (conf/synth/*.yaml), merged in order")
-    parser.add_argument("--out", help="output root: local path or s3://bucket/prefix (overrides 'out')")
+    parser = job_parser(__doc__, "conf/synth/*.yaml", "synth.num_scenes=10", full_doc=True,
+                        out_help="output root: local path or s3://bucket/prefix (overrides 'out')")  # fmt: skip
     parser.add_argument("--address", default=None, help="Ray address (default: a local Ray; 'auto' for a cluster)")
     parser.add_argument("--preview", nargs="?", const="", default=None, help="write a contact-sheet PNG (default <out>/preview.png)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. synth.num_scenes=10")
     args = parser.parse_args(argv)
-    overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
-    job = config_lib.load(MakeSyntheticJob, args.config, overrides)
+    job = job_from_args(MakeSyntheticJob, args)
+    if job is None:
+        return 0
     summary = generate(job, address=args.address, progress=not args.no_progress)
     card = summary.pop("card")
     print(json.dumps(summary))

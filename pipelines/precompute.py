@@ -23,7 +23,6 @@ The job's configuration (``PrecomputeJob`` and its sections) and ``Summary`` are
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -38,6 +37,7 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 
 import pyarrow as pa
 
+from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
 from pipelines._precompute_job import ComputeConfig, InputConfig, OutputConfig, PrecomputeJob, Summary
 from pipelines._progress import polled
@@ -225,16 +225,11 @@ def run(job: PrecomputeJob) -> Summary:
     return summary
 
 
-def main(argv: list[str] | None = None) -> Summary:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", action="append", default=[], help="YAML file(s), later ones win")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. output.uri=s3://b/shards")
-    args = parser.parse_args(argv)
-    job = config_lib.load(PrecomputeJob, args.config, args.overrides)
-    if args.print_config:
-        print(config_lib.to_yaml(job))
-        return Summary(output=job.output.uri)
+def main(argv: list[str] | None = None) -> Summary | None:
+    args = job_parser(__doc__, "conf/precompute/*.yaml, conf/expert/*.yaml", "output.uri=s3://b/shards").parse_args(argv)
+    job = job_from_args(PrecomputeJob, args)
+    if job is None:
+        return None
     init_ray(job.ray_address, num_cpus=job.num_cpus)
     summary = run(job)
     print(summary.text(), flush=True)

@@ -20,7 +20,6 @@ Driver (this process):
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -30,8 +29,9 @@ from typing import Any
 if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
     import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
+from pipelines._cli import job_from_args, job_parser
 from rgpt4d_core import storage
-from rgpt4d_core.config import load, to_flat_dict, to_yaml
+from rgpt4d_core.config import to_flat_dict, to_yaml
 from rgpt4d_core.experts.pretrain_config import CHECKPOINT_FILE, PretrainExpertJob
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -173,14 +173,8 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order (conf/pretrain_expert/*.yaml)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loop.steps=50")
-    args = p.parse_args(argv)
-    cfg = load(PretrainExpertJob, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(cfg))
+    cfg = job_from_args(PretrainExpertJob, job_parser(__doc__, "conf/pretrain_expert/*.yaml", "loop.steps=50").parse_args(argv))
+    if cfg is None:
         return 0
     print("PRETRAIN_RESULT " + json.dumps(run(cfg), sort_keys=True))
     return 0

@@ -31,7 +31,6 @@ This file holds the app, the replica's batching and the entry point; beside it: 
 
 # no `from __future__ import annotations`: FastAPI resolves route signatures of Serve's ingress class at runtime
 
-import argparse
 import asyncio
 import dataclasses
 import time
@@ -46,6 +45,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from pipelines._cli import job_from_args, job_parser
 from pipelines._paths import absolute
 from pipelines._serve_api import APIRoutes, api_router
 from pipelines._serve_http import (
@@ -194,16 +194,9 @@ def start(job: ServeJob, user_config: dict[str, Any] | None = None) -> tuple[str
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", action="append", default=[], help="YAML config file(s), later wins")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. server.port=8080")
-    args = parser.parse_args(argv)
-    job = load_job(args.config, args.overrides)
-    if args.print_config:
-        from rgpt4d_core.config import to_yaml
-
-        print(to_yaml(job))
+    args = job_parser(__doc__, "conf/serve/*.yaml", "server.port=8080").parse_args(argv)
+    job = job_from_args(ServeJob, args, loader=load_job)
+    if job is None:
         return
     from pipelines._ray import init_ray, install_stop_signals, wait_for
 
