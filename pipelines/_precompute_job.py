@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipelines._ray import RayTarget
 from rgpt4d_core import storage
 from rgpt4d_core.experts.config import ExpertConfig
 from rgpt4d_core.shards import precompute as P
@@ -100,6 +101,9 @@ class PrecomputeJob:
     ray_address: str | None = None
     num_cpus: int | None = None
     forward_env: list[str] = field(default_factory=lambda: list(storage.S3_ENV_VARS))
+
+    def ray_target(self) -> RayTarget:
+        return RayTarget(self.ray_address, self.num_cpus, tuple(self.forward_env))
 
 
 @dataclass

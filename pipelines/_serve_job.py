@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines._ray import RayTarget
 from pipelines._serve_http import log
 from pipelines._serve_ui import UIConfig
 from rgpt4d_core.serve.engine import EngineConfig, write_random_checkpoint
@@ -58,6 +59,9 @@ class ServeJob:
     bootstrap_preset: str | None = None
     engine_class: str = "rgpt4d_core.serve.engine:VQAEngine"
     ray_address: str | None = None
+
+    def ray_target(self) -> RayTarget:
+        return RayTarget(self.ray_address)
 
 
 def import_object(path: str) -> Any:

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 from pipelines._chain import Chain, StageSection, Trained, VariantSection
 from pipelines._cli import job_from_args, job_parser
 from pipelines._paths import CONF
-from pipelines._ray import init_ray
+from pipelines._ray import RayTarget
 from rgpt4d_core.config import load
 from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table, mean_std_tables
 
@@ -67,6 +67,9 @@ class AblateJob:
     deadline_minutes: float = 0.0
     report_only: bool = False
 
+    def ray_target(self) -> RayTarget:
+        return RayTarget(num_cpus=self.num_cpus)
+
 
 @dataclass
 class Outcome:
@@ -103,7 +106,7 @@ def plan(job: AblateJob) -> list[tuple[int, str]]:
 def run(job: AblateJob, command: str) -> tuple[list[Outcome], Path]:
     """Train and evaluate every (seed, variant) that fits the deadline; write the report; return the outcomes."""
     start = time.perf_counter()
-    init_ray(None, num_cpus=job.num_cpus)
+    job.ray_target().init()
     chain = Chain(job.out)
     world = chain.synth(job.synth)
     expert = chain.expert(job.expert)

@@ -38,7 +38,7 @@ from pipelines._chain import Chain, StageSection, Trained, VariantSection
 from pipelines._cli import job_from_args, job_parser
 from pipelines._console import engine_output_to, quiet, ray_logs_dir
 from pipelines._paths import CONF
-from pipelines._ray import init_ray
+from pipelines._ray import RayTarget
 from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table
 from rgpt4d_core.eval.report import CHART_PNG, TABLE_MD, bar_chart
 
@@ -78,6 +78,9 @@ class DemoJob:
     serve_variant: str = "p4d"
     serve_question: bool = True
 
+    def ray_target(self) -> RayTarget:
+        return RayTarget(num_cpus=self.num_cpus)
+
 
 @dataclass
 class DemoResult:
@@ -96,7 +99,7 @@ class DemoResult:
 def run(job: DemoJob, log: Any = print) -> DemoResult:
     """Run the whole chain (see the module docstring); Ray is started here unless already running."""
     start = time.perf_counter()
-    init_ray(None, num_cpus=job.num_cpus, log_to_driver=not quiet())  # quiet: workers' output stays in Ray's logs
+    job.ray_target().init(log_to_driver=not quiet())  # quiet: workers' output stays in Ray's logs
     if quiet():
         import ray
 

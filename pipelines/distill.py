@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from pipelines._console import progress_wanted
 from pipelines._distill_worker import ensure_cwd, train_worker  # imported before ray.init (see ensure_cwd)
 from pipelines._paths import REPO, absolute
 from pipelines._progress import mlflow_step_reader, polled
-from pipelines._ray import init_ray
+from pipelines._ray import RayTarget
 from rgpt4d_core import storage
 from rgpt4d_core.config import to_flat_dict, to_yaml
 from rgpt4d_core.shards import schema as S
@@ -132,11 +131,11 @@ def count_usable_rows(shards: ShardSet, split: str) -> int:
     return int(table.filter(_usable(table, split)).num_rows)
 
 
-def forwarded_env(cfg: DistillJobConfig) -> dict[str, Any]:
-    """The job's ``runtime_env``: the driver's values of ``run.forward_env`` (those that are set). It reaches every
-    task and actor of the job (shard listing and reading, Train workers) when this job starts or attaches to Ray;
-    a caller that initialised Ray itself must put them into its own ``ray.init(runtime_env=...)``."""
-    return {"env_vars": {k: os.environ[k] for k in cfg.run.forward_env if k in os.environ}}
+def ray_target(cfg: DistillJobConfig) -> RayTarget:
+    """The job's Ray: ``run.ray_address``, ``run.ray_num_cpus``, and ``run.forward_env`` as the job's runtime_env,
+    which reaches every task and actor of the job (shard listing and reading, Train workers) when this job starts
+    or attaches to Ray; a caller that initialised Ray itself must put them into its own ``ray.init(runtime_env=...)``."""
+    return RayTarget(cfg.run.ray_address, cfg.run.ray_num_cpus, tuple(cfg.run.forward_env))
 
 
 def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
@@ -211,7 +210,8 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     shards = open_shards(cfg.data.shards)
     check_manifest(shards.manifest, expected_expert_spec(cfg), cfg)
     plan = plan_steps(cfg, count_usable_rows(shards, cfg.data.split))
-    init_ray(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus, runtime_env=forwarded_env(cfg))
+    target = ray_target(cfg)
+    target.init(runtime_env=target.runtime_env())
     ensure_cwd()
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig

@@ -36,7 +36,7 @@ from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
 from pipelines._paths import REPO, absolute
 from pipelines._progress import bar
-from pipelines._ray import init_ray
+from pipelines._ray import RayTarget
 from rgpt4d_core.config import to_flat_dict, to_yaml
 from rgpt4d_core.eval.benchmark import REGIONS_FROM, Benchmark, item_from_row, item_to_row, load_benchmark
 from rgpt4d_core.eval.blind import blind_table
@@ -125,6 +125,9 @@ class EvaluateJob:
     random_row: bool = True
     ray_address: str | None = None
     num_cpus: int | None = None
+
+    def ray_target(self) -> RayTarget:
+        return RayTarget(self.ray_address, self.num_cpus)
 
     def validate(self) -> None:
         if not self.engine.checkpoint:
@@ -255,7 +258,7 @@ def run(job: EvaluateJob) -> EvalResult:
     bench = load_benchmark(job.benchmark.path, job.benchmark.split, job.benchmark.video_root, job.benchmark.limit)
     if not bench.items:
         raise ValueError(f"benchmark {job.benchmark.path} has no items")
-    init_ray(job.ray_address, num_cpus=job.num_cpus)
+    job.ray_target().init()
     tracker = _tracker(job, bench)
     status = "FAILED"
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -75,7 +74,7 @@ def generate(job: MakeSyntheticJob, address: str | None = None, progress: bool =
     """Generate (or finish) the dataset of ``job``; returns a summary with ``generated``, ``skipped``, ``failed``
     and the dataset ``card`` (``None`` when scenes failed)."""
     from pipelines._progress import bar
-    from pipelines._ray import init_ray
+    from pipelines._ray import forwarded_env, init_ray
 
     job.synth.validate()
     done = done_scene_ids(job.out)
@@ -90,7 +89,7 @@ def generate(job: MakeSyntheticJob, address: str | None = None, progress: bool =
         ds = ray.data.from_items([{"index": i} for i in todo], override_num_blocks=len(todo)).map(
             functools.partial(generate_scene, cfg=job.synth, out=job.out), num_cpus=1,
             compute=ray.data.TaskPoolStrategy(size=max(1, min(job.workers, len(todo)))),
-            runtime_env={"env_vars": {k: os.environ[k] for k in job.forward_env if k in os.environ}},
+            runtime_env=forwarded_env(job.forward_env),
         )
         with bar(len(todo), "synthetic world", "scene", enabled=progress) as scenes:
             for row in ds.iter_rows():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -41,7 +40,6 @@ from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
 from pipelines._precompute_job import ComputeConfig, InputConfig, OutputConfig, PrecomputeJob, Summary
 from pipelines._progress import polled
-from pipelines._ray import init_ray
 from rgpt4d_core import config as config_lib
 from rgpt4d_core import storage
 from rgpt4d_core.experts.base import ExpertSpec
@@ -142,16 +140,11 @@ def estimated_row_bytes(spec: ExpertSpec, sampling: P.SamplingConfig) -> int:
     return S.tensor_nbytes(S.tensor_shapes(spec)) + raw_frames // (10 if sampling.image_format == "jpeg" else 2)
 
 
-def _runtime_env(job: PrecomputeJob) -> dict[str, Any]:
-    env = {k: os.environ[k] for k in job.forward_env if k in os.environ}
-    return {"runtime_env": {"env_vars": env}} if env else {}
-
-
 def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]]) -> None:
     import ray
 
     c = job.compute
-    renv = _runtime_env(job)
+    renv = job.ray_target().remote_args()
     ds: Any = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // max(1, c.decode_batch_size)))
     ds = ds.map_batches(_decode_batch, fn_kwargs={"sampling": job.sampling}, batch_size=c.decode_batch_size,
                         batch_format="pyarrow", num_cpus=c.num_cpus_per_task, memory=c.decode_memory_mb << 20, **renv)
@@ -178,7 +171,7 @@ def run(job: PrecomputeJob) -> Summary:
     root = job.output.uri
     summary = Summary(output=root)
     _import_plugins(job.plugins)
-    spec_task = ray.remote(_spec_of).options(num_gpus=job.compute.num_gpus_per_actor, num_cpus=0, **_runtime_env(job))
+    spec_task = ray.remote(_spec_of).options(num_gpus=job.compute.num_gpus_per_actor, num_cpus=0, **job.ray_target().remote_args())
     spec = ExpertSpec.from_dict(ray.get(spec_task.remote(job.expert, list(job.plugins))))
     sampling = job.sampling.to_dict()
     M.claim_directory(root, spec, sampling)
@@ -230,7 +223,7 @@ def main(argv: list[str] | None = None) -> Summary | None:
     job = job_from_args(PrecomputeJob, args)
     if job is None:
         return None
-    init_ray(job.ray_address, num_cpus=job.num_cpus)
+    job.ray_target().init()
     summary = run(job)
     print(summary.text(), flush=True)
     return summary

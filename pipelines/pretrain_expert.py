@@ -90,7 +90,7 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     from pipelines._paths import REPO, absolute
     from pipelines._pretrain_expert_worker import train_worker
     from pipelines._progress import mlflow_step_reader, polled
-    from pipelines._ray import init_ray
+    from pipelines._ray import RayTarget
     from rgpt4d_core.experts.l4p import build_model, load_checkpoint_state
     from rgpt4d_core.experts.l4p_training import classical_flow_epe, evaluate, zero_flow_epe
     from rgpt4d_core.tracking import (
@@ -103,7 +103,7 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     )
 
     started = time.perf_counter()
-    init_ray(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus)
+    RayTarget(cfg.run.ray_address, cfg.run.ray_num_cpus).init()
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer

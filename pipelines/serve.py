@@ -198,9 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     job = job_from_args(ServeJob, args, loader=load_job)
     if job is None:
         return
-    from pipelines._ray import init_ray, install_stop_signals, wait_for
+    from pipelines._ray import install_stop_signals, wait_for
 
-    init_ray(job.ray_address)
+    job.ray_target().init()
     url, _ = start(job)
     stopping = install_stop_signals()
     print(
