@@ -30,21 +30,15 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
 from pipelines._distill_worker import ensure_cwd, train_worker  # imported before ray.init (see ensure_cwd)
-from pipelines._paths import REPO, absolute
+from pipelines._paths import absolute
 from pipelines._progress import mlflow_step_reader, polled
 from pipelines._ray import RayTarget
+from pipelines._tracking import closing_run, start_job_run
 from rgpt4d_core import storage
-from rgpt4d_core.config import to_flat_dict, to_yaml
+from rgpt4d_core.config import to_yaml
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.reader import ShardSet, open_shards
-from rgpt4d_core.tracking import (
-    MLflowTracker,
-    NullTracker,
-    Tracker,
-    default_tracking_uri,
-    git_sha,
-    library_versions,
-)
+from rgpt4d_core.tracking import NullTracker, Tracker, default_tracking_uri
 from rgpt4d_core.train.compat import check_manifest, expected_expert_spec
 from rgpt4d_core.train.config import DistillJobConfig, StepPlan, plan_steps
 
@@ -87,25 +81,14 @@ def _start_tracker(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan) -> T
         return NullTracker()
     manifest = shards.manifest
     tags = {
-        "git_sha": git_sha(REPO),
         "shards.uri": cfg.data.shards,
         "shards.manifest_fingerprint": manifest_fingerprint(shards),
         "shards.schema_fingerprint": manifest.schema_fingerprint,
         "expert.name": manifest.expert_spec.name,
         "expert.revision": manifest.expert_spec.revision,
         "plan.total_steps": str(plan.total_steps),
-        **library_versions(),
     }
-    tracker = MLflowTracker.start(
-        tracking_uri_of(cfg),
-        cfg.mlflow.experiment,
-        run_name=cfg.run.name,
-        job_key=run_dir_of(cfg),
-        params=to_flat_dict(cfg),
-        tags=tags,
-    )
-    tracker.log_text(to_yaml(cfg), "config/resolved.yaml")
-    return tracker
+    return start_job_run(cfg, True, tracking_uri_of(cfg), cfg.mlflow.experiment, cfg.run.name, run_dir_of(cfg), tags)
 
 
 def manifest_fingerprint(shards: ShardSet) -> str:
@@ -240,13 +223,12 @@ def run(cfg: DistillJobConfig) -> DistillResult:
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.loop.num_checkpoints_to_keep),
         ),
     )
-    status = "FAILED"
     started = time.perf_counter()
-    try:
+    with closing_run(tracker) as status:
         with polled(plan.total_steps, f"distill {cfg.run.name}", "step", enabled=progress_wanted() and bool(tracker.run_id),
                     poll=mlflow_step_reader(tracking_uri_of(cfg), str(tracker.run_id), "loss/total")):  # fmt: skip
             result = trainer.fit()
-        status = "FINISHED" if result.error is None else "FAILED"
+        status.value = "FINISHED" if result.error is None else "FAILED"
         if result.error is not None:
             raise result.error
         metrics = dict(result.metrics or {})
@@ -262,11 +244,6 @@ def run(cfg: DistillJobConfig) -> DistillResult:
             plan=plan,
             model_version=version,
         )
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.set_terminated(status)
 
 
 def _log_export(cfg: DistillJobConfig, checkpoint: Any, tracker: Tracker) -> tuple[str | None, str | None]:

@@ -34,10 +34,10 @@ from omegaconf import MISSING
 
 from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
-from pipelines._paths import REPO, absolute
+from pipelines._paths import absolute
 from pipelines._progress import bar
 from pipelines._ray import RayTarget
-from rgpt4d_core.config import to_flat_dict, to_yaml
+from pipelines._tracking import closing_run, start_job_run
 from rgpt4d_core.eval.benchmark import REGIONS_FROM, Benchmark, item_from_row, item_to_row, load_benchmark
 from rgpt4d_core.eval.blind import blind_table
 from rgpt4d_core.eval.metrics import AccuracyTable, accuracy_table, markdown_table, random_guess_table
@@ -45,14 +45,7 @@ from rgpt4d_core.eval.predict import PREDICTION_SCHEMA, Prediction, error_predic
 from rgpt4d_core.eval.report import ReportFiles, error_note, summary_of, write_report
 from rgpt4d_core.model.checkpoint import checkpoint_model_id
 from rgpt4d_core.serve.engine import EngineConfig
-from rgpt4d_core.tracking import (
-    MLflowTracker,
-    NullTracker,
-    Tracker,
-    default_tracking_uri,
-    git_sha,
-    library_versions,
-)
+from rgpt4d_core.tracking import MLflowTracker, NullTracker, Tracker, default_tracking_uri
 
 
 @dataclass
@@ -227,12 +220,9 @@ def _tracker(job: EvaluateJob, bench: Benchmark) -> Tracker:
         return NullTracker()
     if m.run_id:
         return MLflowTracker.attach(tracking_uri_of(job), m.run_id)
-    tags = {"git_sha": git_sha(REPO), "benchmark.name": bench.name,
-            "benchmark.layout": bench.layout, "checkpoint": job.engine.checkpoint, **library_versions()}  # fmt: skip
-    tracker = MLflowTracker.start(tracking_uri_of(job), m.experiment, run_name=f"eval-{model_name(job)}",
-                                  job_key=f"eval:{job.output.dir}", params=to_flat_dict(job), tags=tags)  # fmt: skip
-    tracker.log_text(to_yaml(job), "config/eval.yaml")
-    return tracker
+    tags = {"benchmark.name": bench.name, "benchmark.layout": bench.layout, "checkpoint": job.engine.checkpoint}
+    return start_job_run(job, True, tracking_uri_of(job), m.experiment, f"eval-{model_name(job)}",
+                         f"eval:{job.output.dir}", tags, config_artifact="config/eval.yaml")  # fmt: skip
 
 
 def _log(tracker: Tracker, job: EvaluateJob, model: AccuracyTable, baselines: dict[str, AccuracyTable],
@@ -260,8 +250,8 @@ def run(job: EvaluateJob) -> EvalResult:
         raise ValueError(f"benchmark {job.benchmark.path} has no items")
     job.ray_target().init()
     tracker = _tracker(job, bench)
-    status = "FAILED"
-    try:
+    # an attached run belongs to its job: leave its status alone
+    with closing_run(tracker, close=not job.mlflow.run_id) as status:
         predictions = predict_all(job, bench)
         name = model_name(job)
         table = accuracy_table((p.scored() for p in predictions), name)
@@ -279,10 +269,7 @@ def run(job: EvaluateJob) -> EvalResult:
                  "include_duration": job.engine.include_duration, "mlflow_run_id": tracker.run_id}  # fmt: skip
         files = write_report(Path(job.output.dir), predictions, tables, title=f"{name} on {bench.name}", extra=extra)
         _log(tracker, job, table, baselines, summary, files)
-        status = "FINISHED"
-    finally:
-        if not job.mlflow.run_id:  # an attached run belongs to its job: leave its status alone
-            tracker.set_terminated(status)
+        status.value = "FINISHED"
     return EvalResult(table, rnd, predictions, files, tracker.run_id, time.perf_counter() - start, blind=blind)
 
 

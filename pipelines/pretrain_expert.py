@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 
 from pipelines._cli import job_from_args, job_parser
 from rgpt4d_core import storage
-from rgpt4d_core.config import to_flat_dict, to_yaml
+from rgpt4d_core.config import to_yaml
 from rgpt4d_core.experts.pretrain_config import CHECKPOINT_FILE, PretrainExpertJob
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -87,20 +87,14 @@ def examples_dataset(videos: list[str], cfg: PretrainExpertJob, windows: int) ->
 def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     """Run (or resume) the job; returns the summary printed by :func:`main`."""
     from pipelines._console import progress_wanted
-    from pipelines._paths import REPO, absolute
+    from pipelines._paths import absolute
     from pipelines._pretrain_expert_worker import train_worker
     from pipelines._progress import mlflow_step_reader, polled
     from pipelines._ray import RayTarget
+    from pipelines._tracking import closing_run, start_job_run
     from rgpt4d_core.experts.l4p import build_model, load_checkpoint_state
     from rgpt4d_core.experts.l4p_training import classical_flow_epe, evaluate, zero_flow_epe
-    from rgpt4d_core.tracking import (
-        MLflowTracker,
-        NullTracker,
-        Tracker,
-        default_tracking_uri,
-        git_sha,
-        library_versions,
-    )
+    from rgpt4d_core.tracking import default_tracking_uri
 
     started = time.perf_counter()
     RayTarget(cfg.run.ray_address, cfg.run.ray_num_cpus).init()
@@ -113,14 +107,9 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     heldout = examples_dataset(splits["heldout"], cfg, 1).take_all()
     storage_path = absolute(cfg.run.storage_path)
     run_dir = storage.join(storage_path, cfg.run.name)
-    tracker: Tracker = NullTracker()
     tracking_uri = cfg.mlflow.tracking_uri or default_tracking_uri(run_dir)
-    if cfg.mlflow.enabled:
-        tags = {"git_sha": git_sha(REPO), "expert.preset": cfg.preset,
-                "data.root": cfg.data.root, **library_versions()}  # fmt: skip
-        tracker = MLflowTracker.start(tracking_uri, cfg.mlflow.experiment, run_name=cfg.run.name, job_key=run_dir,
-                                      params=to_flat_dict(cfg), tags=tags)  # fmt: skip
-        tracker.log_text(to_yaml(cfg), "config/resolved.yaml")
+    tracker = start_job_run(cfg, cfg.mlflow.enabled, tracking_uri, cfg.mlflow.experiment, cfg.run.name, run_dir,
+                            {"expert.preset": cfg.preset, "data.root": cfg.data.root})  # fmt: skip
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config_yaml": to_yaml(cfg), "tracking_uri": tracking_uri, "run_id": tracker.run_id or ""},
@@ -133,8 +122,7 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
                              failure_config=FailureConfig(max_failures=cfg.run.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),  # fmt: skip
     )
-    status = "FAILED"
-    try:
+    with closing_run(tracker) as status:
         with polled(cfg.loop.steps, f"pretrain {cfg.run.name}", "step", enabled=progress_wanted() and bool(tracker.run_id),
                     poll=mlflow_step_reader(tracking_uri, str(tracker.run_id), "train/lr")):  # fmt: skip
             result = trainer.fit()
@@ -163,13 +151,8 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
         tracker.log_metrics(metrics, step=cfg.loop.steps)
         tracker.log_artifact(output, "expert")
         tracker.log_artifact(output + ".json", "expert")
-        status = "FINISHED"
+        status.value = "FINISHED"
         return summary
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.set_terminated(status)
 
 
 def main(argv: list[str] | None = None) -> int:
