@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines._paths import REPO
 from rgpt4d_core.config import load, to_yaml
 from rgpt4d_core.tracking import default_tracking_uri
 
 STAMP = ".chain_stamp.json"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -198,7 +198,6 @@ class Chain:
     def precompute(self, section: StageSection, world: Path, expert: Path) -> Path:
         """Expert targets of the world's training split in Parquet shards (``<out>/shards``)."""
         from pipelines import precompute as P
-        from pipelines._ray import init_ray
 
         shards = self.out / "shards"
         job = load(P.PrecomputeJob, conf_files(section.config), [
@@ -207,7 +206,7 @@ class Chain:
         key = digest(to_yaml(job), file_digest(expert), file_digest(world / "dataset.json"))
         with self.stage("precompute shards"):
             if self._reuse("precompute shards", shards, key, shards / "_manifest.json") is None:
-                init_ray(job.ray_address, num_cpus=job.num_cpus)
+                job.ray_target().init()
                 summary = P.run(job)
                 self.log("   " + summary.text().replace("\n", "\n   "))
                 self._done(shards, key, {"rows": summary.total_rows})

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 _ENV_DEFAULTS = {
@@ -73,6 +75,44 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
     else:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
+
+
+def forwarded_env(names: Iterable[str]) -> dict[str, Any]:
+    """The ``runtime_env`` that carries the driver's values of the environment variables ``names`` (those that are
+    set) to a job's tasks and actors: workers of an already running cluster do not see the driver's environment."""
+    return {"env_vars": {k: os.environ[k] for k in names if k in os.environ}}
+
+
+@dataclass(frozen=True)
+class RayTarget:
+    """Which Ray a job attaches to and what its tasks see of the driver's environment: the one value every entry
+    point reads from its own config keys (``ray_address``/``num_cpus``/``forward_env``, ``run.ray_address``/
+    ``run.ray_num_cpus``/``run.forward_env``, ...; the YAML keys stay each job's own).
+
+    Attributes:
+        address: ``None`` starts a local Ray (or attaches when ``RAY_ADDRESS`` is set, as under ``ray job submit``);
+            else the address to attach to (see :func:`init_ray`).
+        num_cpus: logical CPUs of a locally started Ray (``None`` = all cores).
+        forward_env: environment variables copied from the driver into the job's tasks and actors when set.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    forward_env: tuple[str, ...] = ()
+
+    def runtime_env(self) -> dict[str, Any]:
+        """``{"env_vars": ...}`` of :attr:`forward_env` (see :func:`forwarded_env`)."""
+        return forwarded_env(self.forward_env)
+
+    def remote_args(self) -> dict[str, Any]:
+        """Ray remote arguments carrying :meth:`runtime_env`: ``{"runtime_env": ...}``, or ``{}`` when no forwarded
+        variable is set."""
+        env = self.runtime_env()
+        return {"runtime_env": env} if env["env_vars"] else {}
+
+    def init(self, **kwargs: Any) -> None:
+        """:func:`init_ray` with this address and CPU count (``kwargs``: further ``ray.init`` arguments)."""
+        init_ray(self.address, num_cpus=self.num_cpus, **kwargs)
 
 
 def install_stop_signals() -> threading.Event:

@@ -15,22 +15,22 @@ command, the setup, what was run, the mean ± std table, the per-seed tables and
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from pipelines._chain import Chain, StageSection, Trained, VariantSection
-from pipelines._ray import init_ray
+from pipelines._cli import job_from_args, job_parser
+from pipelines._paths import CONF
+from pipelines._ray import RayTarget
 from rgpt4d_core.config import load
 from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table, mean_std_tables
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 BEGIN, END = "<!-- ablate:begin -->", "<!-- ablate:end -->"
 LOSS_KEYS = ("loss/sft", "loss/ld", "loss/ed/depth", "loss/ed/flow_2d_backward", "loss/ed/dyn_mask", "loss/total")
 
@@ -66,6 +66,9 @@ class AblateJob:
     results_md: str = "docs/results.md"
     deadline_minutes: float = 0.0
     report_only: bool = False
+
+    def ray_target(self) -> RayTarget:
+        return RayTarget(num_cpus=self.num_cpus)
 
 
 @dataclass
@@ -103,7 +106,7 @@ def plan(job: AblateJob) -> list[tuple[int, str]]:
 def run(job: AblateJob, command: str) -> tuple[list[Outcome], Path]:
     """Train and evaluate every (seed, variant) that fits the deadline; write the report; return the outcomes."""
     start = time.perf_counter()
-    init_ray(None, num_cpus=job.num_cpus)
+    job.ray_target().init()
     chain = Chain(job.out)
     world = chain.synth(job.synth)
     expert = chain.expert(job.expert)
@@ -233,13 +236,10 @@ def write_report(job: AblateJob, chain: Chain, outcomes: list[Outcome], skipped:
 
 
 def main(argv: list[str] | None = None) -> list[Outcome]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--config", action="append", default=[], help="YAML file(s) (default conf/ablate/default.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds='[0]' deadline_minutes=20")
-    args = parser.parse_args(argv)
-    files = args.config or [str(CONF / "ablate" / "default.yaml")]
-    job = load(AblateJob, files, args.overrides)
+    parser = job_parser(__doc__, "conf/ablate/*.yaml, default conf/ablate/default.yaml", "seeds='[0]' deadline_minutes=20")
+    job = job_from_args(AblateJob, parser.parse_args(argv), default_config=[CONF / "ablate" / "default.yaml"])
+    if job is None:
+        return []
     command = ".venv/bin/python -m pipelines.ablate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     outcomes, path = run(job, command.strip())
     tables, std = summary_tables(job, outcomes)

@@ -26,24 +26,22 @@ A re-run reuses every finished stage whose configuration and inputs are unchange
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python pipelines/demo.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from pipelines._chain import Chain, StageSection, Trained, VariantSection
+from pipelines._cli import job_from_args, job_parser
 from pipelines._console import engine_output_to, quiet, ray_logs_dir
-from pipelines._ray import init_ray
-from rgpt4d_core.config import load
+from pipelines._paths import CONF
+from pipelines._ray import RayTarget
 from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table
 from rgpt4d_core.eval.report import CHART_PNG, TABLE_MD, bar_chart
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_CONFIG = CONF / "demo" / "default.yaml"
 SMOKE_CONFIG = CONF / "demo" / "smoke.yaml"
 
@@ -80,6 +78,9 @@ class DemoJob:
     serve_variant: str = "p4d"
     serve_question: bool = True
 
+    def ray_target(self) -> RayTarget:
+        return RayTarget(num_cpus=self.num_cpus)
+
 
 @dataclass
 class DemoResult:
@@ -98,7 +99,7 @@ class DemoResult:
 def run(job: DemoJob, log: Any = print) -> DemoResult:
     """Run the whole chain (see the module docstring); Ray is started here unless already running."""
     start = time.perf_counter()
-    init_ray(None, num_cpus=job.num_cpus, log_to_driver=not quiet())  # quiet: workers' output stays in Ray's logs
+    job.ray_target().init(log_to_driver=not quiet())  # quiet: workers' output stays in Ray's logs
     if quiet():
         import ray
 
@@ -182,25 +183,16 @@ def print_summary(job: DemoJob, result: DemoResult, log_file: Path | None = None
 
 
 def main(argv: list[str] | None = None) -> DemoResult | None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--config", action="append", default=[], help="YAML file(s) (default conf/demo/default.yaml)")
+    parser = job_parser(__doc__, "conf/demo/*.yaml, default conf/demo/default.yaml", "seed=1",
+                        out_help="output root (overrides 'out')")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="a very small run (conf/demo/smoke.yaml, out/demo_smoke)")
-    parser.add_argument("--out", help="output root (overrides 'out')")
-    parser.add_argument("--print-config", action="store_true")
     parser.add_argument("--engine-logs", action="store_true",
                         help="show Ray's, MLflow's and the libraries' own output here instead of <out>/logs/engine.log")
     parser.add_argument("--serve", action="store_true",
                         help="after the chain, keep serving the student and its web page (/ui/) until Ctrl-C")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1")
     args = parser.parse_args(argv)
-    files = args.config or [str(SMOKE_CONFIG if args.smoke else DEFAULT_CONFIG)]
-    overrides = [*args.overrides, *([f"out={args.out}"] if args.out else [])]
-    job = load(DemoJob, files, overrides)
-    if args.print_config:
-        from rgpt4d_core.config import to_yaml
-
-        print(to_yaml(job))
+    job = job_from_args(DemoJob, args, default_config=[SMOKE_CONFIG if args.smoke else DEFAULT_CONFIG])
+    if job is None:
         return None
     with engine_output_to(Path(job.out) / "logs", enabled=not args.engine_logs) as log_file:
         if log_file is not None:

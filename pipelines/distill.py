@@ -17,35 +17,28 @@ perception decoder) to MLflow, registers it, and closes the run with the job's s
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python pipelines/distill.py` (also under `ray job submit`)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
+from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
 from pipelines._distill_worker import ensure_cwd, train_worker  # imported before ray.init (see ensure_cwd)
+from pipelines._paths import absolute
 from pipelines._progress import mlflow_step_reader, polled
-from pipelines._ray import init_ray
+from pipelines._ray import RayTarget
+from pipelines._tracking import closing_run, start_job_run
 from rgpt4d_core import storage
-from rgpt4d_core.config import load, to_flat_dict, to_yaml
+from rgpt4d_core.config import to_yaml
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.reader import ShardSet, open_shards
-from rgpt4d_core.tracking import (
-    MLflowTracker,
-    NullTracker,
-    Tracker,
-    default_tracking_uri,
-    git_sha,
-    library_versions,
-)
+from rgpt4d_core.tracking import NullTracker, Tracker, default_tracking_uri
 from rgpt4d_core.train.compat import check_manifest, expected_expert_spec
 from rgpt4d_core.train.config import DistillJobConfig, StepPlan, plan_steps
 
@@ -88,25 +81,14 @@ def _start_tracker(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan) -> T
         return NullTracker()
     manifest = shards.manifest
     tags = {
-        "git_sha": git_sha(Path(__file__).resolve().parents[1]),
         "shards.uri": cfg.data.shards,
         "shards.manifest_fingerprint": manifest_fingerprint(shards),
         "shards.schema_fingerprint": manifest.schema_fingerprint,
         "expert.name": manifest.expert_spec.name,
         "expert.revision": manifest.expert_spec.revision,
         "plan.total_steps": str(plan.total_steps),
-        **library_versions(),
     }
-    tracker = MLflowTracker.start(
-        tracking_uri_of(cfg),
-        cfg.mlflow.experiment,
-        run_name=cfg.run.name,
-        job_key=run_dir_of(cfg),
-        params=to_flat_dict(cfg),
-        tags=tags,
-    )
-    tracker.log_text(to_yaml(cfg), "config/resolved.yaml")
-    return tracker
+    return start_job_run(cfg, True, tracking_uri_of(cfg), cfg.mlflow.experiment, cfg.run.name, run_dir_of(cfg), tags)
 
 
 def manifest_fingerprint(shards: ShardSet) -> str:
@@ -132,11 +114,11 @@ def count_usable_rows(shards: ShardSet, split: str) -> int:
     return int(table.filter(_usable(table, split)).num_rows)
 
 
-def forwarded_env(cfg: DistillJobConfig) -> dict[str, Any]:
-    """The job's ``runtime_env``: the driver's values of ``run.forward_env`` (those that are set). It reaches every
-    task and actor of the job (shard listing and reading, Train workers) when this job starts or attaches to Ray;
-    a caller that initialised Ray itself must put them into its own ``ray.init(runtime_env=...)``."""
-    return {"env_vars": {k: os.environ[k] for k in cfg.run.forward_env if k in os.environ}}
+def ray_target(cfg: DistillJobConfig) -> RayTarget:
+    """The job's Ray: ``run.ray_address``, ``run.ray_num_cpus``, and ``run.forward_env`` as the job's runtime_env,
+    which reaches every task and actor of the job (shard listing and reading, Train workers) when this job starts
+    or attaches to Ray; a caller that initialised Ray itself must put them into its own ``ray.init(runtime_env=...)``."""
+    return RayTarget(cfg.run.ray_address, cfg.run.ray_num_cpus, tuple(cfg.run.forward_env))
 
 
 def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
@@ -189,9 +171,6 @@ def with_absolute_paths(cfg: DistillJobConfig) -> DistillJobConfig:
     paths or URIs.
     """
 
-    def absolute(path: str | None) -> str | None:
-        return path if not path or "://" in path else os.path.abspath(os.path.expanduser(path))
-
     return dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, shards=str(absolute(cfg.data.shards))),
@@ -214,7 +193,8 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     shards = open_shards(cfg.data.shards)
     check_manifest(shards.manifest, expected_expert_spec(cfg), cfg)
     plan = plan_steps(cfg, count_usable_rows(shards, cfg.data.split))
-    init_ray(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus, runtime_env=forwarded_env(cfg))
+    target = ray_target(cfg)
+    target.init(runtime_env=target.runtime_env())
     ensure_cwd()
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -243,13 +223,12 @@ def run(cfg: DistillJobConfig) -> DistillResult:
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.loop.num_checkpoints_to_keep),
         ),
     )
-    status = "FAILED"
     started = time.perf_counter()
-    try:
+    with closing_run(tracker) as status:
         with polled(plan.total_steps, f"distill {cfg.run.name}", "step", enabled=progress_wanted() and bool(tracker.run_id),
                     poll=mlflow_step_reader(tracking_uri_of(cfg), str(tracker.run_id), "loss/total")):  # fmt: skip
             result = trainer.fit()
-        status = "FINISHED" if result.error is None else "FAILED"
+        status.value = "FINISHED" if result.error is None else "FAILED"
         if result.error is not None:
             raise result.error
         metrics = dict(result.metrics or {})
@@ -265,11 +244,6 @@ def run(cfg: DistillJobConfig) -> DistillResult:
             plan=plan,
             model_version=version,
         )
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.set_terminated(status)
 
 
 def _log_export(cfg: DistillJobConfig, checkpoint: Any, tracker: Tracker) -> tuple[str | None, str | None]:
@@ -285,20 +259,9 @@ def _log_export(cfg: DistillJobConfig, checkpoint: Any, tracker: Tracker) -> tup
     return export_uri, version
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[list[str], list[str], bool]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order (conf/distill/*.yaml)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loop.epochs=2")
-    args = p.parse_args(argv)
-    return args.config, args.overrides, args.print_config
-
-
 def main(argv: list[str] | None = None) -> int:
-    files, overrides, print_only = parse_args(argv)
-    cfg = load(DistillJobConfig, files, overrides)
-    if print_only:
-        print(to_yaml(cfg))
+    cfg = job_from_args(DistillJobConfig, job_parser(__doc__, "conf/distill/*.yaml", "loop.epochs=2").parse_args(argv))
+    if cfg is None:
         return 0
     result = run(cfg)
     summary = {

@@ -18,27 +18,26 @@ Items that cannot be answered (a video that fails to decode, an unreadable SoM i
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python pipelines/evaluate.py` (also under `ray job submit`)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 import pyarrow as pa
 from omegaconf import MISSING
 
+from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
+from pipelines._paths import absolute
 from pipelines._progress import bar
-from pipelines._ray import init_ray
-from rgpt4d_core.config import load, to_flat_dict, to_yaml
+from pipelines._ray import RayTarget
+from pipelines._tracking import closing_run, start_job_run
 from rgpt4d_core.eval.benchmark import REGIONS_FROM, Benchmark, item_from_row, item_to_row, load_benchmark
 from rgpt4d_core.eval.blind import blind_table
 from rgpt4d_core.eval.metrics import AccuracyTable, accuracy_table, markdown_table, random_guess_table
@@ -46,14 +45,7 @@ from rgpt4d_core.eval.predict import PREDICTION_SCHEMA, Prediction, error_predic
 from rgpt4d_core.eval.report import ReportFiles, error_note, summary_of, write_report
 from rgpt4d_core.model.checkpoint import checkpoint_model_id
 from rgpt4d_core.serve.engine import EngineConfig
-from rgpt4d_core.tracking import (
-    MLflowTracker,
-    NullTracker,
-    Tracker,
-    default_tracking_uri,
-    git_sha,
-    library_versions,
-)
+from rgpt4d_core.tracking import MLflowTracker, NullTracker, Tracker, default_tracking_uri
 
 
 @dataclass
@@ -127,6 +119,9 @@ class EvaluateJob:
     ray_address: str | None = None
     num_cpus: int | None = None
 
+    def ray_target(self) -> RayTarget:
+        return RayTarget(self.ray_address, self.num_cpus)
+
     def validate(self) -> None:
         if not self.engine.checkpoint:
             raise ValueError("engine.checkpoint: the checkpoint to evaluate is required")
@@ -168,16 +163,12 @@ class EngineActor:
         return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
 
 
-def _absolute(path: str) -> str:
-    return path if not path or "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
 def with_absolute_paths(job: EvaluateJob) -> EvaluateJob:
     """Local relative paths pinned to the driver's working directory (actors may run elsewhere)."""
-    bench = dataclasses.replace(job.benchmark, path=_absolute(job.benchmark.path),
-                                video_root=_absolute(job.benchmark.video_root) if job.benchmark.video_root else None)  # fmt: skip
-    engine = dataclasses.replace(job.engine, checkpoint=_absolute(job.engine.checkpoint))
-    output = dataclasses.replace(job.output, dir=_absolute(job.output.dir))
+    bench = dataclasses.replace(job.benchmark, path=absolute(job.benchmark.path),
+                                video_root=absolute(job.benchmark.video_root) or None)
+    engine = dataclasses.replace(job.engine, checkpoint=absolute(job.engine.checkpoint))
+    output = dataclasses.replace(job.output, dir=absolute(job.output.dir))
     return dataclasses.replace(job, benchmark=bench, engine=engine, output=output)
 
 
@@ -229,12 +220,9 @@ def _tracker(job: EvaluateJob, bench: Benchmark) -> Tracker:
         return NullTracker()
     if m.run_id:
         return MLflowTracker.attach(tracking_uri_of(job), m.run_id)
-    tags = {"git_sha": git_sha(Path(__file__).resolve().parents[1]), "benchmark.name": bench.name,
-            "benchmark.layout": bench.layout, "checkpoint": job.engine.checkpoint, **library_versions()}  # fmt: skip
-    tracker = MLflowTracker.start(tracking_uri_of(job), m.experiment, run_name=f"eval-{model_name(job)}",
-                                  job_key=f"eval:{job.output.dir}", params=to_flat_dict(job), tags=tags)  # fmt: skip
-    tracker.log_text(to_yaml(job), "config/eval.yaml")
-    return tracker
+    tags = {"benchmark.name": bench.name, "benchmark.layout": bench.layout, "checkpoint": job.engine.checkpoint}
+    return start_job_run(job, True, tracking_uri_of(job), m.experiment, f"eval-{model_name(job)}",
+                         f"eval:{job.output.dir}", tags, config_artifact="config/eval.yaml")  # fmt: skip
 
 
 def _log(tracker: Tracker, job: EvaluateJob, model: AccuracyTable, baselines: dict[str, AccuracyTable],
@@ -260,10 +248,10 @@ def run(job: EvaluateJob) -> EvalResult:
     bench = load_benchmark(job.benchmark.path, job.benchmark.split, job.benchmark.video_root, job.benchmark.limit)
     if not bench.items:
         raise ValueError(f"benchmark {job.benchmark.path} has no items")
-    init_ray(job.ray_address, num_cpus=job.num_cpus)
+    job.ray_target().init()
     tracker = _tracker(job, bench)
-    status = "FAILED"
-    try:
+    # an attached run belongs to its job: leave its status alone
+    with closing_run(tracker, close=not job.mlflow.run_id) as status:
         predictions = predict_all(job, bench)
         name = model_name(job)
         table = accuracy_table((p.scored() for p in predictions), name)
@@ -281,22 +269,13 @@ def run(job: EvaluateJob) -> EvalResult:
                  "include_duration": job.engine.include_duration, "mlflow_run_id": tracker.run_id}  # fmt: skip
         files = write_report(Path(job.output.dir), predictions, tables, title=f"{name} on {bench.name}", extra=extra)
         _log(tracker, job, table, baselines, summary, files)
-        status = "FINISHED"
-    finally:
-        if not job.mlflow.run_id:  # an attached run belongs to its job: leave its status alone
-            tracker.set_terminated(status)
+        status.value = "FINISHED"
     return EvalResult(table, rnd, predictions, files, tracker.run_id, time.perf_counter() - start, blind=blind)
 
 
 def main(argv: list[str] | None = None) -> EvalResult | None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order (conf/eval/*.yaml)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. engine.checkpoint=out/ckpt")
-    args = p.parse_args(argv)
-    job = load(EvaluateJob, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(job))
+    job = job_from_args(EvaluateJob, job_parser(__doc__, "conf/eval/*.yaml", "engine.checkpoint=out/ckpt").parse_args(argv))
+    if job is None:
         return None
     result = run(job)
     summary = summary_of(result.predictions)

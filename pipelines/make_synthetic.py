@@ -11,16 +11,17 @@ instead of stopping the others.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rgpt4d_core import config as config_lib
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
+
+from pipelines._cli import job_from_args, job_parser
 from rgpt4d_core import storage
 from rgpt4d_core.synth.config import SynthConfig
 from rgpt4d_core.synth.scenes import scene_id_for
@@ -73,7 +74,7 @@ def generate(job: MakeSyntheticJob, address: str | None = None, progress: bool =
     """Generate (or finish) the dataset of ``job``; returns a summary with ``generated``, ``skipped``, ``failed``
     and the dataset ``card`` (``None`` when scenes failed)."""
     from pipelines._progress import bar
-    from pipelines._ray import init_ray
+    from pipelines._ray import forwarded_env, init_ray
 
     job.synth.validate()
     done = done_scene_ids(job.out)
@@ -88,7 +89,7 @@ def generate(job: MakeSyntheticJob, address: str | None = None, progress: bool =
         ds = ray.data.from_items([{"index": i} for i in todo], override_num_blocks=len(todo)).map(
             functools.partial(generate_scene, cfg=job.synth, out=job.out), num_cpus=1,
             compute=ray.data.TaskPoolStrategy(size=max(1, min(job.workers, len(todo)))),
-            runtime_env={"env_vars": {k: os.environ[k] for k in job.forward_env if k in os.environ}},
+            runtime_env=forwarded_env(job.forward_env),
         )
         with bar(len(todo), "synthetic world", "scene", enabled=progress) as scenes:
             for row in ds.iter_rows():
@@ -120,16 +121,15 @@ def write_preview(job: MakeSyntheticJob, dest: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", default=[], help="YAML file(s) (conf/synth/*.yaml), merged in order")
-    parser.add_argument("--out", help="output root: local path or s3://bucket/prefix (overrides 'out')")
+    parser = job_parser(__doc__, "conf/synth/*.yaml", "synth.num_scenes=10", full_doc=True,
+                        out_help="output root: local path or s3://bucket/prefix (overrides 'out')")  # fmt: skip
     parser.add_argument("--address", default=None, help="Ray address (default: a local Ray; 'auto' for a cluster)")
     parser.add_argument("--preview", nargs="?", const="", default=None, help="write a contact-sheet PNG (default <out>/preview.png)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. synth.num_scenes=10")
     args = parser.parse_args(argv)
-    overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
-    job = config_lib.load(MakeSyntheticJob, args.config, overrides)
+    job = job_from_args(MakeSyntheticJob, args)
+    if job is None:
+        return 0
     summary = generate(job, address=args.address, progress=not args.no_progress)
     card = summary.pop("card")
     print(json.dumps(summary))

@@ -17,29 +17,29 @@ time per output directory (two concurrent writers are not detected).
 Under ``ray job submit`` the entry point must be the cluster's Python with this project installed, and a
 working dir with large untracked folders needs ``--runtime-env-json '{"working_dir": ".", "excludes":
 ["/data/", "/out/", "/runs/"]}'`` (Ray refuses uploads over 100 MiB).
+
+The job's configuration (``PrecomputeJob`` and its sections) and ``Summary`` are in ``_precompute_job.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
-import os
-import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 import pyarrow as pa
 
+from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
+from pipelines._precompute_job import ComputeConfig, InputConfig, OutputConfig, PrecomputeJob, Summary
 from pipelines._progress import polled
-from pipelines._ray import init_ray
 from rgpt4d_core import config as config_lib
 from rgpt4d_core import storage
 from rgpt4d_core.experts.base import ExpertSpec
@@ -49,132 +49,18 @@ from rgpt4d_core.shards import precompute as P
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.reader import scan_written
 
-
-@dataclass(frozen=True)
-class InputConfig:
-    """Where the samples come from.
-
-    Attributes:
-        dataset_root: a synthetic-world style root: ``<root>/questions/<split>.jsonl``, videos relative to root.
-        splits: splits read from ``dataset_root``.
-        qa_manifest: an R4D-format JSONL file (local or s3://), alternative to ``dataset_root``.
-        video_list: a text file with one video URI per line (samples without a question).
-        video_root: base of relative video paths (default: ``dataset_root``, else the manifest's folder).
-        limit: keep only the first N records (0 = all).
-    """
-
-    dataset_root: str | None = None
-    splits: list[str] = field(default_factory=lambda: ["train"])
-    qa_manifest: str | None = None
-    video_list: str | None = None
-    video_root: str | None = None
-    limit: int = 0
-
-
-@dataclass(frozen=True)
-class ComputeConfig:
-    """Ray resources. On a 2-core dev box keep actors at 0.5 CPU so decode/encode tasks still get scheduled.
-
-    Attributes:
-        num_actors: expert actor-pool size.
-        batch_size: clips per expert call.
-        num_gpus_per_actor: GPUs per expert actor (0 on CPU).
-        num_cpus_per_actor: logical CPUs per expert actor.
-        num_cpus_per_task: logical CPUs per decode / encode task.
-        torch_threads: intra-op threads inside each expert actor (0 = leave torch's default).
-        decode_batch_size: videos per decode task.
-        decode_memory_mb: memory each decode task reserves (also keeps Ray from fusing decode into the expert
-            actors, so decoding overlaps the expert instead of running inside it).
-    """
-
-    num_actors: int = 1
-    batch_size: int = 2
-    num_gpus_per_actor: float = 0.0
-    num_cpus_per_actor: float = 0.5
-    num_cpus_per_task: float = 0.5
-    torch_threads: int = 1
-    decode_batch_size: int = 1
-    decode_memory_mb: int = 512
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    """Where and how shards are written.
-
-    Attributes:
-        uri: shard root (local path or ``s3://bucket/prefix``).
-        row_group_bytes: target bytes per Parquet row group (rows per group = this / estimated row bytes).
-        rows_per_file: minimum rows per data file (Ray Data bundles blocks up to it).
-    """
-
-    uri: str = "out/shards/tiny"
-    row_group_bytes: int = 64 << 20
-    rows_per_file: int = 64
-
-
-@dataclass(frozen=True)
-class PrecomputeJob:
-    """The precompute job's config (``conf/precompute/*.yaml`` are deltas over these defaults).
-
-    Attributes:
-        plugins: modules imported on the driver and in every expert actor before the expert is built
-            (they may ``register_expert`` custom experts).
-        ray_address: ``None``: start a local Ray (or attach when ``RAY_ADDRESS`` is set, as under ``ray job
-            submit``); else the address to attach to.
-        num_cpus: logical CPUs of a locally started Ray.
-        forward_env: environment variables copied from the driver into the job's Ray tasks and actors when set
-            (S3 endpoint/region by default). Workers of an already running cluster do not see the driver's
-            environment; naming credentials here puts them into the job's runtime_env, which anyone with access
-            to the cluster's dashboard can read, so prefer credentials configured on the nodes.
-    """
-
-    input: InputConfig = field(default_factory=InputConfig)
-    sampling: P.SamplingConfig = field(default_factory=P.SamplingConfig)
-    expert: ExpertConfig = field(default_factory=lambda: ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu"))
-    compute: ComputeConfig = field(default_factory=ComputeConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
-    plugins: list[str] = field(default_factory=list)
-    ray_address: str | None = None
-    num_cpus: int | None = None
-    forward_env: list[str] = field(
-        default_factory=lambda: list(storage.S3_ENV_VARS)
-    )
-
-
-@dataclass
-class Summary:
-    """What a run did (this run) and what the shard set holds (all runs)."""
-
-    output: str
-    videos: int = 0
-    records: int = 0
-    skipped_written: int = 0
-    skipped_duplicate: int = 0
-    written_ok: int = 0
-    written_error: int = 0
-    errors_by_reason: dict[str, int] = field(default_factory=dict)
-    removed_partial_files: int = 0
-    total_rows: int = 0
-    total_bytes: int = 0
-    files: int = 0
-    wall_s: float = 0.0
-
-    @property
-    def clips_per_s(self) -> float:
-        return self.videos / self.wall_s if self.wall_s > 0 else 0.0
-
-    def text(self) -> str:
-        lines = [
-            f"precompute -> {self.output}",
-            f"  this run : {self.videos} videos, {self.records} samples ({self.written_ok} ok, "
-            f"{self.written_error} error), {self.clips_per_s:.2f} clips/s over {self.wall_s:.1f} s",
-            f"  skipped  : {self.skipped_written} already written, {self.skipped_duplicate} duplicate inputs, "
-            f"{self.removed_partial_files} partial files removed",
-        ]
-        for reason, n in sorted(self.errors_by_reason.items()):
-            lines.append(f"  error    : {reason}: {n}")
-        lines.append(f"  shard set: {self.total_rows} rows in {self.files} files, {self.total_bytes / 1e6:.2f} MB")
-        return "\n".join(lines)
+__all__ = [
+    "ComputeConfig",
+    "ExpertActor",
+    "InputConfig",
+    "OutputConfig",
+    "PrecomputeJob",
+    "Summary",
+    "estimated_row_bytes",
+    "load_records",
+    "main",
+    "run",
+]
 
 
 # ---- Ray stage callables (thin: the work is in rgpt4d_core.shards.precompute) -----------------------------
@@ -233,7 +119,7 @@ def load_records(inp: InputConfig) -> list[dict[str, Any]]:
     if inp.video_list:
         lines = storage.read_bytes(inp.video_list).decode().splitlines()
         root = inp.video_root or inp.video_list.rsplit("/", 1)[0]
-        uris = [P._resolve_video(u.strip(), root) for u in lines if u.strip()]
+        uris = [P.resolve_video(u.strip(), root) for u in lines if u.strip()]
         records += P.video_records(uris, inp.splits[0] if inp.splits else "train")
     if not (inp.dataset_root or inp.qa_manifest or inp.video_list):
         raise config_lib.ConfigError("input: set dataset_root, qa_manifest or video_list")
@@ -254,16 +140,11 @@ def estimated_row_bytes(spec: ExpertSpec, sampling: P.SamplingConfig) -> int:
     return S.tensor_nbytes(S.tensor_shapes(spec)) + raw_frames // (10 if sampling.image_format == "jpeg" else 2)
 
 
-def _runtime_env(job: PrecomputeJob) -> dict[str, Any]:
-    env = {k: os.environ[k] for k in job.forward_env if k in os.environ}
-    return {"runtime_env": {"env_vars": env}} if env else {}
-
-
 def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]]) -> None:
     import ray
 
     c = job.compute
-    renv = _runtime_env(job)
+    renv = job.ray_target().remote_args()
     ds: Any = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // max(1, c.decode_batch_size)))
     ds = ds.map_batches(_decode_batch, fn_kwargs={"sampling": job.sampling}, batch_size=c.decode_batch_size,
                         batch_format="pyarrow", num_cpus=c.num_cpus_per_task, memory=c.decode_memory_mb << 20, **renv)
@@ -290,7 +171,7 @@ def run(job: PrecomputeJob) -> Summary:
     root = job.output.uri
     summary = Summary(output=root)
     _import_plugins(job.plugins)
-    spec_task = ray.remote(_spec_of).options(num_gpus=job.compute.num_gpus_per_actor, num_cpus=0, **_runtime_env(job))
+    spec_task = ray.remote(_spec_of).options(num_gpus=job.compute.num_gpus_per_actor, num_cpus=0, **job.ray_target().remote_args())
     spec = ExpertSpec.from_dict(ray.get(spec_task.remote(job.expert, list(job.plugins))))
     sampling = job.sampling.to_dict()
     M.claim_directory(root, spec, sampling)
@@ -337,17 +218,12 @@ def run(job: PrecomputeJob) -> Summary:
     return summary
 
 
-def main(argv: list[str] | None = None) -> Summary:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", action="append", default=[], help="YAML file(s), later ones win")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. output.uri=s3://b/shards")
-    args = parser.parse_args(argv)
-    job = config_lib.load(PrecomputeJob, args.config, args.overrides)
-    if args.print_config:
-        print(config_lib.to_yaml(job))
-        return Summary(output=job.output.uri)
-    init_ray(job.ray_address, num_cpus=job.num_cpus)
+def main(argv: list[str] | None = None) -> Summary | None:
+    args = job_parser(__doc__, "conf/precompute/*.yaml, conf/expert/*.yaml", "output.uri=s3://b/shards").parse_args(argv)
+    job = job_from_args(PrecomputeJob, args)
+    if job is None:
+        return None
+    job.ray_target().init()
     summary = run(job)
     print(summary.text(), flush=True)
     return summary

@@ -20,20 +20,18 @@ Driver (this process):
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python pipelines/pretrain_expert.py` (also under `ray job submit`)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
+    import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
+from pipelines._cli import job_from_args, job_parser
 from rgpt4d_core import storage
-from rgpt4d_core.config import load, to_flat_dict, to_yaml
+from rgpt4d_core.config import to_yaml
 from rgpt4d_core.experts.pretrain_config import CHECKPOINT_FILE, PretrainExpertJob
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -86,29 +84,20 @@ def examples_dataset(videos: list[str], cfg: PretrainExpertJob, windows: int) ->
 # ---------------------------------------------------------------------------------------------------- driver
 
 
-def _abs(path: str) -> str:
-    return path if storage.is_s3(path) or os.path.isabs(path) else os.path.abspath(path)
-
-
 def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     """Run (or resume) the job; returns the summary printed by :func:`main`."""
     from pipelines._console import progress_wanted
+    from pipelines._paths import absolute
     from pipelines._pretrain_expert_worker import train_worker
     from pipelines._progress import mlflow_step_reader, polled
-    from pipelines._ray import init_ray
+    from pipelines._ray import RayTarget
+    from pipelines._tracking import closing_run, start_job_run
     from rgpt4d_core.experts.l4p import build_model, load_checkpoint_state
     from rgpt4d_core.experts.l4p_training import classical_flow_epe, evaluate, zero_flow_epe
-    from rgpt4d_core.tracking import (
-        MLflowTracker,
-        NullTracker,
-        Tracker,
-        default_tracking_uri,
-        git_sha,
-        library_versions,
-    )
+    from rgpt4d_core.tracking import default_tracking_uri
 
     started = time.perf_counter()
-    init_ray(cfg.run.ray_address, num_cpus=cfg.run.ray_num_cpus)
+    RayTarget(cfg.run.ray_address, cfg.run.ray_num_cpus).init()
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -116,16 +105,11 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     splits = ensure_world(cfg)
     train_ds = examples_dataset(splits["train"], cfg, cfg.data.windows_per_video)
     heldout = examples_dataset(splits["heldout"], cfg, 1).take_all()
-    storage_path = _abs(cfg.run.storage_path)
+    storage_path = absolute(cfg.run.storage_path)
     run_dir = storage.join(storage_path, cfg.run.name)
-    tracker: Tracker = NullTracker()
     tracking_uri = cfg.mlflow.tracking_uri or default_tracking_uri(run_dir)
-    if cfg.mlflow.enabled:
-        tags = {"git_sha": git_sha(Path(__file__).resolve().parents[1]), "expert.preset": cfg.preset,
-                "data.root": cfg.data.root, **library_versions()}  # fmt: skip
-        tracker = MLflowTracker.start(tracking_uri, cfg.mlflow.experiment, run_name=cfg.run.name, job_key=run_dir,
-                                      params=to_flat_dict(cfg), tags=tags)  # fmt: skip
-        tracker.log_text(to_yaml(cfg), "config/resolved.yaml")
+    tracker = start_job_run(cfg, cfg.mlflow.enabled, tracking_uri, cfg.mlflow.experiment, cfg.run.name, run_dir,
+                            {"expert.preset": cfg.preset, "data.root": cfg.data.root})  # fmt: skip
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config_yaml": to_yaml(cfg), "tracking_uri": tracking_uri, "run_id": tracker.run_id or ""},
@@ -138,15 +122,14 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
                              failure_config=FailureConfig(max_failures=cfg.run.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),  # fmt: skip
     )
-    status = "FAILED"
-    try:
+    with closing_run(tracker) as status:
         with polled(cfg.loop.steps, f"pretrain {cfg.run.name}", "step", enabled=progress_wanted() and bool(tracker.run_id),
                     poll=mlflow_step_reader(tracking_uri, str(tracker.run_id), "train/lr")):  # fmt: skip
             result = trainer.fit()
         if result.error is not None:
             raise result.error
         assert result.checkpoint is not None, "training reported no checkpoint"
-        output = _abs(cfg.output)
+        output = absolute(cfg.output)
         with result.checkpoint.as_directory() as d:
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(d) / CHECKPOINT_FILE, output)
@@ -168,24 +151,13 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
         tracker.log_metrics(metrics, step=cfg.loop.steps)
         tracker.log_artifact(output, "expert")
         tracker.log_artifact(output + ".json", "expert")
-        status = "FINISHED"
+        status.value = "FINISHED"
         return summary
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.set_terminated(status)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", default=[], help="YAML file(s), merged in order (conf/pretrain_expert/*.yaml)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. loop.steps=50")
-    args = p.parse_args(argv)
-    cfg = load(PretrainExpertJob, args.config, args.overrides)
-    if args.print_config:
-        print(to_yaml(cfg))
+    cfg = job_from_args(PretrainExpertJob, job_parser(__doc__, "conf/pretrain_expert/*.yaml", "loop.steps=50").parse_args(argv))
+    if cfg is None:
         return 0
     print("PRETRAIN_RESULT " + json.dumps(run(cfg), sort_keys=True))
     return 0

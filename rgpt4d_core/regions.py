@@ -7,10 +7,13 @@
 * Question text refers to region ``k`` as ``<obj_k>``; every referenced id must have a region.
 * Set-of-Marks (as in R4D-Bench): each region is outlined on frame 1 and tagged with a filled label holding
   its id, in a colour from a high-contrast palette with black or white text, whichever reads better.
+* A mask at another resolution is fitted to the frame as displayed (:func:`fit_mask`) before drawing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -166,6 +169,30 @@ def region_from_mask(obj_id: int, mask: np.ndarray | dict[str, Any], label: str 
 
 
 # ------------------------------------------------------------------------------------------- Set-of-Marks
+
+
+def fit_mask(region: Region, height: int, width: int) -> Region:
+    """``region`` with its mask (if any) resized to ``[height, width]`` (the frame as displayed) by nearest neighbour.
+
+    A mask at another resolution is accepted when its shape is the frame's, scaled. One whose aspect matches the
+    frame turned a quarter (and not the frame itself) was drawn on the stored pixels of a rotated video, not on
+    what the user saw: stretching it would mark the wrong place, so it is refused with that explanation.
+    """
+    if region.mask is None or region.mask.shape == (height, width):
+        return region
+    mh, mw = region.mask.shape
+    log_aspect = math.log(mh / mw)
+    off_frame = abs(log_aspect - math.log(height / width))
+    off_turned = abs(log_aspect + math.log(height / width))
+    if off_turned < off_frame and off_frame > math.log(1.25):
+        raise RegionError(
+            f"region {region.obj_id}: mask is {mh}x{mw} (H x W) but the video is displayed at {height}x{width}; "
+            "masks are drawn on the frame as displayed (a rotated video's display matrix is applied)"
+        )
+    mask = cv2.resize(region.mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    if not mask.any():
+        raise RegionError(f"region {region.obj_id}: mask vanishes when resized to the video's {height}x{width}")
+    return dataclasses.replace(region, mask=mask)
 
 
 def mark_colour(obj_id: int) -> tuple[int, int, int]:

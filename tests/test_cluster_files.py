@@ -392,13 +392,14 @@ def test_job_commands_were_discovered() -> None:
 
 
 def _job_config_class(module: Any, source: Path) -> type:
-    """The dataclass the entry point hands to ``rgpt4d_core.config.load`` (found by AST, resolved on the module)."""
+    """The dataclass the entry point hands to ``rgpt4d_core.config.load`` or to ``pipelines._cli.job_from_args`` (found
+    by AST, resolved on the module)."""
     names = []
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Name):
             func = node.func
             fname = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-            if fname in {"load", "load_config"}:
+            if fname in {"load", "load_config", "job_from_args"}:
                 names.append(node.args[0].id)
     classes = {n: getattr(module, n, None) for n in names}
     classes = {n: c for n, c in classes.items() if dataclasses.is_dataclass(c)}

@@ -8,7 +8,7 @@ head outputs, their vector-Jacobian products, the P4D loss terms and the gradien
 parameter agree. The checks run in float64: there the two orders of operations agree to ~1e-15, so a
 tolerance of 1e-9 catches any structural difference (in float32 a ReLU whose input is within rounding of 0 can
 flip between the two paths and move a vector-Jacobian product by ~1e-3; that is rounding, not a changed loss).
-The loss math itself runs in float32 (``losses.py``), hence the looser tolerance on the P4D terms.
+The loss math itself runs in float32 (``rgpt4d_core/losses/``), hence the looser tolerance on the P4D terms.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ re-attach by id, resume by job key."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -163,3 +164,35 @@ def test_null_tracker_and_tag_helpers(tmp_path: Path) -> None:
     assert git_sha(tmp_path) == "unknown"
     sha = git_sha(Path(__file__).parent)
     assert len(sha.split("-")[0]) == 40
+
+
+def test_a_jobs_run_is_started_with_its_config_and_closed_with_its_status(tmp_path: Path) -> None:
+    """``pipelines/_tracking.py``: the driver-side start and close every tracked job uses."""
+    import dataclasses
+
+    from pipelines._tracking import closing_run, start_job_run
+
+    @dataclasses.dataclass
+    class Job:
+        name: str = "j"
+        steps: int = 3
+
+    uri = default_tracking_uri(tmp_path)
+    assert isinstance(start_job_run(Job(), False, uri, "e", "j", "k", {}), NullTracker)
+    runs = {}
+    for key, outcome in (("ok", None), ("failed", RuntimeError), ("killed", KeyboardInterrupt)):
+        tracker = start_job_run(Job(), True, uri, "e", key, key, {"t": "v"}, config_artifact="config/job.yaml")
+        with pytest.raises(outcome) if outcome else contextlib.nullcontext(), closing_run(tracker) as status:
+            if outcome:
+                raise outcome()
+            status.value = "FINISHED"
+        runs[key] = _client(uri).get_run(str(tracker.run_id))
+    attached = MLflowTracker.attach(uri, str(runs["ok"].info.run_id))
+    with closing_run(attached, close=False):
+        pass
+    assert {k: r.info.status for k, r in runs.items()} == {"ok": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+    assert _client(uri).get_run(str(runs["ok"].info.run_id)).info.status == "FINISHED"
+    ok = runs["ok"].data
+    assert ok.params == {"name": "j", "steps": "3"} and ok.tags["t"] == "v" and "git_sha" in ok.tags
+    assert "version.torch" in ok.tags
+    assert (tmp_path / "artifacts").is_dir()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import av  # noqa: F401 - import PyAV's FFmpeg before decord's (see rgpt4d_core/video/decode.py)
+import av  # noqa: F401 - import PyAV's FFmpeg before decord's (see rgpt4d_core/video/backends.py)
 import cv2
 import numpy as np
 import pytest

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 
-import av  # noqa: F401 - import PyAV's FFmpeg before decord's (see rgpt4d_core/video/decode.py)
+import av  # noqa: F401 - import PyAV's FFmpeg before decord's (see rgpt4d_core/video/backends.py)
 import numpy as np
 import pytest
 

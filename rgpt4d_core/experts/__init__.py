@@ -1,1 +1,2 @@
-"""Frozen 4D experts (teachers): the contract in ``base``, construction by name in ``registry``."""
+"""Frozen 4D experts (teachers): the contract in ``base``, their config in ``config``, construction by name in
+``registry``."""

@@ -26,7 +26,7 @@ from rgpt4d_core.experts.base import ExpertSpec, ExpertTargets
 from rgpt4d_core.types import Clip
 
 if TYPE_CHECKING:
-    from rgpt4d_core.experts.registry import ExpertConfig
+    from rgpt4d_core.experts.config import ExpertConfig
 
 
 @dataclass(frozen=True)

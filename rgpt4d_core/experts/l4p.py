@@ -67,7 +67,7 @@ from rgpt4d_core.experts.l4p_encoder import VideoViT, VideoViTConfig, tokens_to_
 from rgpt4d_core.types import Clip
 
 if TYPE_CHECKING:
-    from rgpt4d_core.experts.registry import ExpertConfig
+    from rgpt4d_core.experts.config import ExpertConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

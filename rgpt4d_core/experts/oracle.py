@@ -36,7 +36,7 @@ from rgpt4d_core.experts.classical import resolve_size
 from rgpt4d_core.types import Clip
 
 if TYPE_CHECKING:
-    from rgpt4d_core.experts.registry import ExpertConfig
+    from rgpt4d_core.experts.config import ExpertConfig
 
 
 def _area(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:

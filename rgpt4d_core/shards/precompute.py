@@ -14,56 +14,77 @@ Between steps a batch is a list of plain dicts with the private ``REQ_*`` keys b
 so that Ray can move them as Arrow tables. Every failure becomes data: the record's error row carries a reason
 (``decode:<VideoDecodeError.reason>``, ``qa:malformed``, ``qa:undefined_region``, ``qa:bad_region``,
 ``expert:error``, ``encode:error``) and the message.
+
+Modules: ``qa_records.py`` (step 1 and the record checks), ``requests.py`` (the ``REQ_*`` wire format); this
+module holds :class:`SamplingConfig` and steps 2-4, and re-exports the others' names.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from rgpt4d_core import storage
 from rgpt4d_core.experts.base import Expert, ExpertSpec, ExpertTargets
-from rgpt4d_core.regions import RegionError, region_from_box, validate_refs
 from rgpt4d_core.shards import codec
 from rgpt4d_core.shards import schema as S
-from rgpt4d_core.types import Clip, VQAItem
+from rgpt4d_core.shards.qa_records import (
+    RequestPlan,
+    build_requests,
+    check_record,
+    fallback_source,
+    qa_records,
+    record_source,
+    resolve_video,
+    video_records,
+)
+from rgpt4d_core.shards.requests import (
+    REQ_ERROR,
+    REQ_FPS,
+    REQ_FRAMES,
+    REQ_FRAMES_SHAPE,
+    REQ_INDICES,
+    REQ_NUM_SOURCE_FRAMES,
+    REQ_RECORDS,
+    REQ_TARGET_PREFIX,
+    REQ_TIMESTAMPS,
+    REQ_VIDEO,
+    REQUEST_SCHEMA,
+    clip_of,
+    to_table,
+)
 from rgpt4d_core.video.decode import DecodeConfig, VideoDecodeError, decode_clip
 
-# ---- private wire format between the steps (not shard columns) ----------------------------------------------
-REQ_VIDEO = "_video"
-REQ_RECORDS = "_records"
-REQ_ERROR = "_error"
-REQ_FRAMES = "_frames"
-REQ_FRAMES_SHAPE = "_frames_shape"
-REQ_TIMESTAMPS = "_timestamps_s"
-REQ_INDICES = "_frame_indices"
-REQ_FPS = "_fps"
-REQ_NUM_SOURCE_FRAMES = "_num_source_frames"
-REQ_TARGET_PREFIX = "_target_"
-
-#: the Arrow schema of a request batch after any step (absent values are null)
-REQUEST_SCHEMA = pa.schema(
-    [
-        pa.field(REQ_VIDEO, pa.string()),
-        pa.field(REQ_RECORDS, pa.string()),
-        pa.field(REQ_ERROR, pa.string()),
-        pa.field(REQ_FRAMES, pa.large_binary()),
-        pa.field(REQ_FRAMES_SHAPE, pa.list_(pa.int64())),
-        pa.field(REQ_TIMESTAMPS, pa.list_(pa.float64())),
-        pa.field(REQ_INDICES, pa.list_(pa.int64())),
-        pa.field(REQ_FPS, pa.float64()),
-        pa.field(REQ_NUM_SOURCE_FRAMES, pa.int64()),
-        *[pa.field(REQ_TARGET_PREFIX + name, pa.large_binary()) for name in S.TENSOR_COLUMNS],
-    ]
-)
-
-# R4D-Bench JSONL field names (the input format, not shard columns)
-_QA_REQUIRED = ("id", "video", "question", "options", "answer", "task")
+__all__ = [
+    "REQUEST_SCHEMA",
+    "REQ_ERROR",
+    "REQ_FPS",
+    "REQ_FRAMES",
+    "REQ_FRAMES_SHAPE",
+    "REQ_INDICES",
+    "REQ_NUM_SOURCE_FRAMES",
+    "REQ_RECORDS",
+    "REQ_TARGET_PREFIX",
+    "REQ_TIMESTAMPS",
+    "REQ_VIDEO",
+    "RequestPlan",
+    "SamplingConfig",
+    "build_requests",
+    "check_record",
+    "clip_of",
+    "decode_requests",
+    "expert_requests",
+    "qa_records",
+    "resolve_video",
+    "rows_from_requests",
+    "rows_table",
+    "to_table",
+    "video_records",
+]
 
 
 @dataclass(frozen=True)
@@ -110,143 +131,7 @@ class SamplingConfig:
         return asdict(self)
 
 
-# ---- step 1: requests ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class RequestPlan:
-    """What the driver will process: requests plus what it skipped.
-
-    Attributes:
-        requests: one dict per video (``REQ_VIDEO``, ``REQ_RECORDS``).
-        num_records: QA records in ``requests``.
-        skipped_written: records already present in the output (resume).
-        skipped_duplicate: records whose (video, question id) appeared earlier in the input.
-    """
-
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    num_records: int = 0
-    skipped_written: int = 0
-    skipped_duplicate: int = 0
-
-
-def _resolve_video(video: str, video_root: str | None) -> str:
-    if storage.is_s3(video) or video.startswith("/") or not video_root:
-        return video
-    return storage.join(video_root, video)
-
-
-def qa_records(jsonl_text: str, split: str, video_root: str | None, source_name: str) -> list[dict[str, Any]]:
-    """One record per non-empty JSONL line: the parsed QA dict with the resolved video URI, or a parse error.
-
-    A record is ``{"qa": {...} | None, "split": str, "video": uri, "id": str, "error": [reason, message] | None}``.
-    """
-    out: list[dict[str, Any]] = []
-    for n, line in enumerate(jsonl_text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        fallback_id = f"{source_name}:{n}"
-        try:
-            qa = json.loads(line)
-            if not isinstance(qa, dict):
-                raise ValueError("line is not a JSON object")
-            missing = [k for k in _QA_REQUIRED if k not in qa]
-            if missing:
-                raise ValueError(f"missing field(s) {missing}")
-        except ValueError as exc:
-            msg = f"{source_name} line {n}: {exc}"
-            out.append({"qa": None, "split": split, "video": "", "id": fallback_id, "error": ["qa:malformed", msg]})
-            continue
-        video = _resolve_video(str(qa["video"]), video_root)
-        out.append({"qa": qa, "split": split, "video": video, "id": str(qa["id"]), "error": None})
-    return out
-
-
-def video_records(uris: Iterable[str], split: str) -> list[dict[str, Any]]:
-    """Records for a plain list of videos (no question: question id ``""``, empty QA fields)."""
-    return [{"qa": None, "split": split, "video": u, "id": "", "error": None} for u in uris if u.strip()]
-
-
-def build_requests(records: Sequence[Mapping[str, Any]], written_keys: set[tuple[str, str]]) -> RequestPlan:
-    """Group records by video, dropping those whose ``(video, id)`` is already written or seen before."""
-    plan = RequestPlan()
-    by_video: dict[str, list[Mapping[str, Any]]] = {}
-    seen: set[tuple[str, str]] = set()
-    for rec in records:
-        key = (rec["video"], rec["id"])
-        if key in written_keys:
-            plan.skipped_written += 1
-            continue
-        if key in seen:
-            plan.skipped_duplicate += 1
-            continue
-        seen.add(key)
-        by_video.setdefault(rec["video"], []).append(rec)
-    for video, recs in by_video.items():
-        plan.requests.append({REQ_VIDEO: video, REQ_RECORDS: json.dumps(recs)})
-        plan.num_records += len(recs)
-    return plan
-
-
-def to_table(requests: Sequence[Mapping[str, Any]]) -> pa.Table:
-    """A request batch as an Arrow table of :data:`REQUEST_SCHEMA` (missing keys are null)."""
-    return pa.Table.from_pylist([{f: r.get(f) for f in REQUEST_SCHEMA.names} for r in requests], schema=REQUEST_SCHEMA)
-
-
 # ---- step 2: decode ------------------------------------------------------------------------------------------
-
-
-def _source(rec: Mapping[str, Any]) -> codec.SampleSource:
-    """The record as a validated ``SampleSource``; raises ``RegionError`` / ``ValueError`` for bad QA."""
-    qa = rec["qa"]
-    if qa is None:
-        item = VQAItem(id=rec["id"], video=rec["video"], question="", options=(), answer="", task="")
-        return codec.SampleSource(item=item, split=rec["split"])
-    regions = tuple(
-        region_from_box(int(r["obj_id"]), r["box"], r.get("label")) for r in (qa.get("regions") or ())
-    )
-    options = tuple(str(o) for o in qa["options"])
-    if str(qa["answer"]) not in options:
-        raise ValueError(f"answer {qa['answer']!r} is not one of the options")
-    item = VQAItem(
-        id=rec["id"],
-        video=rec["video"],
-        question=str(qa["question"]),
-        options=options,
-        answer=str(qa["answer"]),
-        task=str(qa["task"]),
-        som_image=qa.get("som_image"),
-        regions=regions,
-        duration_s=qa.get("duration_s"),
-        fps=qa.get("fps"),
-    )
-    validate_refs(item.question, item.regions)
-    scene = qa.get("scene_id")
-    return codec.SampleSource(item=item, split=rec["split"], scene_id=None if scene is None else str(scene))
-
-
-def _fallback_source(rec: Mapping[str, Any]) -> codec.SampleSource:
-    """A source for an error row when the record itself is bad (keeps what text fields there are)."""
-    qa = rec["qa"] or {}
-    item = VQAItem(
-        id=rec["id"], video=rec["video"], question=str(qa.get("question", "")),
-        options=tuple(str(o) for o in qa.get("options", ()) or ()), answer=str(qa.get("answer", "")),
-        task=str(qa.get("task", "")),
-    )  # fmt: skip
-    return codec.SampleSource(item=item, split=rec["split"])
-
-
-def check_record(rec: dict[str, Any]) -> None:
-    """Validate one record in place: sets ``rec["error"]`` for undefined ``<obj_k>`` or invalid fields."""
-    if rec["error"] is not None:
-        return
-    try:
-        _source(rec)
-    except RegionError as exc:
-        reason = "qa:undefined_region" if "references" in str(exc) else "qa:bad_region"
-        rec["error"] = [reason, f"question {rec['id']!r}: {exc}"]
-    except (KeyError, TypeError, ValueError) as exc:
-        rec["error"] = ["qa:malformed", f"question {rec['id']!r}: {exc!r}"]
 
 
 def decode_requests(requests: Sequence[Mapping[str, Any]], sampling: SamplingConfig) -> list[dict[str, Any]]:
@@ -275,21 +160,6 @@ def decode_requests(requests: Sequence[Mapping[str, Any]], sampling: SamplingCon
                 new[REQ_ERROR] = json.dumps([f"decode:{exc.reason}", str(exc)])
         out.append(new)
     return out
-
-
-def clip_of(req: Mapping[str, Any]) -> Clip | None:
-    """The decoded clip carried by a request, or ``None`` (decode failed / skipped)."""
-    if req.get(REQ_FRAMES) is None:
-        return None
-    frames = np.frombuffer(req[REQ_FRAMES], dtype=np.uint8).reshape(req[REQ_FRAMES_SHAPE]).copy()
-    return Clip(
-        frames=frames,
-        timestamps_s=np.asarray(req[REQ_TIMESTAMPS], dtype=np.float64),
-        frame_indices=np.asarray(req[REQ_INDICES], dtype=np.int64),
-        fps=float(req[REQ_FPS]),
-        num_source_frames=int(req[REQ_NUM_SOURCE_FRAMES]),
-        uri=req[REQ_VIDEO],
-    )
 
 
 # ---- step 3: expert ------------------------------------------------------------------------------------------
@@ -347,9 +217,9 @@ def rows_from_requests(
             targets = ExpertTargets(**tensors)
         for rec in records:
             if rec["error"] is not None:
-                rows.append(codec.encode_error(_fallback_source(rec), spec, rec["error"][0], rec["error"][1]))
+                rows.append(codec.encode_error(fallback_source(rec), spec, rec["error"][0], rec["error"][1]))
                 continue
-            src = _source(rec)
+            src = record_source(rec)
             if req_error is not None or targets is None or clip is None:
                 reason, msg = req_error or ["decode:skipped", "no clip"]
                 rows.append(codec.encode_error(src, spec, reason, msg, clip))

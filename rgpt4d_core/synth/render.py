@@ -190,6 +190,54 @@ def _pixel_window(obj: SceneObject, centres: np.ndarray, c2w: np.ndarray, k_mat:
     return (rows * w + cols).ravel()
 
 
+def _hit_distances(
+    scene: Scene,
+    poses: list[tuple[np.ndarray, np.ndarray]],
+    sl: slice,
+    c2w: np.ndarray,
+    d: np.ndarray,
+    k_mat: np.ndarray,
+    h: int,
+    w: int,
+) -> np.ndarray:
+    """Where each pixel ray of the frames ``sl`` meets every surface: float64 ``[S, Fc, N]`` ray parameters ``t``
+    (S = ground, backdrop, then each object; ``inf`` where the ray misses it).
+
+    ``d`` float64 [Fc, N, 3] world directions of the rays ``K^-1 [u, v, 1]`` (camera z = 1, so ``t`` is the depth in
+    metres); ``c2w`` float64 [Fc, 4, 4] camera-to-world of those frames; ``poses`` each object's (centre [T, 3] in
+    metres, yaw [T] in radians) over all frames.
+    """
+    fc, n_pix = d.shape[0], d.shape[1]
+    origin = c2w[:, None, :3, 3]  # [Fc, 1, 3]
+    cands = [
+        np.where(d[..., 2] < -1e-9, -origin[..., 2] / np.where(d[..., 2] < -1e-9, d[..., 2], -1.0), np.inf),
+        np.where(d[..., 1] > 1e-9, (scene.backdrop_y - origin[..., 1]) / np.where(d[..., 1] > 1e-9, d[..., 1], 1.0), np.inf),
+    ]
+    for obj, (centre, yaw) in zip(scene.objects, poses, strict=True):
+        window = _pixel_window(obj, centre[sl], c2w, k_mat, h, w)
+        t_obj = np.full((fc, n_pix), np.inf)
+        if window is not None and window.size == 0:
+            cands.append(t_obj)  # off-screen in every frame of the chunk
+            continue
+        d_win = d if window is None else d[:, window]
+        yaw_c = yaw[sl][:, None]
+        o_l = _rot_z(origin - centre[sl][:, None, :], -yaw_c)
+        d_l = _rot_z(d_win, -yaw_c)
+        half = np.asarray(obj.size) / 2.0
+        if obj.kind == "box":
+            t_win = _hit_box(o_l, d_l, half)
+        elif obj.kind == "sphere":
+            t_win = _hit_sphere(o_l, d_l, float(half[0]))
+        else:
+            t_win = _hit_cylinder(o_l, d_l, float(half[0]), float(half[2]))
+        if window is None:
+            t_obj = t_win
+        else:
+            t_obj[:, window] = t_win
+        cands.append(t_obj)
+    return np.stack(cands)
+
+
 def render_scene(scene: Scene, frames_per_chunk: int = 8) -> Rendering:
     """Render every frame of ``scene`` with exact depth, backward flow, masks and boxes (see :class:`Rendering`)."""
     cam = scene.camera
@@ -215,33 +263,7 @@ def render_scene(scene: Scene, frames_per_chunk: int = 8) -> Rendering:
         fc = c2w.shape[0]
         origin = c2w[:, None, :3, 3]  # [Fc, 1, 3]
         d = np.matmul(rays_cam[None], c2w[:, :3, :3].transpose(0, 2, 1))  # [Fc, N, 3] world directions
-        cands = [
-            np.where(d[..., 2] < -1e-9, -origin[..., 2] / np.where(d[..., 2] < -1e-9, d[..., 2], -1.0), np.inf),
-            np.where(d[..., 1] > 1e-9, (scene.backdrop_y - origin[..., 1]) / np.where(d[..., 1] > 1e-9, d[..., 1], 1.0), np.inf),
-        ]
-        for obj, (centre, yaw) in zip(scene.objects, poses, strict=True):
-            window = _pixel_window(obj, centre[sl], c2w, k_mat, h, w)
-            t_obj = np.full((fc, n_pix), np.inf)
-            if window is not None and window.size == 0:
-                cands.append(t_obj)  # off-screen in every frame of the chunk
-                continue
-            d_win = d if window is None else d[:, window]
-            yaw_c = yaw[sl][:, None]
-            o_l = _rot_z(origin - centre[sl][:, None, :], -yaw_c)
-            d_l = _rot_z(d_win, -yaw_c)
-            half = np.asarray(obj.size) / 2.0
-            if obj.kind == "box":
-                t_win = _hit_box(o_l, d_l, half)
-            elif obj.kind == "sphere":
-                t_win = _hit_sphere(o_l, d_l, float(half[0]))
-            else:
-                t_win = _hit_cylinder(o_l, d_l, float(half[0]), float(half[2]))
-            if window is None:
-                t_obj = t_win
-            else:
-                t_obj[:, window] = t_win
-            cands.append(t_obj)
-        t_all = np.stack(cands)  # [S, Fc, N]
+        t_all = _hit_distances(scene, poses, sl, c2w, d, k_mat, h, w)  # [S, Fc, N]
         winner = t_all.argmin(0)
         t_hit = np.take_along_axis(t_all, winner[None], 0)[0]
         t_hit = np.where(np.isfinite(t_hit), t_hit, 0.0)

@@ -2,7 +2,7 @@
 
 Loaded with :func:`rgpt4d_core.config.load` from the defaults below ⊕ ``conf/distill/*.yaml`` ⊕ ``key=value``
 overrides. Sections: ``data`` (shards), ``student`` (preset, init weights, what trains), ``expert`` (which frozen
-heads, :class:`~rgpt4d_core.experts.registry.ExpertConfig`), ``losses`` (per-term weights), ``ablation`` (P4D
+heads, :class:`~rgpt4d_core.experts.config.ExpertConfig`), ``losses`` (per-term weights), ``ablation`` (P4D
 variant, TPE), ``optim``, ``loop`` (epochs, batches, checkpoints), ``scaling`` (Ray Train workers), ``run``
 (name, storage), ``mlflow`` and ``debug`` (fault injection for tests).
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from rgpt4d_core import storage
-from rgpt4d_core.experts.registry import ExpertConfig
+from rgpt4d_core.experts.config import ExpertConfig
 from rgpt4d_core.train.optim import OptimConfig
 
 #: P4D variants of the paper's ablations ([P] Tab. 5/6): which distillation terms are on

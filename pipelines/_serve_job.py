@@ -1,0 +1,85 @@
+"""The serve job's configuration (private to ``pipelines/serve.py``, which re-exports it): :class:`ServerConfig`,
+:class:`ServeJob`, the engine class named by import path, and the bootstrap checkpoint of a demo deployment.
+"""
+
+# no `from __future__ import annotations`: the job dataclasses are read by OmegaConf and by typing.get_type_hints
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines._ray import RayTarget
+from pipelines._serve_http import log
+from pipelines._serve_ui import UIConfig
+from rgpt4d_core.serve.engine import EngineConfig, write_random_checkpoint
+from rgpt4d_core.serve.security import SecurityConfig
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """HTTP and deployment settings.
+
+    Attributes:
+        host / port / route_prefix / app_name: where the application is served.
+        num_replicas, num_cpus, num_gpus, max_ongoing_requests: ``VQAModel`` deployment options.
+        max_batch_size, batch_wait_timeout_s: ``@serve.batch`` settings (``user_config``; reconfigurable).
+        request_timeout_s: HTTP proxy timeout per request, seconds.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    route_prefix: str = "/"
+    app_name: str = "rgpt4d"
+    num_replicas: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_ongoing_requests: int = 32
+    max_batch_size: int = 8
+    batch_wait_timeout_s: float = 0.05
+    request_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class ServeJob:
+    """``python pipelines/serve.py`` configuration.
+
+    Attributes:
+        bootstrap_preset: when set and ``engine.checkpoint`` holds no checkpoint, write an UNTRAINED seeded
+            student of this preset there first (demo/CI only; real deployments point at a trained checkpoint).
+        engine_class: ``module:Class`` of the engine (``VQAEngine`` or a drop-in with ``prepare``/``run``).
+        ray_address: ``None`` starts a local Ray unless ``RAY_ADDRESS`` is set.
+    """
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
+    bootstrap_preset: str | None = None
+    engine_class: str = "rgpt4d_core.serve.engine:VQAEngine"
+    ray_address: str | None = None
+
+    def ray_target(self) -> RayTarget:
+        return RayTarget(self.ray_address)
+
+
+def import_object(path: str) -> Any:
+    """The object at ``"module:attr"`` (``ServeJob.engine_class``)."""
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def ensure_checkpoint(job: ServeJob) -> None:
+    """Write the bootstrap checkpoint if configured and absent (atomic rename; safe with several replicas)."""
+    target = Path(job.engine.checkpoint)
+    if not job.bootstrap_preset or (target / "config.json").is_file():
+        return
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    write_random_checkpoint(tmp, preset=job.bootstrap_preset, seed=0)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another replica won the race
+        if not (target / "config.json").is_file():
+            raise
+    log.warning("serving an UNTRAINED %s checkpoint written to %s", job.bootstrap_preset, target)
