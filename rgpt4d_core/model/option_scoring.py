@@ -21,20 +21,6 @@ from transformers import DynamicCache
 from rgpt4d_core.model.student import Prefill, Student
 
 
-@torch.no_grad()
-def option_log_likelihoods(
-    model: Student,
-    prompts: Sequence[torch.Tensor],
-    continuations: Sequence[Sequence[torch.Tensor]],
-    videos: torch.Tensor | None = None,
-    timestamps_s: torch.Tensor | None = None,
-    images: torch.Tensor | None = None,
-    max_sequences: int = 32,
-) -> list[torch.Tensor]:
-    """:func:`option_scores` without gradients (inference: eval, Serve)."""
-    return option_scores(model, prompts, continuations, videos, timestamps_s, images, max_sequences)
-
-
 def option_scores(
     model: Student,
     prompts: Sequence[torch.Tensor],
@@ -80,6 +66,10 @@ def option_scores(
         )
         scores += _continue_from(model, state, continuations[part])
     return scores
+
+
+#: :func:`option_scores` without gradients (inference: eval, Serve); same arguments and result
+option_log_likelihoods = torch.no_grad()(option_scores)
 
 
 def _continue_from(
