@@ -94,6 +94,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrain-tower", type=int, default=0,
                    help="pretrain the vision tower for this many steps on the world's per-pixel ground truth of the "
                         "training videos (scripts/tower_pretrain.py), then freeze it; 0 = off")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="score the first --eval-sample held-out questions every this many steps (a learning curve)")
+    p.add_argument("--eval-sample", type=int, default=500)
     p.add_argument("--tasks", default="", help="comma-separated categories to train and score (default: all)")
     p.add_argument("--out", default="", help="write the result JSON here")
     return p.parse_args(argv)
@@ -312,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     order = np.random.default_rng(args.seed).permutation(len(train))
     print(f"[2/3] training {args.steps} steps x {args.batch} ({sum(p.numel() for p in params):,} trained parameters)",
           flush=True)  # fmt: skip
+    held_sample = [held[i] for i in np.random.default_rng(123).permutation(len(held))[: args.held_out]]
+    curve: list[tuple[int, float]] = []  # (step, held-out Avg on the first --eval-sample questions)
     start, recent = time.perf_counter(), list[float]()
     for step in range(args.steps):
         batch = [train[order[(step * args.batch + k) % len(train)]] for k in range(args.batch)]
@@ -327,8 +332,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             dense = f"  dense {np.mean(probe.dense_losses[-50:]):.3f}" if probe.dense_losses else ""
             print(f"  step {step + 1}/{args.steps}  loss {np.mean(recent):.3f}{dense}  {rate:.1f} samples/s  "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+        if args.eval_every and (step + 1) % args.eval_every == 0:
+            part = held_sample[: args.eval_sample]
+            curve.append((step + 1, accuracy(part, probe.predict(part))[0]))
+            print(f"  step {step + 1}: held-out Avg {curve[-1][1]} on {len(part)} questions", flush=True)
     train_s = time.perf_counter() - start
-    held_sample = [held[i] for i in np.random.default_rng(123).permutation(len(held))[: args.held_out]]
     train_sample = [train[i] for i in np.random.default_rng(321).permutation(len(train))[: args.train_eval]]
     print(f"[3/3] scoring {len(held_sample)} held-out and {len(train_sample)} training questions", flush=True)
     held_preds = probe.predict(held_sample)
@@ -339,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "held_out_by_answer": accuracy_by_answer(held_sample, held_preds), "train_s": round(train_s), "samples_per_s": round(args.steps * args.batch / train_s, 1),
               "final_loss": round(float(np.mean(recent)), 3),
               "final_dense_loss": round(float(np.mean(probe.dense_losses[-50:])), 3) if probe.dense_losses else None, "load_avg_1min": round(os.getloadavg()[0], 2),
-              "n_held_out": len(held_sample), "tower_pretrain_loss": tower_log}  # fmt: skip
+              "n_held_out": len(held_sample), "tower_pretrain_loss": tower_log,
+              "held_out_curve": curve}  # fmt: skip
     print(json.dumps(result), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
