@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods
+from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods, option_scores
 from rgpt4d_core.model.presets import tiny
 from rgpt4d_core.model.student import Student
 from rgpt4d_core.regions import Region
@@ -110,3 +110,27 @@ def test_engine_of_an_option_style_checkpoint_answers_by_likelihood(tmp_path: Pa
     )
     assert result.answer_index == int(scores.argmax()) and result.answer == OPTIONS[result.answer_index]
     assert result.raw_output == result.answer and result.answer_letter == "ABC"[result.answer_index]
+
+
+def test_option_scores_are_differentiable_and_match_the_teacher_forced_gradient(student: Student) -> None:
+    """``option_scores`` (used by an option-level training loss) gives the same parameter gradient as the
+    teacher-forced log-probability of the full sequence; ``option_log_likelihoods`` builds no graph."""
+    prompts, conts, videos, ts, images = _inputs(1)
+    params = [p for p in student.llm.parameters() if p.requires_grad]
+
+    def grads_of(score: torch.Tensor) -> list[torch.Tensor]:
+        return [g if g is not None else torch.zeros_like(p) for g, p in
+                zip(torch.autograd.grad(score, params, allow_unused=True), params, strict=True)]  # fmt: skip
+
+    (scores,) = option_scores(student, prompts, conts, videos, ts, images)
+    cached = grads_of(scores[1])
+    ids = torch.cat((prompts[0], conts[0][1]))
+    labels = torch.cat((torch.full_like(prompts[0], -100), conts[0][1]))
+    out = student([ids], [labels], videos, ts, images=images, image_owner=torch.zeros(1, dtype=torch.long),
+                  compute_latents=False)  # fmt: skip
+    target = out.labels[:, 1:]
+    token_lp = torch.log_softmax(out.logits[:, :-1], -1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
+    full = grads_of((token_lp * (target != -100)).sum())
+    for a, b in zip(cached, full, strict=True):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-3)
+    assert not option_log_likelihoods(student, prompts, conts, videos, ts, images)[0].requires_grad
