@@ -58,7 +58,7 @@ from rgpt4d_core.types import VQAItem
 from rgpt4d_core.video.decode import DecodeConfig, decode_clip
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tower_pretrain import pretrain_tower, tower_targets  # noqa: E402
+from tower_pretrain import cells_per_token, pretrain_tower, tower_targets  # noqa: E402
 
 #: categories whose answers are classes (not numbers or boxes): their per-answer accuracy shows what was learned
 CLASS_TASKS = ("C", "FP", "R", "SR", "T")
@@ -153,11 +153,7 @@ def dense_targets(root: str, videos: Sequence[str], world: World, grid: int) -> 
         np.savez(cache, videos=np.array(videos), targets=out)
     z = np.load(cache)
     assert z["videos"].tolist() == list(videos), "dense target cache was built for other videos"
-    t = z["targets"]
-    t = (t - t.mean(axis=(0, 1, 2, 3))) / (t.std(axis=(0, 1, 2, 3)) + 1e-6)
-    n, f, cells, _, c = t.shape
-    t = t.reshape(n, f, grid, DENSE_SUB, grid, DENSE_SUB, c).transpose(0, 1, 2, 4, 3, 5, 6)
-    return np.ascontiguousarray(t.reshape(n, f, grid, grid, DENSE_SUB * DENSE_SUB * c))
+    return cells_per_token(z["targets"], grid, DENSE_SUB)
 
 
 def dense_spec(frames: int, grid: int, size: int) -> ExpertSpec:

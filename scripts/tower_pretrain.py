@@ -57,11 +57,16 @@ def tower_targets(
     z = np.load(cache)
     assert z["videos"].tolist() == list(videos), "tower target cache was built for other videos"
     t = z["targets"]
-    t = (t - t.mean(axis=(0, 1, 2, 3))) / (t.std(axis=(0, 1, 2, 3)) + 1e-6)
+    return cells_per_token(t, size // patch, SUB)
+
+
+def cells_per_token(maps: np.ndarray, grid: int, sub: int) -> np.ndarray:
+    """Standardise ``maps`` float32 ``[N, T, grid*sub, grid*sub, C]`` per channel and group each token's
+    ``sub x sub`` cells: float32 ``[N, T, grid, grid, sub*sub*C]`` (cell-major, channel-minor)."""
+    t = (maps - maps.mean(axis=(0, 1, 2, 3))) / (maps.std(axis=(0, 1, 2, 3)) + 1e-6)
     n, f, _, _, c = t.shape
-    g = size // patch
-    t = t.reshape(n, f, g, SUB, g, SUB, c).transpose(0, 1, 2, 4, 3, 5, 6)
-    return np.ascontiguousarray(t.reshape(n, f, g, g, SUB * SUB * c))
+    t = t.reshape(n, f, grid, sub, grid, sub, c).transpose(0, 1, 2, 4, 3, 5, 6)
+    return np.ascontiguousarray(t.reshape(n, f, grid, grid, sub * sub * c))
 
 
 def pretrain_tower(tower: VisionTower, frames: np.ndarray, targets: np.ndarray, train_rows: np.ndarray, steps: int,
