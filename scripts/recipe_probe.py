@@ -282,7 +282,8 @@ def accuracy_by_answer(qs: Sequence[VQAItem], preds: Sequence[int], min_count: i
     return {k: round(100 * float(np.mean(v)), 1) for k, v in sorted(per.items()) if len(v) >= min_count}
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> dict[str, Any]:
+    """Train and score; ``probe_cls`` lets a variant change what the student sees (scripts/visual_probe.py)."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -293,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         train, held = [q for q in train if q.task in keep], [q for q in held if q.task in keep]
     print(f"[1/3] world {args.world}: {len(train)} training / {len(held)} held-out questions", flush=True)
     world = decode_world(args.world, sorted({q.video for q in train + held}), args.size, args.frames)
-    probe = Probe(args, world)
+    probe = probe_cls(args, world)
     tower_log: list[float] = []
     if args.pretrain_tower:
         videos = sorted(world.index, key=world.index.__getitem__)

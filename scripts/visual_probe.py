@@ -1,0 +1,118 @@
+"""Where does the video stop reaching the answer? Controlled variants of ``recipe_probe.py``'s inputs.
+
+Each variant changes only what the student sees (the SoM image, the video frames, or whether the video is given);
+model, prompt, answer scoring and training are ``scripts/recipe_probe.py``'s, and every flag after the variant
+flags goes to it. The answer-block variants paint the answer's class into the pixels, so a student that can *read*
+a visual signal of that size and place must reach ~100 % on the class categories (T, R, C, FP)::
+
+    .venv/bin/python scripts/visual_probe.py --block 32 --block-at corner -- --world out/experiment/synth \\
+        --train-vision --tasks C,T,R --steps 300 --held-out 300
+    .venv/bin/python scripts/visual_probe.py --block 6 --block-at object --no-marks -- --world out/experiment/synth \\
+        --train-vision --tasks T,R --steps 1000 --held-out 400 --seed 1
+    .venv/bin/python scripts/visual_probe.py --no-video -- --world out/experiment/synth --train-vision --tasks SR
+
+Variants: ``--block S`` paints an ``S x S`` square of the answer's colour (one of five saturated colours, indexed by
+the answer's rank among the sorted option texts) on the SoM image, at its top-left corner or at the centre of the
+frame-1 box of the question's first ``<obj_k>``; ``--block-on-video`` paints it on every video frame too;
+``--no-marks`` gives frame 1 without Set-of-Marks as the SoM image; ``--marks-on-video`` draws the marks on every
+frame at their frame-1 boxes; ``--no-video`` drops the video (prompt and tokens), keeping the SoM image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import recipe_probe  # noqa: E402
+
+from rgpt4d_core.model.preprocess import frames_to_pixels  # noqa: E402
+from rgpt4d_core.regions import draw_set_of_marks, find_object_refs  # noqa: E402
+from rgpt4d_core.text.prompts import r4d_user_text  # noqa: E402
+from rgpt4d_core.types import VQAItem  # noqa: E402
+
+#: saturated colours for the answer block, indexed by the answer's rank among the sorted options
+BLOCK_COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255]], np.uint8)
+
+
+def parse_variant(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Split ``argv`` at ``--``: the variant's flags before it, ``recipe_probe.py``'s after it."""
+    argv = list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--block", type=int, default=0, help="answer-block side in pixels (0 = no block)")
+    p.add_argument("--block-at", choices=["corner", "object"], default="corner")
+    p.add_argument("--block-on-video", action="store_true")
+    p.add_argument("--no-marks", action="store_true")
+    p.add_argument("--marks-on-video", action="store_true")
+    p.add_argument("--no-video", action="store_true")
+    return p.parse_args(argv[:cut]), argv[cut + 1 :]
+
+
+def block_origin(q: VQAItem, side: int, block: int, at: str) -> tuple[int, int]:
+    """Top-left pixel ``(row, col)`` of the answer block on a ``side``-pixel frame."""
+    if at == "corner":
+        return 0, 0
+    ref = find_object_refs(q.question)[0]
+    x0, y0, x1, y1 = next(r.box for r in q.regions if r.obj_id == ref)
+    half = block // 2
+    return max(0, int((y0 + y1) / 2 * side) - half), max(0, int((x0 + x1) / 2 * side) - half)
+
+
+def variant_probe(v: argparse.Namespace) -> type[recipe_probe.Probe]:
+    """``recipe_probe.Probe`` with the variant's SoM image, video and prompt."""
+
+    class VariantProbe(recipe_probe.Probe):
+        def user_text(self, q: VQAItem) -> str:
+            if not v.no_video:
+                return super().user_text(q)
+            return r4d_user_text(self.tok, q.question, q.options, q.duration_s, with_som_image=True,
+                                 with_video=False, include_duration=False, answer_style=self.style)  # fmt: skip
+
+        def media(self, qs: Sequence[VQAItem]) -> dict[str, torch.Tensor]:
+            return variant_media(v, self.world, self.args.size, qs)
+
+    return VariantProbe
+
+
+def variant_media(
+    v: argparse.Namespace, world: recipe_probe.World, size: int, qs: Sequence[VQAItem]
+) -> dict[str, torch.Tensor]:
+    """The variant's inputs for ``qs``: ``images`` [B, 3, size, size] and, unless ``--no-video``, ``videos``
+    [B, T, 3, size, size] with ``timestamps_s`` [B, T] (seconds); pixels in [-1, 1]."""
+    idx = [world.index[q.video] for q in qs]
+    frames = world.frames[idx].copy()  # [B, T, S, S, 3] uint8
+    if v.marks_on_video:
+        marked = [np.stack([draw_set_of_marks(f, q.regions) for f in clip]) for clip, q in zip(frames, qs, strict=True)]
+        frames = np.stack(marked)
+    som = frames[:, 0].copy() if v.no_marks or v.marks_on_video else np.stack(
+        [draw_set_of_marks(clip[0], q.regions) for clip, q in zip(frames, qs, strict=True)])  # fmt: skip
+    if v.block:
+        side = frames.shape[2]
+        for i, q in enumerate(qs):
+            r, c = block_origin(q, side, v.block, v.block_at)
+            colour = BLOCK_COLOURS[sorted(q.options).index(q.answer)]
+            som[i, r : r + v.block, c : c + v.block] = colour
+            if v.block_on_video:
+                frames[i, :, r : r + v.block, c : c + v.block] = colour
+    out = {"images": frames_to_pixels(som, size)}
+    if not v.no_video:
+        out["videos"] = torch.stack([frames_to_pixels(f, size) for f in frames])
+        out["timestamps_s"] = torch.from_numpy(world.timestamps_s[idx])
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    variant, probe_argv = parse_variant(sys.argv[1:] if argv is None else argv)
+    return recipe_probe.main(probe_argv, variant_probe(variant))
+
+
+if __name__ == "__main__":
+    main()
