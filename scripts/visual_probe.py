@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import recipe_probe  # noqa: E402
+from region_tokens import RegionContext, install  # noqa: E402
 
 from rgpt4d_core.model.preprocess import frames_to_pixels  # noqa: E402
 from rgpt4d_core.regions import draw_set_of_marks, find_object_refs  # noqa: E402
@@ -53,6 +54,8 @@ def parse_variant(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--no-marks", action="store_true")
     p.add_argument("--marks-on-video", action="store_true")
     p.add_argument("--no-video", action="store_true")
+    p.add_argument("--region-tokens", action="store_true",
+                   help="each <obj_k> token also carries its region's pooled SoM features (scripts/region_tokens.py)")
     return p.parse_args(argv[:cut]), argv[cut + 1 :]
 
 
@@ -70,6 +73,15 @@ def variant_probe(v: argparse.Namespace) -> type[recipe_probe.Probe]:
     """``recipe_probe.Probe`` with the variant's SoM image, video and prompt."""
 
     class VariantProbe(recipe_probe.Probe):
+        def __init__(self, args: argparse.Namespace, world: recipe_probe.World) -> None:
+            super().__init__(args, world)
+            self.regions: RegionContext | None = None
+            if v.region_tokens:
+                obj_ids = {k: self.tok.encode(f"<obj_{k}>")[0] for k in range(1, 11)}
+                merge = 3 if "3x3" in args.projector else 2
+                self.regions = RegionContext(obj_ids, args.size, args.patch, merge)
+                install(self.regions)
+
         def user_text(self, q: VQAItem) -> str:
             if not v.no_video:
                 return super().user_text(q)
@@ -77,6 +89,8 @@ def variant_probe(v: argparse.Namespace) -> type[recipe_probe.Probe]:
                                  with_video=False, include_duration=False, answer_style=self.style)  # fmt: skip
 
         def media(self, qs: Sequence[VQAItem]) -> dict[str, torch.Tensor]:
+            if self.regions is not None:
+                self.regions.regions = [q.regions for q in qs]
             return variant_media(v, self.world, self.args.size, qs)
 
     return VariantProbe

@@ -46,3 +46,20 @@ def test_no_video_drops_the_video_and_block_on_video_paints_every_frame() -> Non
     out = _media(["--block", "4", "--block-on-video"], frames, "c")
     painted = (out["videos"][0] > -1).flatten(1).any(1)  # per frame: any pixel changed
     assert painted.all() and len(painted) == 3
+
+
+def test_region_tokens_add_the_boxed_som_tokens_to_each_obj_token_only() -> None:
+    import torch
+    from region_tokens import RegionContext, box_weights
+
+    w = box_weights((0.3, 0.5, 0.5, 0.6), size=64, patch=8, merge=3).view(3, 3)
+    assert torch.allclose(w[1, :2], torch.tensor([0.375, 0.625])) and float(w.sum()) == 1.0
+    ctx = RegionContext({1: 101, 2: 102}, size=64, patch=8, merge=3)
+    ctx.regions = [_item().regions]
+    ids = torch.tensor([5, 102, 6, 101])
+    text = torch.zeros(4, 2)
+    som = torch.arange(18, dtype=torch.float32).view(9, 2)  # token (r, c) holds [2(3r+c), 2(3r+c)+1]
+    out = ctx.add_region_features([ids], [text], [[som]])[0]
+    assert out[[0, 2]].abs().sum() == 0  # plain text untouched
+    assert torch.allclose(out[3], som[0])  # <obj_1>: box (0, 0, .25, .25) lies in token (0, 0)
+    assert torch.allclose(out[1], (box_weights((0.5, 0.5, 0.75, 1.0), 64, 8, 3)[:, None] * som).sum(0))
