@@ -4,7 +4,7 @@ root, a URL, or a multipart upload, each checked by ``rgpt4d_core.serve.security
 
 # no `from __future__ import annotations`: FastAPI and Serve inspect the replica's signatures at runtime
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from pydantic import ValidationError
 
 from pipelines._serve_http import ApiError, media_error, read_upload, validation_error
@@ -45,7 +45,11 @@ class VideoInputs:
 
     async def _multipart(self, request: Request) -> tuple[api.VQAPayload, bytes]:
         """A multipart ``/v1/vqa`` body: the ``request`` JSON field and the ``video`` upload's bytes."""
-        form = await request.form(max_files=1, max_fields=4)
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except HTTPException as exc:  # Starlette's 400: no boundary, a truncated body, too many parts or fields
+            msg = f"body: malformed multipart/form-data: {exc.detail}"
+            raise ApiError(400, "invalid_multipart", msg, "body") from None
         upload, raw = form.get("video"), form.get("request")
         if upload is None or isinstance(upload, str):
             raise ApiError(422, "invalid_request", "video: multipart needs a file field 'video'", "video")
