@@ -4,8 +4,10 @@ root, a URL, or a multipart upload, each checked by ``rgpt4d_core.serve.security
 
 # no `from __future__ import annotations`: FastAPI and Serve inspect the replica's signatures at runtime
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from pipelines._serve_http import ApiError, media_error, read_upload, validation_error
 from rgpt4d_core.serve import api
@@ -47,8 +49,9 @@ class VideoInputs:
         """A multipart ``/v1/vqa`` body: the ``request`` JSON field and the ``video`` upload's bytes."""
         try:
             form = await request.form(max_files=1, max_fields=4)
-        except HTTPException as exc:  # Starlette's 400: no boundary, a truncated body, too many parts or fields
-            msg = f"body: malformed multipart/form-data: {exc.detail}"
+        except (HTTPException, MultiPartException) as exc:  # no boundary, too many parts or fields, ...
+            # Starlette's own HTTPException (not FastAPI's subclass), or its parser's error outside an app scope
+            msg = f"body: malformed multipart/form-data: {getattr(exc, 'detail', None) or exc}"
             raise ApiError(400, "invalid_multipart", msg, "body") from None
         upload, raw = form.get("video"), form.get("request")
         if upload is None or isinstance(upload, str):
