@@ -4,9 +4,10 @@
 
 Starts a local Ray + Serve on 127.0.0.1 (free port) with an UNTRAINED seeded ``tiny`` student and sends the same
 real mp4 (base64 JSON; 16 decoded frames, Set-of-Marks, R4D prompt, greedy generation, shared extractor) at each
-concurrency level, first with batching on (``max_batch_size=--batch``), then off (``max_batch_size=1``, a new
-``user_config``). Prints throughput and p50/p99 latency per level and the throughput ratio at concurrency 16; the
-model-only batching gain of the engine (one batched run vs single runs, same inputs); and Serve's overhead at
+concurrency level with batching on (``max_batch_size=--batch``) and off (``max_batch_size=1``), alternating
+``--alternations`` times (the replica's ``user_config`` changed in place) so that both see the same machine
+load. Prints throughput and p50/p99 latency per level and the throughput ratio at concurrency 16; the model-only
+batching gain of the engine (one batched run vs single runs, same inputs); and Serve's overhead at
 concurrency 1 with batching ON (the deployed setting) for each way of sending the video (JSON base64, multipart
 upload, path under the media root), each HTTP call paired with a direct in-process ``VQAEngine.answer`` call on
 the same source so that both see the same machine load (target p50 of paired differences <= 10 ms). Every figure
@@ -61,7 +62,7 @@ def loadavg() -> str:
 
 
 async def load(url: str, body: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
-    """``n`` requests, at most ``concurrency`` in flight; latency in ms, throughput in requests/s."""
+    """``n`` requests, at most ``concurrency`` in flight: latencies (ms), batch sizes, errors, wall time (s)."""
     latencies: list[float] = []
     sizes: list[int] = []
     errors = 0
@@ -84,7 +85,15 @@ async def load(url: str, body: dict[str, Any], n: int, concurrency: int) -> dict
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"rps": n / wall, "p50": pct(latencies, 50), "p99": pct(latencies, 99), "errors": errors,
+    return {"latencies": latencies, "sizes": sizes, "errors": errors, "wall": wall}
+
+
+def summary(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Throughput (requests/s over the chunks' summed wall time), p50/p99 latency (ms), errors, mean batch size."""
+    latencies = [x for c in chunks for x in c["latencies"]]
+    sizes = [x for c in chunks for x in c["sizes"]]
+    return {"rps": len(latencies) / sum(c["wall"] for c in chunks), "p50": pct(latencies, 50),
+            "p99": pct(latencies, 99), "errors": sum(c["errors"] for c in chunks),
             "mean_batch": statistics.fmean(sizes) if sizes else 0.0}
 
 
@@ -144,6 +153,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32])
     parser.add_argument("--requests", type=int, nargs="+", default=[24, 64, 96, 128], help="per level")
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds for the overhead")
+    parser.add_argument("--alternations", type=int, default=4, help="on/off alternations per concurrency level")
     parser.add_argument("--max-new-tokens", type=int, default=8)
     args = parser.parse_args()
     if len(args.requests) != len(args.concurrency):
@@ -152,7 +162,7 @@ def main() -> None:
     from ray import serve
 
     from pipelines._ray import init_ray
-    from pipelines.serve import load_job, make_app, start
+    from pipelines.serve import load_job, start
     from rgpt4d_core.serve.engine import EngineConfig, VQAEngine, VQARequest
     from tests.conftest import free_port
 
@@ -171,7 +181,7 @@ def main() -> None:
     init_ray(num_cpus=2, object_store_memory=512 * 1024**2)
     settings = {"on": {"max_batch_size": args.batch, "batch_wait_timeout_s": args.wait},
                 "off": {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}}
-    url, _ = start(job, settings["on"])
+    url, handle = start(job, settings["on"])
     question = "Where does <obj_1> move?"
     body: dict[str, Any] = {"video": {"data_b64": base64.b64encode(video).decode()}, "question": question,
                             "options": OPTIONS, "regions": [{"obj_id": 1, "box": [0.05, 0.3, 0.4, 0.65]}]}
@@ -183,19 +193,20 @@ def main() -> None:
               "media-root path": dataclasses.replace(request, video=str(tmp / "media" / "clip.mp4"))}
     results: dict[tuple[str, int], dict[str, Any]] = {}
     try:
-        for mode, user_config in settings.items():
-            if mode == "off":
-                serve.run(make_app(job, user_config), name=job.server.app_name, route_prefix="/")
-            asyncio.run(load(url, body, 8, 4))  # warm-up
-            for conc, n in zip(args.concurrency, args.requests, strict=True):
-                results[(mode, conc)] = r = asyncio.run(load(url, body, n, conc))
-                r["load"] = loadavg()
+        asyncio.run(load(url, body, 8, 4))  # warm-up
+        over = overhead(url, calls, engine, direct, args.rounds)  # the deployed setting: batching on
+        over_load = loadavg()
+        for conc, n in zip(args.concurrency, args.requests, strict=True):
+            chunks: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+            for _ in range(args.alternations):  # on and off alternate, so both see the same machine load
+                for mode, user_config in settings.items():
+                    handle.reconfigure.remote(user_config).result()  # in place, as `serve deploy` does
+                    chunks[mode].append(asyncio.run(load(url, body, max(1, n // args.alternations), conc)))
+            for mode in settings:
+                results[(mode, conc)] = r = {**summary(chunks[mode]), "load": loadavg()}
                 print(f"  batching {mode:3s} c={conc:2d}: {r['rps']:6.1f} req/s  p50 {r['p50']:7.1f} ms  "
                       f"p99 {r['p99']:7.1f} ms  mean batch {r['mean_batch']:4.1f}  errors {r['errors']}  "
                       f"({r['load']})", flush=True)
-            if mode == "on":  # the deployed setting: batching on, concurrency 1
-                over = overhead(url, calls, engine, direct, args.rounds)
-                over_load = loadavg()
     finally:
         serve.shutdown()
     ceiling = engine_ceiling(engine, request, args.batch)
