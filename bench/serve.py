@@ -1,14 +1,17 @@
-"""Serving benchmark, one run, side by side: batching on vs ``max_batch_size=1``, and Serve's overhead.
+"""Serving benchmark, one run, side by side: batching on vs ``max_batch_size=1``, and Serve's overhead per transport.
 
-    python bench/serve.py [--batch 16] [--concurrency 1 8 16 32] [--requests 24 64 96 128]
+    python bench/serve.py [--batch 16] [--concurrency 1 8 16 32] [--requests 24 64 96 128] [--rounds 30]
 
 Starts a local Ray + Serve on 127.0.0.1 (free port) with an UNTRAINED seeded ``tiny`` student and sends the same
 real mp4 (base64 JSON; 16 decoded frames, Set-of-Marks, R4D prompt, greedy generation, shared extractor) at each
-concurrency level, first with batching on (``max_batch_size=--batch``), then off (``max_batch_size=1``, a new
-``user_config``). Prints throughput and p50/p99 latency per level and the throughput ratio (target >= 3x at
-concurrency 16); the model-only batching gain of the engine (one batched run vs single runs, same inputs); and
-Serve's overhead at concurrency 1, measured interleaved with direct in-process ``VQAEngine.answer`` calls so that
-both see the same machine load (target p50 <= 10 ms). Compare the columns of one run, not across runs.
+concurrency level with batching on (``max_batch_size=--batch``) and off (``max_batch_size=1``), alternating
+``--alternations`` times (the replica's ``user_config`` changed in place) so that both see the same machine
+load. Prints throughput and p50/p99 latency per level and the throughput ratio at concurrency 16; the model-only
+batching gain of the engine (one batched run vs single runs, same inputs); and Serve's overhead at
+concurrency 1 with batching ON (the deployed setting) for each way of sending the video (JSON base64, multipart
+upload, path under the media root), each HTTP call paired with a direct in-process ``VQAEngine.answer`` call on
+the same source so that both see the same machine load (target p50 of paired differences <= 10 ms). Every figure
+carries the 1-minute load average when it was taken: compare the columns of one run, not across runs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import io
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -50,8 +56,13 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def loadavg() -> str:
+    """``"load 1.23"``: the 1-minute load average now (processes running or waiting for a CPU)."""
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
 async def load(url: str, body: dict[str, Any], n: int, concurrency: int) -> dict[str, Any]:
-    """``n`` requests, at most ``concurrency`` in flight; latency in ms, throughput in requests/s."""
+    """``n`` requests, at most ``concurrency`` in flight: latencies (ms), batch sizes, errors, wall time (s)."""
     latencies: list[float] = []
     sizes: list[int] = []
     errors = 0
@@ -74,25 +85,52 @@ async def load(url: str, body: dict[str, Any], n: int, concurrency: int) -> dict
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"rps": n / wall, "p50": pct(latencies, 50), "p99": pct(latencies, 99), "errors": errors,
+    return {"latencies": latencies, "sizes": sizes, "errors": errors, "wall": wall}
+
+
+def summary(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Throughput (requests/s over the chunks' summed wall time), p50/p99 latency (ms), errors, mean batch size."""
+    latencies = [x for c in chunks for x in c["latencies"]]
+    sizes = [x for c in chunks for x in c["sizes"]]
+    return {"rps": len(latencies) / sum(c["wall"] for c in chunks), "p50": pct(latencies, 50),
+            "p99": pct(latencies, 99), "errors": sum(c["errors"] for c in chunks),
             "mean_batch": statistics.fmean(sizes) if sizes else 0.0}
 
 
-def overhead(url: str, body: dict[str, Any], engine: Any, request: Any, rounds: int) -> dict[str, float]:
-    """Interleaved (same machine load): HTTP call at concurrency 1 vs a direct ``engine.answer``; ms p50s."""
-    client_ms, handler_ms, direct_ms = [], [], []
+def transports(body: dict[str, Any], video: bytes, path: str) -> dict[str, dict[str, Any]]:
+    """``httpx.post`` keyword arguments of the same question, the video sent three ways."""
+    fields = {k: v for k, v in body.items() if k != "video"}
+    return {
+        "json base64": {"json": {**fields, "video": {"data_b64": base64.b64encode(video).decode()}}},
+        "multipart": {"data": {"request": json.dumps(fields)}, "files": {"video": ("clip.mp4", video)}},
+        "media-root path": {"json": {**fields, "video": {"path": path}}},
+    }
+
+
+def overhead(url: str, calls: dict[str, dict[str, Any]], engine: Any, direct: dict[str, Any],
+             rounds: int) -> dict[str, dict[str, float]]:
+    """Per transport, interleaved (same machine load): an HTTP call at concurrency 1, then a direct
+    ``engine.answer`` on the same source (``direct[name]``, a VQARequest); p50s in ms, body size in bytes."""
+    samples: dict[str, dict[str, list[float]]] = {n: {"client": [], "handler": [], "direct": []} for n in calls}
     with httpx.Client(timeout=300) as client:
         for _ in range(rounds):
-            t0 = time.perf_counter()
-            r = client.post(f"{url}/v1/vqa", json=body)
-            client_ms.append((time.perf_counter() - t0) * 1e3)
-            handler_ms.append(r.json()["timings"]["total_ms"])
-            t0 = time.perf_counter()
-            engine.answer([request])
-            direct_ms.append((time.perf_counter() - t0) * 1e3)
-    return {"client": pct(client_ms, 50), "handler": pct(handler_ms, 50), "direct": pct(direct_ms, 50),
-            "diff": pct([c - d for c, d in zip(client_ms, direct_ms, strict=True)], 50),
-            "proxy": pct([c - h for c, h in zip(client_ms, handler_ms, strict=True)], 50)}
+            for name, kwargs in calls.items():
+                t0 = time.perf_counter()
+                r = client.post(f"{url}/v1/vqa", **kwargs)
+                samples[name]["client"].append((time.perf_counter() - t0) * 1e3)
+                r.raise_for_status()
+                samples[name]["handler"].append(r.json()["timings"]["total_ms"])
+                t0 = time.perf_counter()
+                engine.answer([direct[name]])
+                samples[name]["direct"].append((time.perf_counter() - t0) * 1e3)
+        sizes = {n: len(client.build_request("POST", f"{url}/v1/vqa", **kw).read()) for n, kw in calls.items()}
+    out = {}
+    for name, s in samples.items():
+        out[name] = {"client": pct(s["client"], 50), "handler": pct(s["handler"], 50), "direct": pct(s["direct"], 50),
+                     "diff": pct([c - d for c, d in zip(s["client"], s["direct"], strict=True)], 50),
+                     "proxy": pct([c - h for c, h in zip(s["client"], s["handler"], strict=True)], 50),
+                     "bytes": float(sizes[name])}
+    return out
 
 
 def engine_ceiling(engine: Any, request: Any, batch: int) -> float:
@@ -115,6 +153,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32])
     parser.add_argument("--requests", type=int, nargs="+", default=[24, 64, 96, 128], help="per level")
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds for the overhead")
+    parser.add_argument("--alternations", type=int, default=4, help="on/off alternations per concurrency level")
     parser.add_argument("--max-new-tokens", type=int, default=8)
     args = parser.parse_args()
     if len(args.requests) != len(args.concurrency):
@@ -123,61 +162,84 @@ def main() -> None:
     from ray import serve
 
     from pipelines._ray import init_ray
-    from pipelines.serve import load_job, make_app, start
+    from pipelines.serve import load_job, start
     from rgpt4d_core.serve.engine import EngineConfig, VQAEngine, VQARequest
     from tests.conftest import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     video = clip_bytes()
+    (tmp / "media").mkdir()
+    (tmp / "media" / "clip.mp4").write_bytes(video)
     port = free_port()
     tokens = args.max_new_tokens
     job = load_job(overrides=[
         f"engine.checkpoint={tmp / 'ckpt'}", "bootstrap_preset=tiny", f"engine.max_new_tokens={tokens}",
         "engine.torch_threads=1", "engine.decode_threads=2", f"server.port={port}", "server.num_cpus=1",
         "server.max_ongoing_requests=64", f"server.max_batch_size={args.batch}",
-        f"server.batch_wait_timeout_s={args.wait}", "server.app_name=bench",
+        f"server.batch_wait_timeout_s={args.wait}", "server.app_name=bench", f"security.media_root={tmp / 'media'}",
     ])
     init_ray(num_cpus=2, object_store_memory=512 * 1024**2)
     settings = {"on": {"max_batch_size": args.batch, "batch_wait_timeout_s": args.wait},
                 "off": {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}}
-    url, _ = start(job, settings["on"])
+    url, handle = start(job, settings["on"])
     question = "Where does <obj_1> move?"
     body: dict[str, Any] = {"video": {"data_b64": base64.b64encode(video).decode()}, "question": question,
                             "options": OPTIONS, "regions": [{"obj_id": 1, "box": [0.05, 0.3, 0.4, 0.65]}]}
+    calls = transports(body, video, "clip.mp4")
     engine = VQAEngine(EngineConfig(checkpoint=str(tmp / "ckpt"), max_new_tokens=tokens, torch_threads=1))
     request = VQARequest(video=video, question=question, options=tuple(OPTIONS),
                          regions=(Region(1, (0.05, 0.3, 0.4, 0.65)),))
+    direct = {"json base64": request, "multipart": request,
+              "media-root path": dataclasses.replace(request, video=str(tmp / "media" / "clip.mp4"))}
     results: dict[tuple[str, int], dict[str, Any]] = {}
     try:
-        for mode, user_config in settings.items():
-            if mode == "off":
-                serve.run(make_app(job, user_config), name=job.server.app_name, route_prefix="/")
-            asyncio.run(load(url, body, 8, 4))  # warm-up
-            for conc, n in zip(args.concurrency, args.requests, strict=True):
-                results[(mode, conc)] = r = asyncio.run(load(url, body, n, conc))
+        asyncio.run(load(url, body, 8, 4))  # warm-up
+        over = overhead(url, calls, engine, direct, args.rounds)  # the deployed setting: batching on
+        over_load = loadavg()
+        for conc, n in zip(args.concurrency, args.requests, strict=True):
+            chunks: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+            for _ in range(args.alternations):  # on and off alternate, so both see the same machine load
+                for mode, user_config in settings.items():
+                    handle.reconfigure.remote(user_config).result()  # in place, as `serve deploy` does
+                    chunks[mode].append(asyncio.run(load(url, body, max(1, n // args.alternations), conc)))
+            for mode in settings:
+                results[(mode, conc)] = r = {**summary(chunks[mode]), "load": loadavg()}
                 print(f"  batching {mode:3s} c={conc:2d}: {r['rps']:6.1f} req/s  p50 {r['p50']:7.1f} ms  "
-                      f"p99 {r['p99']:7.1f} ms  mean batch {r['mean_batch']:4.1f}  errors {r['errors']}",
-                      flush=True)
-        over = overhead(url, body, engine, request, args.rounds)  # batching off, concurrency 1
+                      f"p99 {r['p99']:7.1f} ms  mean batch {r['mean_batch']:4.1f}  errors {r['errors']}  "
+                      f"({r['load']})", flush=True)
     finally:
         serve.shutdown()
     ceiling = engine_ceiling(engine, request, args.batch)
+    report(args, results, over, over_load, ceiling, f"{loadavg()}")
 
-    print(f"\ntiny student, 16 frames 64x64 + SoM image, max_new_tokens={tokens}, 1 replica, torch threads 1")
+
+def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Any]],
+           over: dict[str, dict[str, float]], over_load: str, ceiling: float, ceiling_load: str) -> None:
+    """Print the tables (each figure with the load average when it was measured)."""
+    print(f"\ntiny student, 16 frames 64x64 + SoM image, max_new_tokens={args.max_new_tokens}, 1 replica, "
+          "torch threads 1")
     print("| concurrency | batching on: req/s | p50 ms | p99 ms | mean batch | batching off: req/s | p50 ms | "
-          "p99 ms | throughput ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "p99 ms | throughput ratio | load avg (on / off) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for conc in args.concurrency:
         on, off = results[("on", conc)], results[("off", conc)]
         print(f"| {conc} | {on['rps']:.1f} | {on['p50']:.0f} | {on['p99']:.0f} | {on['mean_batch']:.1f} | "
-              f"{off['rps']:.1f} | {off['p50']:.0f} | {off['p99']:.0f} | {on['rps'] / off['rps']:.2f}x |")
+              f"{off['rps']:.1f} | {off['p50']:.0f} | {off['p99']:.0f} | {on['rps'] / off['rps']:.2f}x | "
+              f"{on['load']} / {off['load']} |")
     if 16 in args.concurrency:
         ratio = results[("on", 16)]["rps"] / results[("off", 16)]["rps"]
-        print(f"\nthroughput ratio at concurrency 16 (max_batch_size={args.batch} vs 1): {ratio:.2f}x (target >= 3x)")
-    print(f"engine alone, {args.batch} requests: one batched run vs {args.batch} single runs: {ceiling:.2f}x faster")
-    print(f"Serve overhead, concurrency 1, interleaved: client p50 {over['client']:.1f} ms, direct engine p50 "
-          f"{over['direct']:.1f} ms, p50 of paired differences {over['diff']:.1f} ms (target <= 10 ms); "
-          f"client minus in-handler time p50 {over['proxy']:.1f} ms")
+        print(f"\nthroughput ratio at concurrency 16 (max_batch_size={args.batch} vs 1): {ratio:.2f}x "
+              f"({results[('on', 16)]['load']} / {results[('off', 16)]['load']})")
+    print(f"engine alone, {args.batch} requests: one batched run vs {args.batch} single runs: {ceiling:.2f}x faster "
+          f"({ceiling_load})")
+    print(f"\nServe overhead at concurrency 1, batching on (max_batch_size={args.batch}, batch_wait_timeout_s="
+          f"{args.wait}), {args.rounds} rounds, each HTTP call paired with a direct engine call ({over_load}):")
+    print("| video sent as | request body bytes | client p50 ms | direct engine p50 ms | p50 of paired differences ms "
+          "(target <= 10) | client minus in-handler p50 ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, o in over.items():
+        print(f"| {name} | {o['bytes']:.0f} | {o['client']:.1f} | {o['direct']:.1f} | {o['diff']:.1f} | "
+              f"{o['proxy']:.1f} |")
     print(f"errors: {sum(r['errors'] for r in results.values())}")
 
 

@@ -6,6 +6,8 @@ root, a URL, or a multipart upload, each checked by ``rgpt4d_core.serve.security
 
 from fastapi import Request
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from pipelines._serve_http import ApiError, media_error, read_upload, validation_error
 from rgpt4d_core.serve import api
@@ -45,7 +47,12 @@ class VideoInputs:
 
     async def _multipart(self, request: Request) -> tuple[api.VQAPayload, bytes]:
         """A multipart ``/v1/vqa`` body: the ``request`` JSON field and the ``video`` upload's bytes."""
-        form = await request.form(max_files=1, max_fields=4)
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except (HTTPException, MultiPartException) as exc:  # no boundary, too many parts or fields, ...
+            # Starlette's own HTTPException (not FastAPI's subclass), or its parser's error outside an app scope
+            msg = f"body: malformed multipart/form-data: {getattr(exc, 'detail', None) or exc}"
+            raise ApiError(400, "invalid_multipart", msg, "body") from None
         upload, raw = form.get("video"), form.get("request")
         if upload is None or isinstance(upload, str):
             raise ApiError(422, "invalid_request", "video: multipart needs a file field 'video'", "video")

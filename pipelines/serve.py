@@ -12,9 +12,10 @@ or on a running cluster, with ``cluster/serve_config.yaml`` (import path ``pipel
 
 One deployment, ``VQAModel``, is both the FastAPI ingress and the model holder: each replica decodes and marks its
 requests' videos in worker threads (``VQAEngine.prepare``) while the previous batch generates, and
-``@serve.batch`` gathers prepared requests into ONE generation (``VQAEngine.run``). Keeping ingress and model in
-one replica saves a Ray hop per request and never ships decoded frames between processes; scale it with
-replicas. ``max_batch_size`` / ``batch_wait_timeout_s`` live in ``user_config`` (changed in place by
+``@serve.batch`` gathers prepared requests into ONE generation (``VQAEngine.run``); a batch waits up to
+``batch_wait_timeout_s`` only while the replica is busy preparing or generating other requests
+(``_serve_batch.py``), so a lone request never waits. Keeping ingress and model in one replica saves a Ray hop per request and never
+ships decoded frames between processes; scale it with replicas. ``max_batch_size`` / ``batch_wait_timeout_s`` live in ``user_config`` (changed in place by
 ``serve deploy`` without restarting replicas).
 
 Routes: ``POST /v1/vqa``, ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz``, the web page
@@ -26,7 +27,8 @@ line per request without its body.
 
 This file holds the app, the replica's batching and the entry point; beside it: ``_serve_job.py`` (``ServeJob``,
 ``ServerConfig``), ``_serve_api.py`` (the API routes), ``_serve_media.py`` (video sources of a request),
-``_serve_ui.py`` (the page) and ``_serve_http.py`` (errors, request guard, OpenAPI body).
+``_serve_ui.py`` (the page), ``_serve_http.py`` (errors, request guard, OpenAPI body) and ``_serve_batch.py``
+(when a forming batch stops waiting).
 """
 
 # no `from __future__ import annotations`: FastAPI resolves route signatures of Serve's ingress class at runtime
@@ -48,6 +50,7 @@ from ray.serve.handle import DeploymentHandle
 from pipelines._cli import job_from_args, job_parser
 from pipelines._paths import absolute
 from pipelines._serve_api import APIRoutes, api_router
+from pipelines._serve_batch import BatchGate, Ticket, batch_size
 from pipelines._serve_http import (
     ApiError,
     RequestGuard,
@@ -111,6 +114,7 @@ class VQAModel(UIRoutes, APIRoutes):
         self.model_id: str = self.engine.model_id
         self.created = int(time.time())
         self._batch_settings = (job.server.max_batch_size, job.server.batch_wait_timeout_s)
+        self._gate = BatchGate()
         self._apply_batching()
 
     # ---------------------------------------------------------------------------- batching
@@ -130,16 +134,28 @@ class VQAModel(UIRoutes, APIRoutes):
 
     def _apply_batching(self) -> None:
         size, wait = self._batch_settings
+        self._gate.max_batch_size = size
         self._run_batch.set_max_batch_size(size)  # type: ignore[attr-defined]
         self._run_batch.set_batch_wait_timeout_s(wait)  # type: ignore[attr-defined]
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def _run_batch(self, prepared: list[Any]) -> list[VQAResult | VQAError]:
-        return await asyncio.to_thread(self.engine.run, prepared)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, batch_size_fn=batch_size)
+    async def _run_batch(self, tickets: list[Ticket]) -> list[VQAResult | VQAError]:
+        # a forming batch waits for batch-mates only while the replica is busy (pipelines/_serve_batch.py)
+        self._gate.running += 1
+        try:
+            return await asyncio.to_thread(self.engine.run, [t.prepared for t in tickets])
+        finally:
+            self._gate.running -= 1
 
     async def _answer(self, request: VQARequest) -> VQAResult:
-        prepared = await asyncio.to_thread(self.engine.prepare, request)
-        result = prepared if isinstance(prepared, VQAError) else await self._run_batch(prepared)
+        self._gate.preparing += 1
+        try:
+            prepared = await asyncio.to_thread(self.engine.prepare, request)
+        finally:
+            self._gate.preparing -= 1
+        # a failed prepare goes through the batch too (``run`` passes errors through): its arrival wakes a batch
+        # that was waiting for it, which would otherwise sleep out its whole timeout
+        result = await self._run_batch(Ticket(prepared, self._gate))
         if isinstance(result, VQAError):
             raise ApiError(status_of(result.code), result.code, result.message, result.field)
         return result

@@ -245,6 +245,10 @@ BAD_REQUESTS: list[tuple[str, Callable[[Server], httpx.Response], int, str]] = [
                                                 headers={"content-type": "application/json"}), 413, "body"),
     ("chunked body over limit", lambda s: s.client.post(f"{s.url}/v1/vqa", content=iter([b"x" * 65536] * 10),
                                                         headers={"content-type": "application/json"}), 413, "body"),
+    ("multipart without boundary", lambda s: s.client.post(f"{s.url}/v1/vqa", content=b"--x\r\n",
+                                                           headers={"content-type": "multipart/form-data"}), 400, "body"),
+    ("multipart two videos", lambda s: s.client.post(f"{s.url}/v1/vqa", files=[("video", ("a.mp4", b"1")),
+                                                                             ("video", ("b.mp4", b"2"))]), 400, "body"),
     ("multipart without request", lambda s: s.client.post(f"{s.url}/v1/vqa", files={"video": ("a.mp4", s.video)}),
      422, "request"),
     ("multipart bad request json", lambda s: s.client.post(
