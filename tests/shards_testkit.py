@@ -96,11 +96,14 @@ def tiny_rows(n_clips: int, questions_per_clip: int = 1, n_err: int = 0, offset:
     return clips, questions
 
 
-def write_v1_copy(v2_root: str, v1_root: str, row_group_bytes: int = 8 << 20) -> str:
+def write_v1_copy(v2_root: str, v1_root: str, row_group_bytes: int = 8 << 20, dictionary: bool = True) -> str:
     """Write the schema-v1 layout of a committed v2 set: ``<v1_root>/data/part-*.parquet`` with one row per question
     carrying a copy of its clip's columns (no ``clip_id``), and a version-1 ``_manifest.json`` (written last).
 
     For the converter test and ``bench/shards.py`` (the code that wrote v1 sets is gone; its layout is the v2 join).
+    Row groups are sized by bytes as v1's precompute sized them; ``dictionary`` is pyarrow's (and so Ray Data's)
+    default, which stores a value repeated within a row group once: a clip's targets repeated for its questions
+    are deduplicated on disk as far as they share a row group (they are still decoded into one copy per row).
     """
     import json
 
@@ -119,7 +122,8 @@ def write_v1_copy(v2_root: str, v1_root: str, row_group_bytes: int = 8 << 20) ->
         rel = f"{M.V1_DATA_DIR}/part-{n:05d}.parquet"
         fs, path = storage.filesystem_for(storage.join(v1_root, rel))
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        pq.write_table(joined.slice(lo, per_file), path, filesystem=fs, row_group_size=max(1, row_group_bytes // row_bytes))
+        pq.write_table(joined.slice(lo, per_file), path, filesystem=fs, row_group_size=max(1, row_group_bytes // row_bytes),
+                       use_dictionary=dictionary)
         files.append({"path": rel, "rows": min(per_file, joined.num_rows - lo), "bytes": fs.get_file_info(path).size})
     d = json.loads(shards.manifest.to_json())
     d.pop("clip_counts")
