@@ -26,16 +26,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from pipelines._ray import init_ray
-from pipelines.precompute import PrecomputeJob, run
+from pipelines.precompute import PrecomputeJob, estimated_clip_bytes, run
 from rgpt4d_core import config as config_lib
 from rgpt4d_core.experts.base import ExpertSpec
 from rgpt4d_core.experts.registry import build_expert
 from rgpt4d_core.shards import precompute as P
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.reader import open_shards
+from rgpt4d_core.shards.writer import clip_rows_per_group, write_part
 from rgpt4d_core.video.encode import encode_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def make_clips(root: Path, n: int, frames: int = 32, size: int = 64) -> str:
 
 def job_for(data: str, out: str, expert: str, actors: int = 1) -> PrecomputeJob:
     args = [f"input.dataset_root={data}", "input.splits=[train]", f"output.uri={out}", *EXPERT_ARGS[expert],
-            f"compute.num_actors={actors}", "compute.batch_size=2", "output.rows_per_file=16"]  # fmt: skip
+            f"compute.num_actors={actors}", "compute.batch_size=2", "output.clips_per_file=16"]  # fmt: skip
     return config_lib.load(PrecomputeJob, [TINY], args)
 
 
@@ -80,14 +80,11 @@ def loop_baseline(job: PrecomputeJob, torch_threads: int) -> tuple[float, int]:
     plan = P.build_requests(P.qa_records(
         Path(job.input.dataset_root or "", "questions", "train.jsonl").read_text(), "train",
         job.input.dataset_root, "train.jsonl"), set())  # fmt: skip
-    out = Path(job.output.uri)
-    out.mkdir(parents=True, exist_ok=True)
-    schema = S.arrow_schema(S.tensor_shapes(spec))
-    with pq.ParquetWriter(out / "part-0.parquet", schema) as writer:
-        for req in plan.requests:
-            decoded = P.decode_requests([req], job.sampling)
-            rows = P.rows_from_requests(P.expert_requests(expert, decoded), spec, job.sampling)
-            writer.write_table(P.rows_table(rows, spec))
+    rows_per_group = clip_rows_per_group(job.output.row_group_bytes, estimated_clip_bytes(spec, job.sampling))
+    for req in plan.requests:  # one part per video: the loop's own choice, the job bundles clips_per_file
+        decoded = P.decode_requests([req], job.sampling)
+        clips, questions = P.rows_from_requests(P.expert_requests(expert, decoded), spec, job.sampling)
+        write_part(job.output.uri, *P.rows_tables(clips, questions, spec), rows_per_group)
     return time.perf_counter() - t0, len(plan.requests)
 
 
@@ -170,7 +167,7 @@ def main() -> None:
 
         shards = open_shards(str(Path(tmp, "ray1")))
         spec = shards.manifest.expert_spec
-        per_clip = shards.manifest.bytes / shards.manifest.counts.total
+        per_clip = shards.manifest.bytes / shards.manifest.clip_counts.total
         print_bytes(f"tiny {spec.name} (measured)", spec, per_clip, args.clips)
     print_bytes("real L4P shapes (schema)", REAL_L4P, None, 0)
 

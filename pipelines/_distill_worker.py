@@ -4,8 +4,9 @@ Wiring only: the student, loss, collate and optimiser come from ``rgpt4d_core.tr
 dataset shard, context, checkpoint and report calls, and the DDP / FSDP2 wrapping.
 
 Data position and resume: each worker consumes exactly ``plan.micro_batches_per_epoch`` micro-batches of its
-equal-sized shard per epoch (Ray Data ``streaming_split(equal=True)``, read in order, then through a local
-shuffle buffer seeded per epoch and rank: ``data.shuffle_buffer``). A checkpoint records the
+equal-sized shard of *question* rows per epoch (Ray Data ``streaming_split(equal=True)``, read in order, then
+through a local shuffle buffer seeded per epoch and rank: ``data.shuffle_buffer``), and joins each micro-batch to
+its clips through a per-worker :class:`~rgpt4d_core.shards.clip_store.ClipStore` of ``data.clip_cache_mb``. A checkpoint records the
 epoch and how many micro-batches of it were consumed; a restarted worker group replays the epoch's stream and
 skips that many, so a run with failures does exactly as many optimiser steps as a clean one.
 """
@@ -25,7 +26,9 @@ from torch import nn
 
 from rgpt4d_core.config import from_yaml
 from rgpt4d_core.experts.base import ExpertSpec
-from rgpt4d_core.shards.reader import batch_from_table
+from rgpt4d_core.shards.clip_store import ClipStore
+from rgpt4d_core.shards.manifest import Manifest
+from rgpt4d_core.shards.reader import ShardSet
 from rgpt4d_core.tracking import MLflowTracker, NullTracker, Tracker
 from rgpt4d_core.train.checkpoint import (
     DataPosition,
@@ -160,7 +163,7 @@ def train_worker(wc: dict[str, Any]) -> None:
 
     cfg = from_yaml(DistillJobConfig, wc["config_yaml"])
     plan = StepPlan(**wc["plan"])
-    shapes = {k: (tuple(v) if v is not None else None) for k, v in wc["tensor_shapes"].items()}
+    store = ClipStore(ShardSet(wc["shards_root"], Manifest.from_json(wc["manifest_json"])), cfg.data.clip_cache_mb << 20)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if cfg.loop.torch_threads > 0:
@@ -214,7 +217,7 @@ def train_worker(wc: dict[str, Any]) -> None:
             consumed += 1
             if consumed <= skip:
                 continue
-            group.append(setup.prepare(batch_from_table(_as_table(table), shapes), device))
+            group.append(setup.prepare(store.batch(_as_table(table)), device))
             if len(group) < plan.accumulation:
                 continue
             stats = optimizer_step(model, group, loss_fn, optimizer, scheduler, cfg.optim.max_grad_norm)
@@ -234,6 +237,8 @@ def train_worker(wc: dict[str, Any]) -> None:
                     "throughput/samples_per_s": metrics["samples"] / elapsed,
                     "throughput/tokens_per_s": metrics["tokens"] / elapsed,
                     **steady.rates(),
+                    "data/clip_cache_hit_rate": store.stats.hit_rate,
+                    "data/clip_row_groups_read": float(store.stats.row_groups_read),
                 }
             )
             if step % max(1, cfg.loop.log_every_steps) == 0 or step == plan.total_steps:

@@ -65,13 +65,15 @@ class OutputConfig:
 
     Attributes:
         uri: shard root (local path or ``s3://bucket/prefix``).
-        row_group_bytes: target bytes per Parquet row group (rows per group = this / estimated row bytes).
-        rows_per_file: minimum rows per data file (Ray Data bundles blocks up to it).
+        row_group_bytes: target bytes per row group of the clip table (clips per group = this / estimated clip
+            bytes); the training reader reads and caches a row group at a time.
+        clips_per_file: videos per part, i.e. clip rows per clip file (the part's question file holds all
+            questions about them); one write task per part.
     """
 
     uri: str = "out/shards/tiny"
     row_group_bytes: int = 64 << 20
-    rows_per_file: int = 64
+    clips_per_file: int = 16
 
 
 @dataclass(frozen=True)
@@ -115,11 +117,14 @@ class Summary:
     records: int = 0
     skipped_written: int = 0
     skipped_duplicate: int = 0
+    clips_written: int = 0
+    clips_reused: int = 0
     written_ok: int = 0
     written_error: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
     removed_partial_files: int = 0
     total_rows: int = 0
+    total_clips: int = 0
     total_bytes: int = 0
     files: int = 0
     wall_s: float = 0.0
@@ -133,12 +138,15 @@ class Summary:
             f"precompute -> {self.output}",
             f"  this run : {self.videos} videos, {self.records} samples ({self.written_ok} ok, "
             f"{self.written_error} error), {self.clips_per_s:.2f} clips/s over {self.wall_s:.1f} s",
+            f"  clips    : {self.clips_written} written, {self.clips_reused} already written (their missing "
+            f"questions added)",
             f"  skipped  : {self.skipped_written} already written, {self.skipped_duplicate} duplicate inputs, "
             f"{self.removed_partial_files} partial files removed",
         ]
         for reason, n in sorted(self.errors_by_reason.items()):
             lines.append(f"  error    : {reason}: {n}")
         lines.append(
-            f"  shard set: {self.total_rows} rows in {self.files} files, {self.total_bytes / 1e6:.2f} MB"
+            f"  shard set: {self.total_rows} questions on {self.total_clips} clips in {self.files} files, "
+            f"{self.total_bytes / 1e6:.2f} MB"
         )
         return "\n".join(lines)

@@ -6,7 +6,7 @@ Driver (this process), before any worker starts:
 
 1. load + validate the typed config (:class:`~rgpt4d_core.train.config.DistillJobConfig`);
 2. open the shard manifest and check it against the expert spec the student expects (name, revision, shapes);
-3. plan the optimiser steps from the manifest's row count (the LR schedule needs the total);
+3. plan the optimiser steps from the question table's usable rows (the LR schedule needs the total);
 4. create (or, for a re-submitted job, re-open) the job's single MLflow run and log params/tags/config.
 
 Then ``TorchTrainer.fit()`` runs :func:`pipelines._distill_worker.train_worker` on every worker (DDP/gloo on CPU,
@@ -109,8 +109,9 @@ def _usable(table: Any, split: str) -> Any:
 
 
 def count_usable_rows(shards: ShardSet, split: str) -> int:
-    """Ok rows of ``split`` (reads two small columns of every file; the manifest counts all splits together)."""
-    table = shards.read_table(columns=[S.STATUS, S.SPLIT])
+    """Ok questions of ``split`` (reads two small columns of every question file; the manifest counts all splits
+    together)."""
+    table = shards.read_table(S.QUESTIONS, columns=[S.STATUS, S.SPLIT])
     return int(table.filter(_usable(table, split)).num_rows)
 
 
@@ -122,15 +123,18 @@ def ray_target(cfg: DistillJobConfig) -> RayTarget:
 
 
 def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
-    """Ray Dataset of the usable rows (training columns only), in manifest order."""
+    """Ray Dataset of the usable *question* rows (training columns only, a few hundred bytes each), in manifest
+    order, which is clip-sorted. Each worker joins its questions to their clips through its own
+    :class:`~rgpt4d_core.shards.clip_store.ClipStore` (``pipelines/_distill_worker.py``), so a clip's frames and
+    targets cross the network and are decoded once per cache residency, not once per question."""
     import pyarrow as pa
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    uris = shards.file_uris()
+    uris = shards.file_uris(S.QUESTIONS)
     fs = storage.filesystem_for(uris[0])[0] if uris and storage.is_s3(uris[0]) else None
     paths = [storage.filesystem_for(u)[1] for u in uris] if fs is not None else uris
-    columns = list(dict.fromkeys([*S.TRAIN_COLUMNS, S.SPLIT]))
+    columns = list(dict.fromkeys([*S.QUESTION_TRAIN_COLUMNS, S.SPLIT]))
     ds = ray.data.read_parquet(paths, filesystem=fs, shuffle=None).select_columns(columns)  # pushed down to the read
     split = cfg.data.split
 
@@ -157,7 +161,8 @@ def _worker_config(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan, trac
     return {
         "config_yaml": to_yaml(cfg),
         "plan": plan.__dict__,
-        "tensor_shapes": {k: (list(v) if v is not None else None) for k, v in shards.manifest.shapes().items()},
+        "shards_root": shards.root,
+        "manifest_json": shards.manifest.to_json(),
         "expert_spec": shards.manifest.expert,
         "tracking_uri": tracking_uri_of(cfg) if tracker.run_id else "",
         "mlflow_run_id": tracker.run_id or "",

@@ -5,14 +5,19 @@
 
 Stages (the work itself is framework-free, in ``rgpt4d_core.shards.precompute``):
 read QA manifest / video list (driver) -> decode (CPU tasks) -> expert (``map_batches`` with a callable class on
-an actor pool; size, batch size, ``num_gpus`` from config) -> encode rows with the shard schema ->
-``write_parquet`` into ``<output>/data/`` (row groups sized by bytes) -> ``_manifest.json`` (last).
+an actor pool; size, batch size, ``num_gpus`` from config) -> encode + write (CPU tasks, ``output.clips_per_file``
+videos each): one clip row per video into ``<output>/clips/part-*.parquet`` (row groups sized by bytes), then
+one question row per QA item into ``<output>/questions/part-*.parquet`` beside it, in the same clip order
+(schema v2, :mod:`rgpt4d_core.shards.schema`) -> ``_manifest.json`` covering both tables (last).
 
 Resume and exactly-once: a re-run into the same output first drops the manifest (the set is incomplete while it
 runs), deletes data files a killed writer left unreadable (no Parquet footer; S3 objects appear atomically),
-skips the (video, question) pairs present in the complete files, and writes the rest. The manifest lists
-exactly the complete files and the job refuses to commit a set in which a sample id appears twice. One job at a
-time per output directory (two concurrent writers are not detected).
+skips the (video, question) pairs present in the complete question files, and writes the rest; a video whose
+clip row is already written (the job was killed between a part's clip file and its question file) is not
+decoded or run through the expert again, only its missing questions are written. The job refuses to commit a
+set in which a clip id or a sample id appears twice, or an ok question's clip is missing or an error row; the
+manifest lists exactly the complete files. One job at a time per output directory (two concurrent writers are
+not detected).
 
 Under ``ray job submit`` the entry point must be the cluster's Python with this project installed, and a
 working dir with large untracked folders needs ``--runtime-env-json '{"working_dir": ".", "excludes":
@@ -47,7 +52,9 @@ from rgpt4d_core.experts.registry import ExpertConfig, build_expert
 from rgpt4d_core.shards import manifest as M
 from rgpt4d_core.shards import precompute as P
 from rgpt4d_core.shards import schema as S
-from rgpt4d_core.shards.reader import scan_written
+from rgpt4d_core.shards.commit import commit
+from rgpt4d_core.shards.reader import WrittenState, scan_written
+from rgpt4d_core.shards.writer import clip_rows_per_group, write_part
 
 __all__ = [
     "ComputeConfig",
@@ -56,7 +63,7 @@ __all__ = [
     "OutputConfig",
     "PrecomputeJob",
     "Summary",
-    "estimated_row_bytes",
+    "estimated_clip_bytes",
     "load_records",
     "main",
     "run",
@@ -90,9 +97,13 @@ class ExpertActor:
         return P.to_table(P.expert_requests(self.expert, batch.to_pylist()))
 
 
-def _encode_batch(batch: pa.Table, spec: dict[str, Any], sampling: P.SamplingConfig) -> pa.Table:
+def _encode_and_write(batch: pa.Table, spec: dict[str, Any], sampling: P.SamplingConfig, root: str,
+                      rows_per_group: int) -> pa.Table:
+    """Encode a batch of requests into clip and question rows and write them as one part of both tables."""
     expert_spec = ExpertSpec.from_dict(spec)
-    return P.rows_table(P.rows_from_requests(batch.to_pylist(), expert_spec, sampling), expert_spec)
+    clips, questions = P.rows_tables(*P.rows_from_requests(batch.to_pylist(), expert_spec, sampling), expert_spec)
+    part = write_part(root, clips, questions, rows_per_group)
+    return pa.table({"clip_rows": [part.clip_rows], "question_rows": [part.question_rows]})
 
 
 def _spec_of(expert: ExpertConfig, plugins: list[str]) -> dict[str, Any]:
@@ -133,8 +144,8 @@ def _delete(uri: str) -> None:
         Path(uri).unlink(missing_ok=True)
 
 
-def estimated_row_bytes(spec: ExpertSpec, sampling: P.SamplingConfig) -> int:
-    """Rough bytes of one ok row: fp16 targets + encoded frames (JPEG ~1/10, PNG ~1/2 of raw RGB)."""
+def estimated_clip_bytes(spec: ExpertSpec, sampling: P.SamplingConfig) -> int:
+    """Rough bytes of one ok clip row: fp16 targets + encoded frames (JPEG ~1/10, PNG ~1/2 of raw RGB)."""
     h, w = sampling.frame_size or spec.input_size
     raw_frames = sampling.num_frames * h * w * 3
     return S.tensor_nbytes(S.tensor_shapes(spec)) + raw_frames // (10 if sampling.image_format == "jpeg" else 2)
@@ -154,13 +165,27 @@ def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]])
         batch_size=c.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=c.num_actors),
         num_gpus=c.num_gpus_per_actor, num_cpus=c.num_cpus_per_actor, **renv,
     )
-    ds = ds.map_batches(_encode_batch, fn_kwargs={"spec": spec.to_dict(), "sampling": job.sampling},
-                        batch_format="pyarrow", num_cpus=c.num_cpus_per_task, **renv)
-    fs, path = storage.filesystem_for(storage.join(job.output.uri, M.DATA_DIR))
-    rows_per_group = max(1, job.output.row_group_bytes // max(1, estimated_row_bytes(spec, job.sampling)))
-    ds.write_parquet(path, filesystem=fs, schema=S.arrow_schema(S.tensor_shapes(spec)),
-                     row_group_size=rows_per_group, min_rows_per_file=job.output.rows_per_file,
-                     ray_remote_args={"num_cpus": c.num_cpus_per_task, **renv})  # fmt: skip
+    rows_per_group = clip_rows_per_group(job.output.row_group_bytes, estimated_clip_bytes(spec, job.sampling))
+    ds = ds.map_batches(_encode_and_write, fn_kwargs={"spec": spec.to_dict(), "sampling": job.sampling,
+                        "root": job.output.uri, "rows_per_group": rows_per_group},
+                        batch_size=job.output.clips_per_file, batch_format="pyarrow", num_cpus=c.num_cpus_per_task,
+                        **renv)  # fmt: skip
+    for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        pass
+
+
+def _resume_state(root: str, summary: Summary) -> tuple[WrittenState, set[tuple[str, str]], dict[str, list[Any]]]:
+    """What ``root`` already holds after deleting partial files: the state, written (video, question id) pairs and
+    the written clips by video (``[status, reason, message]``)."""
+    state = scan_written(root)
+    for uri in state.partial:
+        _delete(uri)
+    summary.removed_partial_files = len(state.partial)
+    q, c = state.questions, state.clips
+    written = set(zip(q.column(S.VIDEO_URI), q.column(S.QUESTION_ID), strict=True))
+    clips = {v: [s, r, m] for v, s, r, m in zip(c.column(S.VIDEO_URI), c.column(S.STATUS), c.column(S.ERROR_REASON),
+                                                 c.column(S.ERROR_MESSAGE), strict=True)}  # fmt: skip
+    return state, written, clips
 
 
 def run(job: PrecomputeJob) -> Summary:
@@ -176,18 +201,15 @@ def run(job: PrecomputeJob) -> Summary:
     sampling = job.sampling.to_dict()
     M.claim_directory(root, spec, sampling)
     M.remove_manifest(root)  # incomplete from here until the new manifest lands
-    state = scan_written(root)
-    for uri in state.partial:
-        _delete(uri)
-    summary.removed_partial_files = len(state.partial)
-    written = set(zip(state.keys.column(S.VIDEO_URI).to_pylist(), state.keys.column(S.QUESTION_ID).to_pylist(),
-                      strict=True))  # fmt: skip
-    plan = P.build_requests(load_records(job.input), written)
+    state, written, written_clips = _resume_state(root, summary)
+    plan = P.build_requests(load_records(job.input), written, written_clips)
     summary.videos, summary.records = len(plan.requests), plan.num_records
     summary.skipped_written, summary.skipped_duplicate = plan.skipped_written, plan.skipped_duplicate
+    summary.clips_reused = sum(1 for r in plan.requests if r.get(P.REQ_CLIP_DONE) is not None)
     if plan.requests:
-        before = state.keys.num_rows
-        with polled(plan.num_records, "precompute", "sample", poll=lambda: scan_written(root).keys.num_rows - before,
+        before = state.questions.keys.num_rows
+        with polled(plan.num_records, "precompute", "sample",
+                    poll=lambda: scan_written(root).questions.keys.num_rows - before,
                     interval_s=5.0, enabled=progress_wanted()):  # fmt: skip
             _write(job, spec, plan.requests)
     summary.wall_s = time.perf_counter() - t0
@@ -195,26 +217,19 @@ def run(job: PrecomputeJob) -> Summary:
     final = scan_written(root)
     for uri in final.partial:  # cannot come from this run (every write task finished); do not commit them
         _delete(uri)
-    ids = final.keys.column(S.SAMPLE_ID).to_pylist()
-    dup = [sid for sid, n in Counter(ids).items() if n > 1]
-    if dup:
-        raise RuntimeError(f"{root}: {len(dup)} sample ids written more than once (e.g. {dup[:3]}); not committing")
-    new = {sid for sid in ids} - state.sample_ids
-    statuses = final.keys.column(S.STATUS).to_pylist()
-    reasons = final.keys.column(S.ERROR_REASON).to_pylist()
-    all_errors = Counter(r for s, r in zip(statuses, reasons, strict=True) if s == S.STATUS_ERROR)
-    this_run = [(s, r) for sid, s, r in zip(ids, statuses, reasons, strict=True) if sid in new]
-    summary.written_ok = sum(1 for s, _ in this_run if s == S.STATUS_OK)
-    summary.written_error = len(this_run) - summary.written_ok
-    summary.errors_by_reason = dict(Counter(r for s, r in this_run if s == S.STATUS_ERROR))
-    counts = M.Counts(total=len(ids), ok=statuses.count(S.STATUS_OK), error=sum(all_errors.values()),
-                      errors_by_reason=dict(all_errors))  # fmt: skip
+    new = [(sid, s, r) for sid, s, r in zip(final.questions.column(S.SAMPLE_ID), final.questions.column(S.STATUS),
+                                            final.questions.column(S.ERROR_REASON), strict=True)
+           if sid not in state.sample_ids]  # fmt: skip
+    summary.clips_written = len(final.clip_ids - state.clip_ids)
+    summary.written_ok = sum(1 for _, s, _ in new if s == S.STATUS_OK)
+    summary.written_error = len(new) - summary.written_ok
+    summary.errors_by_reason = dict(Counter(r for _, s, r in new if s == S.STATUS_ERROR))
     extra = {"config": json.loads(json.dumps(asdict(job), default=str)), "last_run": {
         "videos": summary.videos, "records": summary.records, "wall_s": round(summary.wall_s, 3),
         "clips_per_s": round(summary.clips_per_s, 4)}}  # fmt: skip
-    manifest = M.build_manifest(spec, sampling, counts, final.files, extra=extra)
-    M.write_manifest(root, manifest)
-    summary.total_rows, summary.total_bytes, summary.files = counts.total, manifest.bytes, len(final.files)
+    manifest = commit(root, scan_written(root), spec, sampling, extra)
+    summary.total_rows, summary.total_clips = manifest.counts.total, manifest.clip_counts.total
+    summary.total_bytes, summary.files = manifest.bytes, len(final.files)
     return summary
 
 

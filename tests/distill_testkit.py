@@ -3,7 +3,8 @@
 Each sample is a 16-frame 64×64 clip of a coloured square moving left or right over a textured background; the
 question asks where region 1 moves, so the answer depends on the video. Targets come from the real ``l4p``
 expert (preset ``l4p_tiny``, deterministic untrained weights) run on the same frames, written with the shard
-codec and committed with a manifest exactly as ``precompute`` does.
+codec and committed with a manifest exactly as ``precompute`` does (schema v2: a clip table and a question table;
+``questions_per_clip`` > 1 gives several questions about each clip, as in the paper's mixture).
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from rgpt4d_core.experts.registry import ExpertConfig, build_expert
-from rgpt4d_core.shards import codec
+from rgpt4d_core.shards import rows
 from rgpt4d_core.shards import schema as S
-from rgpt4d_core.shards.manifest import DATA_DIR, Counts, ShardFile, build_manifest, write_manifest
+from rgpt4d_core.shards.codec import make_clip_id
+from rgpt4d_core.shards.commit import commit
+from rgpt4d_core.shards.reader import scan_written
+from rgpt4d_core.shards.writer import clip_rows_per_group, write_part
 from rgpt4d_core.types import Clip, Region, VQAItem
 
 FRAMES = 16
@@ -56,50 +60,41 @@ def _clip(rng: np.random.Generator, direction: int, uri: str) -> tuple[Clip, Reg
     return clip, Region(obj_id=1, box=box, label="square")
 
 
-def write_shards(root: Path, num_samples: int = 16, seed: int = 0, files: int = 2) -> Path:
-    """Write a complete shard set of ``num_samples`` ok rows under ``root`` (``files`` parquet files)."""
+def write_shards(root: Path, num_samples: int = 16, seed: int = 0, files: int = 2, questions_per_clip: int = 1,
+                 row_group_bytes: int = 8 << 20) -> Path:
+    """Write a complete v2 shard set of ``num_samples`` ok questions under ``root`` (``files`` parts).
+
+    Clip ``c`` gets questions ``c * questions_per_clip ...`` (the last clip may get fewer); questions about one
+    clip differ in wording, not in answer. The expert runs once per clip.
+    """
     expert = build_expert(ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu"))
     spec = expert.spec
     shapes = S.tensor_shapes(spec)
+    sampling = {"num_frames": FRAMES, "size": SIZE}
     rng = np.random.default_rng(seed)
-    rows = []
-    clips = []
-    sources = []
-    for i in range(num_samples):
-        direction = 1 if i % 2 == 0 else -1
-        uri = f"synthetic://clip-{seed}-{i}.mp4"
-        clip, region = _clip(rng, direction, uri)
-        item = VQAItem(
-            id=f"q{i}",
-            video=uri,
-            question="In which direction does <obj_1> move?",
-            options=OPTIONS,
-            answer="right" if direction > 0 else "left",
-            task="dynamic/direction",
-            regions=(region,),
-            duration_s=clip.duration_s,
-            fps=clip.fps,
-        )
-        clips.append(clip)
-        sources.append(codec.SampleSource(item=item, split="train", scene_id=f"scene-{i}"))
-    targets = expert.encode(clips)
-    for src, clip, tgt in zip(sources, clips, targets, strict=True):
-        rows.append(codec.encode_sample(src, spec, clip, tgt, shapes, image_format="png"))
-    data = root / DATA_DIR
-    data.mkdir(parents=True, exist_ok=True)
-    written = []
-    per_file = -(-len(rows) // files)
+    num_clips = -(-num_samples // questions_per_clip)
+    made = [_clip(rng, 1 if c % 2 == 0 else -1, f"synthetic://clip-{seed}-{c}.mp4") for c in range(num_clips)]
+    targets = expert.encode([clip for clip, _ in made])
+    clip_rows, question_rows = [], []
+    for c, ((clip, region), tgt) in enumerate(zip(made, targets, strict=True)):
+        cid = make_clip_id(clip.uri, sampling)
+        clip_rows.append(rows.clip_row(cid, clip.uri, spec, clip, tgt, shapes, image_format="png"))
+        qs = []
+        for i in range(c * questions_per_clip, min(num_samples, (c + 1) * questions_per_clip)):
+            wording = "" if i % questions_per_clip == 0 else f" (take {i % questions_per_clip})"
+            item = VQAItem(id=f"q{i}", video=clip.uri, question=f"In which direction does <obj_1> move?{wording}",
+                           options=OPTIONS, answer="right" if c % 2 == 0 else "left", task="dynamic/direction",
+                           regions=(region,), duration_s=clip.duration_s, fps=clip.fps)  # fmt: skip
+            qs.append(rows.question_row(rows.SampleSource(item=item, split="train", scene_id=f"scene-{c}"), cid))
+        question_rows.append(qs)
+    per_file = -(-num_clips // files)
+    rows_per_group = clip_rows_per_group(row_group_bytes, S.tensor_nbytes(shapes) + FRAMES * SIZE * SIZE * 3)
     for f in range(files):
-        chunk = rows[f * per_file : (f + 1) * per_file]
-        if not chunk:
+        lo, hi = f * per_file, min(num_clips, (f + 1) * per_file)
+        if lo >= hi:
             continue
-        import pyarrow as pa
-
-        table = pa.Table.from_pylist(chunk, schema=S.arrow_schema(shapes))
-        path = data / f"part-{f:05d}.parquet"
-        pq.write_table(table, path)
-        written.append(ShardFile(path=f"{DATA_DIR}/{path.name}", rows=len(chunk), bytes=path.stat().st_size))
-    counts = Counts(total=len(rows), ok=len(rows), error=0)
-    manifest = build_manifest(spec, {"num_frames": FRAMES, "size": SIZE}, counts, written)
-    write_manifest(str(root), manifest)
+        write_part(str(root), pa.Table.from_pylist(clip_rows[lo:hi], schema=S.arrow_schema(S.CLIPS, shapes)),
+                   pa.Table.from_pylist([q for qs in question_rows[lo:hi] for q in qs],
+                                        schema=S.arrow_schema(S.QUESTIONS, shapes)), rows_per_group)  # fmt: skip
+    commit(str(root), scan_written(str(root)), spec, sampling)
     return root

@@ -478,6 +478,16 @@ def test_runbook_shard_bytes_match_schema_for_real_l4p() -> None:
     total = sum(per_column.values())
     assert f"**{total:,} ({total / 1e6:.1f} MB)**" in text, f"runbook total should be {total:,} bytes"
     assert f"16,000 x {total / 1e6:.1f} MB ≈ {16_000 * total / 1e12:.2f} TB" in text
+    # schema v2 vs v1 at the paper's mixture (210k questions on 16k clips; frames ~1 MB of JPEG per clip)
+    per_clip = 210_000 / 16_000
+    assert f"{per_clip:.1f} questions per clip that is **{total / per_clip / 1e6:.2f} MB of targets per question**" in text
+    assert f"**210,000 x {total / 1e6:.1f} MB ≈ {210_000 * total / 1e12:.1f} TB**" in text
+    distinct_per_8_rows = 1 + 7 / per_clip
+    assert f"about {distinct_per_8_rows:.1f} distinct clips were stored per 8 rows" in text
+    assert f"≈ {210_000 * (total + 1e6) * distinct_per_8_rows / 8 / 1e12:.1f} TB (`bench/shards.py`" in text
+    decoded = total + 16 * 448 * 448 * 3
+    assert f"256 / {per_clip:.1f} questions per clip ≈ {256 / per_clip:.0f} clips x ≈ {decoded / 1e6:.0f} MB" in text
+    assert f"≈ {256 / per_clip * decoded / 1e9:.1f} GB per worker" in text
 
 
 def test_runbook_parameter_counts_match_the_real_presets() -> None:

@@ -1,7 +1,9 @@
 """Precompute job end to end on the session's local Ray cluster: real mp4 files, the tiny L4P expert, Parquet.
 
-Covers: every column of every row against an independent decode + expert run; the bad-input table; resume after
-a SIGKILL (exactly once, partial files removed); S3 input and output on moto; manifest checks via the reader.
+Covers: every column of every row of both tables (schema v2) against an independent decode + expert run, one
+clip row per video; the bad-input table; resume after a SIGKILL (exactly once per clip and per question, partial
+files removed, a clip written without its questions completed); S3 input and output on moto; manifest checks via
+the reader.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from rgpt4d_core import config as config_lib
 from rgpt4d_core import storage
 from rgpt4d_core.experts.registry import build_expert
 from rgpt4d_core.shards import schema as S
-from rgpt4d_core.shards.codec import decode_row, make_sample_id
+from rgpt4d_core.shards.codec import make_clip_id, make_sample_id
 from rgpt4d_core.shards.manifest import MANIFEST_NAME, ShardManifestError
 from rgpt4d_core.shards.reader import open_shards, scan_written
+from rgpt4d_core.shards.rows import decode_row
 from rgpt4d_core.video.decode import decode_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +67,7 @@ def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path) -> No
     qas = _synthetic_world(data)
     videos = {q["video"] for q in qas}
     assert len(videos) >= 2 and {q["_split"] for q in qas} >= {"train", "val"}
-    job = _job(data, str(tmp_path / "shards"), "output.rows_per_file=4", "input.splits=[train,val,test]")
+    job = _job(data, str(tmp_path / "shards"), "output.clips_per_file=1", "input.splits=[train,val,test]")
     summary = run(job)
     n = len(qas)
     assert (summary.videos, summary.records, summary.written_ok, summary.written_error) == (len(videos), n, n, 0)
@@ -75,7 +78,10 @@ def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path) -> No
     expert = build_expert(job.expert)
     assert m.expert_spec == expert.spec and m.counts.total == n and m.counts.error == 0
     assert m.sampling == job.sampling.to_dict() and len(m.git_sha) >= 7 and m.created_at
-    table = shards.read_table()
+    clip_ids = shards.read_table(S.CLIPS, [S.CLIP_ID]).column(S.CLIP_ID).to_pylist()
+    assert m.clip_counts.total == m.clip_counts.ok == len(videos) == len(set(clip_ids))  # each clip written once
+    assert summary.clips_written == len(videos) and n > len(videos)
+    table = shards.read_joined()
     rows = {r[S.QUESTION_ID]: r for r in table.to_pylist()}
     assert sorted(rows) == sorted(q["id"] for q in qas)
     assert len(set(table.column(S.SAMPLE_ID).to_pylist())) == n
@@ -90,7 +96,8 @@ def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path) -> No
         clip, targets = clips[uri]
         d = decode_row(row, shapes)
         assert d.status == S.STATUS_OK and d.error_reason is None
-        assert d.sample_id == make_sample_id(uri, clip.frame_indices, qa["id"])
+        cid = make_clip_id(uri, job.sampling.to_dict())
+        assert d.clip_id == cid and d.sample_id == make_sample_id(cid, qa["id"])
         assert d.source.split == qa["_split"] and d.source.scene_id == qa["scene_id"]
         item = d.source.item
         assert (item.question, item.options, item.answer, item.task, item.som_image) == (
@@ -158,26 +165,30 @@ def test_bad_inputs_become_error_rows_and_good_samples_are_written(tmp_path: Pat
         assert reason in text
     shards = open_shards(job.output.uri)
     assert shards.manifest.counts.errors_by_reason == expected
-    rows = shards.read_table().to_pylist()
+    rows = shards.read_joined().to_pylist()
     by_id = {r[S.QUESTION_ID]: r for r in rows}
+    clip_errors = {k: v for k, v in expected.items() if k.startswith("decode:")}
+    assert shards.manifest.clip_counts.errors_by_reason == clip_errors  # one error clip row per bad video
+    assert shards.manifest.clip_counts.ok == 2  # v0 and v1, although several of their questions are bad
     assert by_id["q-undefined"][S.ERROR_MESSAGE].count("<obj_3>") == 1
     assert "not_there.mp4" in by_id["q-missing"][S.ERROR_MESSAGE]
     assert by_id["train.jsonl:" + str(len(lines) + 1)][S.ERROR_REASON] == "qa:malformed"
-    for r in rows:
-        if r[S.STATUS] == S.STATUS_ERROR:
+    for r in rows:  # a bad video's questions join an error clip without payload; a bad question keeps its clip
+        if r[S.STATUS] == S.STATUS_ERROR and r[S.ERROR_REASON].startswith("decode:"):
             assert r[S.FRAMES] is None and all(r[c] is None for c in S.TENSOR_COLUMNS)
+    assert by_id["q-undefined"][S.CLIP_ID] == by_id["train-0-0"][S.CLIP_ID] and by_id["q-undefined"][S.FRAMES]
     ok = [b for b in shards.iter_batches(batch_size=8)]
     assert sum(len(b) for b in ok) == 3
 
 
 def _wait_for_files(root: str, n: int, proc: subprocess.Popen, timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
-    while len(scan_written(root).files) < n:
+    while len(scan_written(root).questions.files) < n:
         if proc.poll() is not None:
             out = proc.stdout.read().decode(errors="replace")[-4000:] if proc.stdout else ""
             raise AssertionError(f"job ended (rc={proc.returncode}) before {n} files were written:\n{out}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"fewer than {n} data files after {timeout_s} s")
+            raise AssertionError(f"fewer than {n} question files after {timeout_s} s")
         time.sleep(0.2)
 
 
@@ -210,13 +221,14 @@ def _wait_until_job_is_gone(driver_pid: int, idle_cpus: float, timeout_s: float 
 
 
 @pytest.mark.usefixtures("ray_cluster")
-def test_kill_and_resume_writes_every_sample_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kill_and_resume_writes_every_clip_and_question_exactly_once(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
     data, out = str(tmp_path / "ds"), str(tmp_path / "shards")
-    lines = make_dataset(data, num_videos=6)
+    lines = make_dataset(data, num_videos=6, questions_per_video=2)
     args = [f"input.dataset_root={data}", f"output.uri={out}", "input.splits=[train]", "expert.name=slow_classical",
-            "plugins=[precompute_testkit]", "output.rows_per_file=1", "compute.batch_size=1",
+            "plugins=[precompute_testkit]", "output.clips_per_file=1", "compute.batch_size=1",
             "forward_env=[PYTHONPATH]"]  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}  # fmt: skip
@@ -234,28 +246,38 @@ def test_kill_and_resume_writes_every_sample_exactly_once(tmp_path: Path, monkey
     with pytest.raises(ShardManifestError, match="incomplete"):
         open_shards(out)
     first = scan_written(out)
-    assert 2 <= len(first.sample_ids) < len(lines)
+    assert 4 <= len(first.sample_ids) < len(lines)
+    # a job killed between a part's clip file and its question file: drop one complete part's question file
+    dropped = Path(out) / first.questions.files[0].path
+    assert (Path(out) / S.CLIPS / dropped.name).exists()
+    dropped.unlink()
+    written_before = len(first.sample_ids) - first.questions.files[0].rows
     # a writer killed inside a file leaves a torn file behind: simulate one next to the complete ones
-    complete = Path(out) / first.files[0].path
+    complete = Path(out) / first.questions.files[1].path
     torn = complete.with_name("killed_mid_write-0.parquet")
     torn.write_bytes(complete.read_bytes()[: complete.stat().st_size // 2])
 
     # resume in this process (same config; the job's actors import the test plugin through PYTHONPATH)
     monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
     resumed = run(config_lib.load(PrecomputeJob, [TINY], args))
-    assert resumed.skipped_written == len(first.sample_ids) and resumed.removed_partial_files == 1
-    assert resumed.records == len(lines) - len(first.sample_ids)
+    assert resumed.skipped_written == written_before and resumed.removed_partial_files == 1
+    assert resumed.records == len(lines) - written_before
+    assert resumed.clips_reused >= 1 and resumed.clips_written == 6 - len(first.clip_ids)
     assert not torn.exists()
-    table = open_shards(out).read_table([S.SAMPLE_ID, S.QUESTION_ID, S.STATUS])
+    shards = open_shards(out)
+    table = shards.read_table(S.QUESTIONS, [S.SAMPLE_ID, S.QUESTION_ID, S.STATUS])
     qids = table.column(S.QUESTION_ID).to_pylist()
-    assert sorted(qids) == sorted(q["id"] for q in lines)  # every sample exactly once
+    assert sorted(qids) == sorted(q["id"] for q in lines)  # every question exactly once
     assert len(set(table.column(S.SAMPLE_ID).to_pylist())) == len(lines)
     assert set(table.column(S.STATUS).to_pylist()) == {S.STATUS_OK}
+    clip_ids = shards.read_table(S.CLIPS, [S.CLIP_ID]).column(S.CLIP_ID).to_pylist()
+    assert len(clip_ids) == len(set(clip_ids)) == 6  # every clip exactly once
+    assert sum(len(b) for b in shards.iter_batches(batch_size=5)) == len(lines)
 
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_s3_videos_in_and_shards_out(s3_bucket: str, tmp_path: Path) -> None:
-    data, out = f"{s3_bucket}/r4d", f"{s3_bucket}/shards/v1"
+    data, out = f"{s3_bucket}/r4d", f"{s3_bucket}/shards/v2"
     make_dataset(data, num_videos=2)
     (tmp_path / "videos.txt").write_text(f"{data}/videos/v0.mp4\n{data}/videos/nope.mp4\n")
     job = _job(data, out, "expert.name=classical", "expert.preset=res64", f"input.video_list={tmp_path}/videos.txt",
@@ -263,10 +285,12 @@ def test_s3_videos_in_and_shards_out(s3_bucket: str, tmp_path: Path) -> None:
     summary: Summary = run(job)
     assert (summary.written_ok, summary.errors_by_reason) == (3, {"decode:missing": 1})
     shards = open_shards(out)
-    assert shards.file_uris() and all(u.startswith(out + "/data/") for u in shards.file_uris())
+    for table in (S.CLIPS, S.QUESTIONS):
+        assert shards.file_uris(table) and all(u.startswith(f"{out}/{table}/") for u in shards.file_uris(table))
     manifest = json.loads(storage.read_bytes(f"{out}/{MANIFEST_NAME}"))
     assert manifest["counts"]["total"] == 4 and manifest["expert"]["name"] == "classical"
+    assert manifest["clip_counts"]["total"] == 3  # v0 is in the QA and the video list: one clip row
     (batch,) = list(shards.iter_batches(batch_size=8))
     assert len(batch) == 3 and batch.targets[S.LATENTS] is None and batch.target(S.DYN_MASK).shape[0] == 3
-    plain = [r for r in shards.read_table().to_pylist() if r[S.QUESTION_ID] == ""]
+    plain = [r for r in shards.read_table(S.QUESTIONS).to_pylist() if r[S.QUESTION_ID] == ""]
     assert len(plain) == 2 and {r[S.VIDEO_URI].rsplit("/", 1)[-1] for r in plain} == {"v0.mp4", "nope.mp4"}

@@ -1,9 +1,11 @@
 """``_manifest.json``: the commit record of a shard directory, written LAST.
 
-A shard directory is ``<root>/data/*.parquet`` plus ``<root>/_manifest.json``. The manifest lists the data
-files that belong to the set (with row counts and sizes), so files left behind by a killed writer are never
-read. A directory without a manifest is incomplete; a reader refuses it, and refuses a manifest whose schema
-version is not this code's :data:`~rgpt4d_core.shards.schema.SCHEMA_VERSION`.
+A shard directory (schema v2) is ``<root>/clips/*.parquet`` (the clip table), ``<root>/questions/*.parquet``
+(the question table) plus ``<root>/_manifest.json``. The manifest lists the data files of both tables that
+belong to the set (with row counts and sizes), so files left behind by a killed writer are never read, and
+counts both tables. A directory without a manifest is incomplete; a reader refuses it, and refuses a manifest
+whose schema version is not this code's :data:`~rgpt4d_core.shards.schema.SCHEMA_VERSION` (a v1 set, one row
+per question, with the command that converts it: :data:`CONVERT_V1_COMMAND`).
 
 While a job runs, ``<root>/_run.json`` records what the job is writing (schema version, expert spec, sampling
 config); a resumed job checks it so that two incompatible runs never mix rows in one directory.
@@ -25,7 +27,10 @@ from rgpt4d_core.shards import schema as S
 
 MANIFEST_NAME = "_manifest.json"
 RUN_MARKER_NAME = "_run.json"
-DATA_DIR = "data"
+#: the data folder of schema v1 (one table); v2 keeps each table in the folder named after it
+V1_DATA_DIR = "data"
+#: how to turn a v1 shard set into a v2 one without re-running the expert
+CONVERT_V1_COMMAND = "python -m rgpt4d_core.shards.convert_v1 <v1-root> <new-v2-root>"
 
 
 class ShardManifestError(RuntimeError):
@@ -43,7 +48,7 @@ class ShardFile:
 
 @dataclass(frozen=True)
 class Counts:
-    """Row counts of a shard set: ``total == ok + error``; ``errors_by_reason`` sums to ``error``."""
+    """Row counts of one table: ``total == ok + error``; ``errors_by_reason`` sums to ``error``."""
 
     total: int = 0
     ok: int = 0
@@ -61,8 +66,9 @@ class Manifest:
         expert: ``ExpertSpec.to_dict()`` of the expert (name, revision, shapes).
         tensor_shapes: concrete shape of each tensor column (``None``: not provided).
         sampling: the sampling/decode config (frames, size, image format ...).
-        counts: row counts, errors by reason.
-        files: the committed data files.
+        counts: question-table row counts (training samples), errors by reason.
+        clip_counts: clip-table row counts, errors by reason.
+        files: the committed data files of both tables (``clips/...``, ``questions/...``).
         bytes: total bytes of ``files``.
         git_sha: commit of the code that wrote the set (``"unknown"`` outside a git checkout).
         created_at: ISO-8601 UTC time the manifest was written.
@@ -75,6 +81,7 @@ class Manifest:
     tensor_shapes: dict[str, list[int] | None]
     sampling: dict[str, Any]
     counts: Counts
+    clip_counts: Counts
     files: tuple[ShardFile, ...]
     bytes: int
     git_sha: str
@@ -88,6 +95,11 @@ class Manifest:
     def shapes(self) -> dict[str, tuple[int, ...] | None]:
         """``tensor_shapes`` as tuples, the form the codec takes."""
         return {k: (tuple(v) if v is not None else None) for k, v in self.tensor_shapes.items()}
+
+    def files_of(self, table: str) -> tuple[ShardFile, ...]:
+        """The committed data files of ``table`` (:data:`schema.CLIPS` or :data:`schema.QUESTIONS`), in order."""
+        S.columns_of(table)
+        return tuple(f for f in self.files if f.path.startswith(table + "/"))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -103,6 +115,7 @@ class Manifest:
                 tensor_shapes=d["tensor_shapes"],
                 sampling=d["sampling"],
                 counts=Counts(**d["counts"]),
+                clip_counts=Counts(**d.get("clip_counts", {})),  # absent in v1 manifests
                 files=tuple(ShardFile(**f) for f in d["files"]),
                 bytes=int(d["bytes"]),
                 git_sha=d["git_sha"],
@@ -133,6 +146,7 @@ def build_manifest(
     spec: ExpertSpec,
     sampling: Mapping[str, Any],
     counts: Counts,
+    clip_counts: Counts,
     files: list[ShardFile],
     extra: Mapping[str, Any] | None = None,
 ) -> Manifest:
@@ -145,6 +159,7 @@ def build_manifest(
         tensor_shapes={k: (list(v) if v is not None else None) for k, v in shapes.items()},
         sampling=dict(sampling),
         counts=counts,
+        clip_counts=clip_counts,
         files=tuple(sorted(files, key=lambda f: f.path)),
         bytes=sum(f.bytes for f in files),
         git_sha=git_sha(),
@@ -165,7 +180,7 @@ def read_manifest(root: str, check_version: bool = True) -> Manifest:
 
     Raises:
         ShardManifestError: no ``_manifest.json`` (incomplete or not a shard directory), malformed, or written
-            with another schema version (when ``check_version``).
+            with another schema version (when ``check_version``; for version 1 the message says how to convert).
     """
     uri = storage.join(root, MANIFEST_NAME)
     try:
@@ -174,13 +189,26 @@ def read_manifest(root: str, check_version: bool = True) -> Manifest:
         raise ShardManifestError(
             f"{root} has no {MANIFEST_NAME}: the shard set is incomplete (its job did not finish) or not a shard directory"
         ) from None
-    manifest = Manifest.from_json(text, where=uri)
-    if check_version and manifest.schema_version != S.SCHEMA_VERSION:
+    version = _version_of(text, uri)
+    if check_version and version == 1:
         raise ShardManifestError(
-            f"{uri}: shards have schema version {manifest.schema_version}, this code reads version "
+            f"{uri}: shards have schema version 1 (one row per question, each repeating its clip's targets); this "
+            f"code reads version {S.SCHEMA_VERSION} (a clip table and a question table). Convert the set without "
+            f"re-running the expert: {CONVERT_V1_COMMAND}, or re-run precompute into a new directory"
+        )
+    if check_version and version != S.SCHEMA_VERSION:
+        raise ShardManifestError(
+            f"{uri}: shards have schema version {version}, this code reads version "
             f"{S.SCHEMA_VERSION}; re-run precompute or use a matching rgpt4d version"
         )
-    return manifest
+    return Manifest.from_json(text, where=uri)
+
+
+def _version_of(text: str, where: str) -> int:
+    try:
+        return int(json.loads(text)["schema_version"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ShardManifestError(f"{where}: malformed manifest ({exc!r})") from exc
 
 
 def remove_manifest(root: str) -> None:

@@ -8,12 +8,18 @@ is decoded and encoded by the expert once however many questions it has):
    written (resume), group by video;
 2. :func:`decode_requests` (CPU): validate every QA record, decode the video's sampled frames;
 3. :func:`expert_requests` (GPU/CPU actor): run the frozen expert on the decoded clips of a batch;
-4. :func:`rows_from_requests` (CPU): one shard row per QA record via :mod:`rgpt4d_core.shards.codec`.
+4. :func:`rows_from_requests` (CPU): one clip-table row per video and one question-table row per QA record via
+   :mod:`rgpt4d_core.shards.rows` (:mod:`rgpt4d_core.shards.writer` writes them as one part of both tables).
+
+A request whose clip is already in the output (a resumed run that was killed between a part's clip file and its
+question file) carries the clip's status (``REQ_CLIP_DONE``): it is not decoded or encoded again, and only its
+missing question rows are written, so every clip and every question is written exactly once.
 
 Between steps a batch is a list of plain dicts with the private ``REQ_*`` keys below (Arrow-friendly values),
-so that Ray can move them as Arrow tables. Every failure becomes data: the record's error row carries a reason
-(``decode:<VideoDecodeError.reason>``, ``qa:malformed``, ``qa:undefined_region``, ``qa:bad_region``,
-``expert:error``, ``encode:error``) and the message.
+so that Ray can move them as Arrow tables. Every failure becomes data: a clip that cannot be decoded, encoded by
+the expert or stored becomes a clip error row (``decode:<VideoDecodeError.reason>``, ``expert:error``,
+``encode:error``) and each of its questions a question error row with the same reason; a bad QA record becomes a
+question error row (``qa:malformed``, ``qa:undefined_region``, ``qa:bad_region``) with the message.
 
 Modules: ``qa_records.py`` (step 1 and the record checks), ``requests.py`` (the ``REQ_*`` wire format); this
 module holds :class:`SamplingConfig` and steps 2-4, and re-exports the others' names.
@@ -30,8 +36,9 @@ import numpy as np
 import pyarrow as pa
 
 from rgpt4d_core.experts.base import Expert, ExpertSpec, ExpertTargets
-from rgpt4d_core.shards import codec
+from rgpt4d_core.shards import rows as R
 from rgpt4d_core.shards import schema as S
+from rgpt4d_core.shards.codec import ShardCodecError, make_clip_id
 from rgpt4d_core.shards.qa_records import (
     RequestPlan,
     build_requests,
@@ -43,6 +50,7 @@ from rgpt4d_core.shards.qa_records import (
     video_records,
 )
 from rgpt4d_core.shards.requests import (
+    REQ_CLIP_DONE,
     REQ_ERROR,
     REQ_FPS,
     REQ_FRAMES,
@@ -61,6 +69,7 @@ from rgpt4d_core.video.decode import DecodeConfig, VideoDecodeError, decode_clip
 
 __all__ = [
     "REQUEST_SCHEMA",
+    "REQ_CLIP_DONE",
     "REQ_ERROR",
     "REQ_FPS",
     "REQ_FRAMES",
@@ -81,7 +90,7 @@ __all__ = [
     "qa_records",
     "resolve_video",
     "rows_from_requests",
-    "rows_table",
+    "rows_tables",
     "to_table",
     "video_records",
 ]
@@ -142,8 +151,9 @@ def decode_requests(requests: Sequence[Mapping[str, Any]], sampling: SamplingCon
         records = json.loads(req[REQ_RECORDS])
         for rec in records:
             check_record(rec)
-        new: dict[str, Any] = {REQ_VIDEO: req[REQ_VIDEO], REQ_RECORDS: json.dumps(records)}
-        if any(r["error"] is None for r in records):
+        new: dict[str, Any] = {REQ_VIDEO: req[REQ_VIDEO], REQ_RECORDS: json.dumps(records),
+                               REQ_CLIP_DONE: req.get(REQ_CLIP_DONE)}  # fmt: skip
+        if req.get(REQ_CLIP_DONE) is None and any(r["error"] is None for r in records):
             try:
                 clip = decode_clip(req[REQ_VIDEO], cfg)
                 new.update(
@@ -197,41 +207,60 @@ def expert_requests(expert: Expert, requests: Sequence[Mapping[str, Any]]) -> li
 # ---- step 4: rows --------------------------------------------------------------------------------------------
 
 
+def _request_targets(req: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...] | None]) -> ExpertTargets:
+    return ExpertTargets(**{
+        name: np.frombuffer(data, "<f2").reshape(shape)
+        for name, shape in shapes.items()
+        if shape is not None and (data := req.get(REQ_TARGET_PREFIX + name)) is not None
+    })  # fmt: skip
+
+
+def _clip_outcome(
+    req: Mapping[str, Any], clip_id: str, spec: ExpertSpec, sampling: SamplingConfig
+) -> tuple[dict[str, Any] | None, list[str] | None]:
+    """The request's clip row (``None``: none to write) and the error its questions inherit (``None``: ok)."""
+    done = json.loads(req[REQ_CLIP_DONE]) if req.get(REQ_CLIP_DONE) else None
+    if done is not None:  # written by an earlier run: [status, reason, message]
+        return None, (None if done[0] == S.STATUS_OK else [done[1], done[2]])
+    clip = clip_of(req)
+    req_error = json.loads(req[REQ_ERROR]) if req.get(REQ_ERROR) else None
+    video = req[REQ_VIDEO]
+    if req_error is not None:
+        return R.clip_error_row(clip_id, video, spec, req_error[0], req_error[1], clip), req_error
+    if clip is None:  # no valid record: nothing was decoded and no clip row is written
+        return None, ["decode:skipped", "no clip"]
+    try:
+        return R.clip_row(clip_id, video, spec, clip, _request_targets(req, S.tensor_shapes(spec)),
+                          S.tensor_shapes(spec), sampling.image_format, sampling.jpeg_quality), None  # fmt: skip
+    except ShardCodecError as exc:
+        error = ["encode:error", str(exc)]
+        return R.clip_error_row(clip_id, video, spec, error[0], error[1], clip), error
+
+
 def rows_from_requests(
     requests: Sequence[Mapping[str, Any]], spec: ExpertSpec, sampling: SamplingConfig
-) -> list[dict[str, Any]]:
-    """One shard row per QA record (ok, or error with reason)."""
-    shapes = S.tensor_shapes(spec)
-    rows = []
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Clip-table rows (one per video not written before) and question-table rows (one per QA record, in the
+    clip order), ok or error with reason."""
+    sampling_dict = sampling.to_dict()
+    clip_rows, question_rows = [], []
     for req in requests:
-        records = json.loads(req[REQ_RECORDS])
-        clip = clip_of(req)
-        req_error = json.loads(req[REQ_ERROR]) if req.get(REQ_ERROR) else None
-        targets = None
-        if clip is not None and req_error is None:
-            tensors = {
-                name: np.frombuffer(data, "<f2").reshape(shape)
-                for name, shape in shapes.items()
-                if shape is not None and (data := req.get(REQ_TARGET_PREFIX + name)) is not None
-            }
-            targets = ExpertTargets(**tensors)
-        for rec in records:
+        clip_id = make_clip_id(req[REQ_VIDEO], sampling_dict)
+        row, clip_error = _clip_outcome(req, clip_id, spec, sampling)
+        if row is not None:
+            clip_rows.append(row)
+        for rec in json.loads(req[REQ_RECORDS]):
             if rec["error"] is not None:
-                rows.append(codec.encode_error(fallback_source(rec), spec, rec["error"][0], rec["error"][1]))
-                continue
-            src = record_source(rec)
-            if req_error is not None or targets is None or clip is None:
-                reason, msg = req_error or ["decode:skipped", "no clip"]
-                rows.append(codec.encode_error(src, spec, reason, msg, clip))
-                continue
-            try:
-                rows.append(codec.encode_sample(src, spec, clip, targets, shapes, sampling.image_format,
-                                                sampling.jpeg_quality))
-            except codec.ShardCodecError as exc:
-                rows.append(codec.encode_error(src, spec, "encode:error", str(exc), clip))
-    return rows
+                question_rows.append(R.question_row(fallback_source(rec), clip_id, rec["error"]))
+            else:
+                question_rows.append(R.question_row(record_source(rec), clip_id, clip_error))
+    return clip_rows, question_rows
 
 
-def rows_table(rows: Sequence[Mapping[str, Any]], spec: ExpertSpec) -> pa.Table:
-    """Shard rows as an Arrow table of the shard schema (tensor shapes of ``spec`` in the field metadata)."""
-    return pa.Table.from_pylist(list(rows), schema=S.arrow_schema(S.tensor_shapes(spec)))
+def rows_tables(
+    clip_rows: Sequence[Mapping[str, Any]], question_rows: Sequence[Mapping[str, Any]], spec: ExpertSpec
+) -> tuple[pa.Table, pa.Table]:
+    """The rows as Arrow tables of the clip and question schemas (tensor shapes of ``spec`` in the metadata)."""
+    shapes = S.tensor_shapes(spec)
+    return (pa.Table.from_pylist(list(clip_rows), schema=S.arrow_schema(S.CLIPS, shapes)),
+            pa.Table.from_pylist(list(question_rows), schema=S.arrow_schema(S.QUESTIONS, shapes)))  # fmt: skip

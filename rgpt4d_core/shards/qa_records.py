@@ -1,6 +1,6 @@
 """Step 1 of precompute (driver) and the QA record checks of step 2: R4D-format JSONL lines or a plain list of
 videos become *records* (``{"qa", "split", "video", "id", "error"}``), grouped into one request per video; a record
-is validated into a :class:`~rgpt4d_core.shards.codec.SampleSource`, and a bad one keeps its reason
+is validated into a :class:`~rgpt4d_core.shards.R.SampleSource`, and a bad one keeps its reason
 (``qa:malformed``, ``qa:undefined_region``, ``qa:bad_region``) as data.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 from rgpt4d_core import storage
 from rgpt4d_core.regions import RegionError, region_from_box, validate_refs
-from rgpt4d_core.shards import codec
-from rgpt4d_core.shards.requests import REQ_RECORDS, REQ_VIDEO
+from rgpt4d_core.shards import rows as R
+from rgpt4d_core.shards.requests import REQ_CLIP_DONE, REQ_RECORDS, REQ_VIDEO
 from rgpt4d_core.types import VQAItem
 
 # R4D-Bench JSONL field names (the input format, not shard columns)
@@ -78,8 +78,19 @@ def video_records(uris: Iterable[str], split: str) -> list[dict[str, Any]]:
     return [{"qa": None, "split": split, "video": u, "id": "", "error": None} for u in uris if u.strip()]
 
 
-def build_requests(records: Sequence[Mapping[str, Any]], written_keys: set[tuple[str, str]]) -> RequestPlan:
-    """Group records by video, dropping those whose ``(video, id)`` is already written or seen before."""
+def build_requests(
+    records: Sequence[Mapping[str, Any]],
+    written_keys: set[tuple[str, str]],
+    written_clips: Mapping[str, Sequence[str | None]] | None = None,
+) -> RequestPlan:
+    """Group records by video, dropping those whose ``(video, id)`` is already written or seen before.
+
+    Args:
+        records: the input records, in input order.
+        written_keys: ``(video, question id)`` of the question rows already written (resume).
+        written_clips: video URI -> ``[status, reason, message]`` of the clip rows already written (resume); a
+            request for such a video carries it as ``REQ_CLIP_DONE`` and is not decoded again.
+    """
     plan = RequestPlan()
     by_video: dict[str, list[Mapping[str, Any]]] = {}
     seen: set[tuple[str, str]] = set()
@@ -93,18 +104,21 @@ def build_requests(records: Sequence[Mapping[str, Any]], written_keys: set[tuple
             continue
         seen.add(key)
         by_video.setdefault(rec["video"], []).append(rec)
+    done = written_clips or {}
     for video, recs in by_video.items():
-        plan.requests.append({REQ_VIDEO: video, REQ_RECORDS: json.dumps(recs)})
+        clip = done.get(video)
+        plan.requests.append({REQ_VIDEO: video, REQ_RECORDS: json.dumps(recs),
+                              REQ_CLIP_DONE: None if clip is None else json.dumps(list(clip))})  # fmt: skip
         plan.num_records += len(recs)
     return plan
 
 
-def record_source(rec: Mapping[str, Any]) -> codec.SampleSource:
+def record_source(rec: Mapping[str, Any]) -> R.SampleSource:
     """The record as a validated ``SampleSource``; raises ``RegionError`` / ``ValueError`` for bad QA."""
     qa = rec["qa"]
     if qa is None:
         item = VQAItem(id=rec["id"], video=rec["video"], question="", options=(), answer="", task="")
-        return codec.SampleSource(item=item, split=rec["split"])
+        return R.SampleSource(item=item, split=rec["split"])
     regions = tuple(
         region_from_box(int(r["obj_id"]), r["box"], r.get("label")) for r in (qa.get("regions") or ())
     )
@@ -125,10 +139,10 @@ def record_source(rec: Mapping[str, Any]) -> codec.SampleSource:
     )
     validate_refs(item.question, item.regions)
     scene = qa.get("scene_id")
-    return codec.SampleSource(item=item, split=rec["split"], scene_id=None if scene is None else str(scene))
+    return R.SampleSource(item=item, split=rec["split"], scene_id=None if scene is None else str(scene))
 
 
-def fallback_source(rec: Mapping[str, Any]) -> codec.SampleSource:
+def fallback_source(rec: Mapping[str, Any]) -> R.SampleSource:
     """A source for an error row when the record itself is bad (keeps what text fields there are)."""
     qa = rec["qa"] or {}
     item = VQAItem(
@@ -136,7 +150,7 @@ def fallback_source(rec: Mapping[str, Any]) -> codec.SampleSource:
         options=tuple(str(o) for o in qa.get("options", ()) or ()), answer=str(qa.get("answer", "")),
         task=str(qa.get("task", "")),
     )  # fmt: skip
-    return codec.SampleSource(item=item, split=rec["split"])
+    return R.SampleSource(item=item, split=rec["split"])
 
 
 def check_record(rec: dict[str, Any]) -> None:

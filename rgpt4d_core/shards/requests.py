@@ -25,6 +25,8 @@ REQ_INDICES = "_frame_indices"
 REQ_FPS = "_fps"
 REQ_NUM_SOURCE_FRAMES = "_num_source_frames"
 REQ_TARGET_PREFIX = "_target_"
+#: set (JSON ``[status, reason, message]``) when the request's clip is already in the output (resume)
+REQ_CLIP_DONE = "_clip_done"
 
 #: the Arrow schema of a request batch after any step (absent values are null)
 REQUEST_SCHEMA = pa.schema(
@@ -32,6 +34,7 @@ REQUEST_SCHEMA = pa.schema(
         pa.field(REQ_VIDEO, pa.string()),
         pa.field(REQ_RECORDS, pa.string()),
         pa.field(REQ_ERROR, pa.string()),
+        pa.field(REQ_CLIP_DONE, pa.string()),
         pa.field(REQ_FRAMES, pa.large_binary()),
         pa.field(REQ_FRAMES_SHAPE, pa.list_(pa.int64())),
         pa.field(REQ_TIMESTAMPS, pa.list_(pa.float64())),

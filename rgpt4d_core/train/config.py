@@ -40,11 +40,18 @@ class DataConfig:
     prefetch_batches: micro-batches Ray Data prepares ahead of each worker.
     som_image: prepend the Set-of-Marks image (frame 1 with the region boxes) to each prompt, as R4D-Bench does.
     duration_prompt: add the "uniformly sampled from a video of X seconds" sentence ([P] Tab. 6 prompt trick).
-    shuffle_buffer: rows in each worker's local shuffle buffer (0 = shard order). The shards hold a video's
-        questions side by side, so without it a micro-batch is several questions about one video. The buffer is
+    shuffle_buffer: question rows in each worker's local shuffle buffer (0 = shard order). The question table is
+        clip-sorted (a video's questions side by side), so without it a micro-batch is several questions about one
+        video; with it each micro-batch is drawn at random from a sliding window of about
+        ``shuffle_buffer / questions_per_clip`` consecutive clips of the stream (the draw changes every epoch
+        with the seed; the clip order itself is the files' order). Question rows are a few hundred bytes (clips
+        are joined after the buffer), so a large buffer is cheap; the clips it spans must fit ``clip_cache_mb``
+        or they are re-read (``data/clip_cache_hit_rate``): RAM per worker ≈ window x decoded clip. The buffer is
         seeded from ``loop.seed``, the epoch and the worker rank (:func:`shuffle_seed`), and the stream is read in
         order, so a run with one worker is repeatable bit for bit; with several workers Ray Data hands blocks to
         whichever worker asks first, so which worker sees which rows (and the loss curve) can vary between runs.
+    clip_cache_mb: MiB of decoded clips (frames + targets) each worker keeps (``ClipStore``); at the real
+        L4P shapes a clip is ≈ 39 MB decoded (29.5 MB targets + 16 x 448 x 448 x 3 frames), so 1 GiB holds ≈ 26.
     """
 
     shards: str = MISSING
@@ -55,6 +62,7 @@ class DataConfig:
     som_image: bool = True
     duration_prompt: bool = False
     shuffle_buffer: int = 256
+    clip_cache_mb: int = 1024
 
 
 @dataclass
