@@ -175,13 +175,15 @@ class Chain:
     def expert(self, section: StageSection) -> Path:
         """Pretrain the tiny L4P expert on its own world (``<out>/expert``); returns the safetensors path."""
         from pipelines import pretrain_expert as P
+        from rgpt4d_core.experts.l4p import get_preset
 
         directory = self.out / "expert"
         output = directory / "l4p_tiny.safetensors"
         cfg = load(P.PretrainExpertJob, conf_files(section.config), [
             *section.overrides, f"output={output}", f"data.root={directory / 'world'}",
             f"run.storage_path={directory / 'runs'}", f"mlflow.tracking_uri={self.tracking_uri}"])  # fmt: skip
-        key = digest(to_yaml(cfg))
+        # the preset's architecture too: a checkpoint of an older head layout must not be reused
+        key = digest(to_yaml(cfg), repr(get_preset(cfg.preset)))
         with self.stage("pretrain expert"):
             saved = self._reuse("pretrain expert", directory, key, output)
             if saved is None:

@@ -108,16 +108,23 @@ def test_moving_pixel_epe_of_a_no_motion_model_equals_the_zero_motion_baseline(
     assert metrics["flow_epe_moving"] > metrics["flow_epe"]  # most pixels are still
 
 
+#: optimiser steps of the short run. 60 since the light l4p_tiny heads (one shared dense head of width 16, head2 before
+#: the last upsampling; 3.5x cheaper per step than the previous three width-24 full-resolution heads, which took 40):
+#: after 40 steps they start lower (loss 0.99 vs 1.21: smoother initial outputs) and end at 0.53 of it (0.52 vs 0.48),
+#: held-out depth and rays already better than the previous heads'; after 60 the loss is at 0.44 of its start.
+SHORT_STEPS = 60
+
+
 @pytest.fixture(scope="module")
 def short_run(examples: tuple[list[dict], list[dict]]) -> dict[str, dict[str, float]]:
-    """Held-out metrics of l4p_tiny untrained, with its output priors only, and after 40 steps (seeded)."""
+    """Held-out metrics of l4p_tiny untrained, with its output priors only, and after ``SHORT_STEPS`` steps (seeded)."""
     torch.set_num_threads(1)
     train, heldout = examples
     model = build_model("l4p_tiny", seed=0)
     untrained = evaluate(model, heldout)
     init_output_priors(model)  # what fit_in_process starts from: the bar is the priors, not a random head
     prior = evaluate(model, heldout)
-    losses = fit_in_process(model, train, steps=40, batch_size=2, lr=1e-3, seed=0)
+    losses = fit_in_process(model, train, steps=SHORT_STEPS, batch_size=2, lr=1e-3, seed=0)
     after = evaluate(model, heldout)
     return {"untrained": untrained, "prior": prior, "after": after,
             "loss": {"first": float(np.mean([x["total"] for x in losses[:5]])),
@@ -127,14 +134,14 @@ def short_run(examples: tuple[list[dict], list[dict]]) -> dict[str, dict[str, fl
 def test_short_pretraining_beats_the_output_priors_on_depth_and_camera_rays(short_run: dict) -> None:
     r = short_run
     assert r["loss"]["last"] < 0.5 * r["loss"]["first"]
-    assert r["after"]["abs_rel"] < 0.5 * r["prior"]["abs_rel"]  # measured: 0.584 -> 0.124
-    assert r["after"]["camray_l1"] < 0.6 * r["prior"]["camray_l1"]  # measured: 0.320 -> 0.138
+    assert r["after"]["abs_rel"] < 0.5 * r["prior"]["abs_rel"]  # measured: 0.585 -> 0.144
+    assert r["after"]["camray_l1"] < 0.6 * r["prior"]["camray_l1"]  # measured: 0.343 -> 0.103
     # flow never gets worse than the "no motion" prior it starts from
     assert r["after"]["flow_epe"] <= 1.01 * r["prior"]["flow_epe"]
 
 
 @pytest.mark.xfail(strict=True, reason="known (issue 'Does P4D help?'): the tiny expert's flow head stays at the "
-                   "zero-motion prior (held-out EPE 0.38418 after vs 0.38415 before 40 steps)")
+                   "zero-motion prior (held-out moving-pixel EPE 0.510 after vs 0.508 before 60 steps)")
 def test_short_pretraining_learns_flow_beyond_the_zero_motion_prior(short_run: dict) -> None:
     # The earlier form of this check compared against the model *before* init_output_priors, which the prior alone
     # passes (0.513 -> 0.384). Strict: when flow starts to learn this test fails and the marker must go.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import torch
@@ -23,8 +24,7 @@ from torch import Tensor, nn
 
 from rgpt4d_core.experts.base import ExpertSpec
 from rgpt4d_core.experts.dpt_heads import DenseHeads, DPTHead, FrozenHeads, FusionBlock
-from rgpt4d_core.experts.l4p import build_frozen_heads, get_preset, spec_for_preset
-from rgpt4d_core.experts.registry import ExpertConfig
+from rgpt4d_core.experts.l4p import get_preset, spec_for_preset
 from rgpt4d_core.losses import LossTerms, loss_preset, p4d_loss
 from rgpt4d_core.model.fusion import IGNORE_INDEX
 from rgpt4d_core.model.perception_decoder import (
@@ -68,13 +68,20 @@ def _ref_head(head: DPTHead, hooks: list[Tensor]) -> Tensor:
     path = _ref_fusion(s.refinenet2, path, levels[1])
     path = _ref_fusion(s.refinenet1, path, levels[0])
     out = head.head1(path)
+    if not head.head2_at_output_size:  # the light order: head2 at the fusion resolution, then its outputs upsampled
+        out = head.head2(out)
     if tuple(out.shape[2:]) != head.output_size:
         out = F.interpolate(out, size=head.output_size, mode="trilinear", align_corners=True)
-    return head.head2(out)
+    return head.head2(out) if head.head2_at_output_size else out
+
+
+#: channels of the one shared head's output (``DenseHeadsConfig.shared_dense``), written out independently
+SHARED_CHANNELS = {"depth": slice(0, 1), "flow_2d_backward": slice(1, 3), "dyn_mask": slice(3, 4)}
 
 
 class ReferenceHeads(nn.Module):
-    """The frozen heads' previous forward (channels-first, PyTorch's convolutions, L4P's order of operations)."""
+    """The frozen heads' previous forward (channels-first, PyTorch's convolutions, L4P's order of operations or
+    the configured light order, one head per task or one shared head for the dense tasks)."""
 
     def __init__(self, heads: DenseHeads) -> None:
         super().__init__()
@@ -83,9 +90,13 @@ class ReferenceHeads(nn.Module):
     def forward(self, latents: Tensor) -> dict[str, Tensor]:
         hooks = list(latents.permute(1, 0, 5, 2, 3, 4).unbind(0))
         out: dict[str, Tensor] = {}
-        for task, head in self.heads.task_heads.items():
+        shared = self.heads.cfg.shared_dense
+        for task in self.heads.cfg.tasks:
+            head = self.heads.task_heads["dense" if shared and task != "camray" else task]
             assert isinstance(head, DPTHead)
             raw = _ref_head(head, hooks)
+            if shared and task != "camray":
+                raw = raw[:, SHARED_CHANNELS[task]]
             if task == "depth":
                 out[task] = torch.exp(raw[:, 0])
             elif task == "dyn_mask":
@@ -118,8 +129,21 @@ def _close(got: Tensor, want: Tensor, what: str, rel: float = 1e-9) -> None:
     torch.testing.assert_close(got, want, rtol=rel, atol=rel * scale, msg=lambda m: f"{what}: {m}")
 
 
-def _perturbed_heads() -> FrozenHeads:
-    heads = build_frozen_heads(ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu"))
+#: the ``l4p_tiny`` heads (one shared dense head, head2 before the last upsampling) and the same scale in L4P's
+#: structure (one head per task, head2 at the output size: the real teacher's code path, ``l4p_vitg``)
+HEAD_LAYOUTS = {
+    "l4p_tiny": get_preset("l4p_tiny").heads,
+    "l4p_order": replace(
+        get_preset("l4p_tiny").heads,
+        shared_dense=False,
+        dense=replace(get_preset("l4p_tiny").heads.dense, head2_at_output_size=True),
+    ),
+}
+
+
+def _perturbed_heads(layout: str = "l4p_tiny") -> FrozenHeads:
+    torch.manual_seed(0)
+    heads = FrozenHeads(DenseHeads(HEAD_LAYOUTS[layout]))
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():  # non-zero biases everywhere (the out_conv reordering must carry them exactly)
         for p in heads.parameters():
@@ -127,8 +151,9 @@ def _perturbed_heads() -> FrozenHeads:
     return heads.to(torch.float64)
 
 
-def test_heads_match_the_reference_forward_and_vector_jacobian_products() -> None:
-    heads = _perturbed_heads()
+@pytest.mark.parametrize("layout", sorted(HEAD_LAYOUTS))
+def test_heads_match_the_reference_forward_and_vector_jacobian_products(layout: str) -> None:
+    heads = _perturbed_heads(layout)
     ref = ReferenceHeads(heads.inner)
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 4, 8, 8, 8, 96, generator=g, dtype=torch.float64).requires_grad_(True)
@@ -144,10 +169,11 @@ def test_heads_match_the_reference_forward_and_vector_jacobian_products() -> Non
     assert all(p.grad is None for p in heads.parameters())
 
 
-def test_trainable_heads_give_the_reference_weight_gradients() -> None:
+@pytest.mark.parametrize("layout", sorted(HEAD_LAYOUTS))
+def test_trainable_heads_give_the_reference_weight_gradients(layout: str) -> None:
     """The expert's own pre-training runs the same (unfrozen) heads: parameter gradients agree too."""
     torch.manual_seed(0)
-    heads = DenseHeads(get_preset("l4p_tiny").heads).to(torch.float64)
+    heads = DenseHeads(HEAD_LAYOUTS[layout]).to(torch.float64)
     latents = torch.randn(1, 4, 8, 8, 8, 96, dtype=torch.float64)
     loss = sum(v.square().mean() for v in heads(latents).values())
     assert isinstance(loss, Tensor)
@@ -157,6 +183,30 @@ def test_trainable_heads_give_the_reference_weight_gradients() -> None:
     want = torch.autograd.grad(ref_loss, list(heads.parameters()))
     for (name, _), a, b in zip(heads.named_parameters(), got, want, strict=True):
         _close(a, b, name)
+
+
+def test_one_shared_dense_head_equals_one_head_per_task_with_the_same_trunk() -> None:
+    """``shared_dense`` computes the trunk once: the same as three L4P-style heads that each hold a copy of it and
+    keep only their own task's output channels of the last 1×1×1 conv."""
+    shared = _perturbed_heads("l4p_tiny").inner
+    assert shared.cfg.shared_dense and set(shared.task_heads) == {"dense", "camray"}
+    separate = DenseHeads(replace(shared.cfg, shared_dense=False)).to(torch.float64)
+    assert set(separate.task_heads) == {"depth", "flow_2d_backward", "dyn_mask", "camray"}
+    trunk = shared.task_heads["dense"].state_dict()
+    with torch.no_grad():
+        for task, head in separate.task_heads.items():
+            if task == "camray":
+                head.load_state_dict(shared.task_heads["camray"].state_dict())
+                continue
+            own = dict(trunk)
+            for key in ("head2.2.weight", "head2.2.bias"):
+                own[key] = trunk[key][SHARED_CHANNELS[task]]
+            head.load_state_dict(own)
+    latents = torch.randn(2, 4, 8, 8, 8, 96, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    got, want = shared(latents), separate(latents)
+    assert list(got) == list(want) == list(shared.cfg.tasks)
+    for task in want:
+        _close(got[task], want[task], task)
 
 
 @pytest.mark.parametrize("variant", ["mlp", "linear"])

@@ -8,10 +8,14 @@ One head reads the token maps of four hook layers ``[B, C', T', h', w']`` and:
 2. projects every level to ``feature_dim`` (3×3×3 conv, no bias) and *fuses* coarse to fine with four
    refinement blocks (residual conv units, trilinear upsampling by ``fusion_factors``, 1×1×1 conv);
 3. applies ``head1`` (3×3×3 conv to ``feature_dim/2``), upsamples trilinearly to the output size and applies
-   ``head2`` (3×3×3 conv, ReLU, 1×1×1 conv to the task's channels).
+   ``head2`` (3×3×3 conv, ReLU, 1×1×1 conv to the task's channels) — L4P's order. A head configured with
+   ``head2_at_output_size=False`` applies ``head2`` at the fusion path's resolution and upsamples its few output
+   channels instead (the ``l4p_tiny`` head: no 3×3×3 convolution at the full output resolution).
 
 ``DenseHeads`` bundles the heads of the four L4P tasks and applies their output functions, giving the heads I/O
 layout of ``base.py``: depth in metres (``exp``), backward flow in pixels, dynamic-mask *logits*, camera rays.
+L4P gives every task its own head; ``DenseHeadsConfig.shared_dense`` makes depth, flow and dynamic mask the
+channels of one head (one trunk computed once; ``l4p_tiny``), the camera-ray head stays separate.
 ``FrozenHeads`` is the same module frozen for the student's L_ED (no parameter trains, always in eval mode,
 gradients still flow to its *inputs*).
 
@@ -52,6 +56,10 @@ class DPTHeadConfig:
         last_dim: width inside ``head2`` (L4P: 128).
         resample_exponents: per hook, ``log2`` of the (T, H, W) resampling factor; all >= 0 or all <= 0.
         fusion_factors: per refinement block 1..4, the (T, H, W) trilinear upsampling factor.
+        head2_at_output_size: L4P's order (``True``): ``head1`` → trilinear upsampling to the output size →
+            ``head2``. ``False``: ``head1`` → ``head2`` at the fusion path's resolution → trilinear upsampling of the
+            ``out_channels`` raw outputs to the output size (``head2``'s 3×3×3 conv then costs
+            ``1/(f_T·f_H·f_W)`` of L4P's for an upsampling by ``f``).
     """
 
     token_dim: int = 1408
@@ -60,6 +68,7 @@ class DPTHeadConfig:
     last_dim: int = 128
     resample_exponents: tuple[Triple, Triple, Triple, Triple] = ((1, 2, 2), (1, 1, 1), (0, 0, 0), (-1, -1, -1))
     fusion_factors: tuple[Triple, Triple, Triple, Triple] = ((1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2))
+    head2_at_output_size: bool = True
 
 
 #: L4P's camera-ray head keeps the token resolution: (16, 16, 16) for ViT-g
@@ -149,6 +158,7 @@ class DPTHead(nn.Module):
     def __init__(self, cfg: DPTHeadConfig, out_channels: int, output_size: Triple) -> None:
         super().__init__()
         self.output_size = output_size
+        self.head2_at_output_size = cfg.head2_at_output_size
         self.act_postprocess = nn.ModuleList(
             nn.Sequential(nn.Conv3d(cfg.token_dim, d, 1), _resample(d, e))
             for d, e in zip(cfg.layer_dims, cfg.resample_exponents, strict=True)
@@ -175,11 +185,18 @@ class DPTHead(nn.Module):
         path = s.refinenet2(path, levels[1])
         path = s.refinenet1(path, levels[0])
         out = self.head1(path)
-        if tuple(out.shape[2:]) != self.output_size:
-            out = F.interpolate(out, size=self.output_size, mode="trilinear", align_corners=True)
+        if self.head2_at_output_size:
+            out = self._to_output_size(out)
         last = self.head2[2]
         assert isinstance(last, nn.Conv3d)
-        return pointwise_conv(last, self.head2[1](self.head2[0](out)))
+        out = pointwise_conv(last, self.head2[1](self.head2[0](out)))
+        return out if self.head2_at_output_size else self._to_output_size(out)
+
+    def _to_output_size(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, t, h, w]`` → ``[B, C, *output_size]`` (trilinear, corners aligned; identity at that size)."""
+        if tuple(x.shape[2:]) == self.output_size:
+            return x
+        return F.interpolate(x, size=self.output_size, mode="trilinear", align_corners=True)
 
 
 @dataclass(frozen=True)
@@ -192,6 +209,9 @@ class DenseHeadsConfig:
         dense_size: ``(T, H, W)`` output of the depth / flow / dyn_mask heads.
         camray_size: ``(Tc, hc, wc)`` output of the camera-ray head.
         tasks: which heads exist (subset of ``TASK_CHANNELS``).
+        shared_dense: ``False`` (L4P): one head per task. ``True``: the depth / flow / dyn_mask tasks present are
+            the output channels of ONE head (module ``task_heads.dense``, channels in ``tasks`` order), so their
+            trunk runs once instead of once per task; the camera-ray head stays its own.
     """
 
     dense: DPTHeadConfig = field(default_factory=DPTHeadConfig)
@@ -201,6 +221,26 @@ class DenseHeadsConfig:
     dense_size: Triple = (16, 224, 224)
     camray_size: Triple = (16, 16, 16)
     tasks: tuple[str, ...] = ("depth", "flow_2d_backward", "dyn_mask", "camray")
+    shared_dense: bool = False
+
+
+#: module name of the one head of all dense tasks when ``DenseHeadsConfig.shared_dense``
+SHARED_DENSE = "dense"
+
+
+def head_outputs(cfg: DenseHeadsConfig) -> dict[str, tuple[str, slice]]:
+    """For every configured task: the name of the head (in ``DenseHeads.task_heads``) that predicts it and the
+    channels of that head's raw output ``[B, C, ...]`` that are the task's."""
+    out: dict[str, tuple[str, slice]] = {}
+    start = 0
+    for task in cfg.tasks:
+        width = TASK_CHANNELS[task]
+        if cfg.shared_dense and task != "camray":
+            out[task] = (SHARED_DENSE, slice(start, start + width))
+            start += width
+        else:
+            out[task] = (task, slice(0, width))
+    return out
 
 
 class DenseHeads(nn.Module):
@@ -217,25 +257,39 @@ class DenseHeads(nn.Module):
         if unknown:
             raise ValueError(f"unknown head tasks {sorted(unknown)}; known: {sorted(TASK_CHANNELS)}")
         self.cfg = cfg
+        self.outputs = head_outputs(cfg)
+        widths: dict[str, int] = {}
+        for name, channels in self.outputs.values():
+            widths[name] = max(widths.get(name, 0), channels.stop)
         self.task_heads = nn.ModuleDict(
             {
-                t: DPTHead(
-                    cfg.camray if t == "camray" else cfg.dense,
-                    TASK_CHANNELS[t],
-                    cfg.camray_size if t == "camray" else cfg.dense_size,
+                name: DPTHead(
+                    cfg.camray if name == "camray" else cfg.dense,
+                    width,
+                    cfg.camray_size if name == "camray" else cfg.dense_size,
                 )
-                for t in cfg.tasks
+                for name, width in widths.items()
             }
         )
+
+    def output_conv(self, task: str) -> tuple[nn.Conv3d, slice]:
+        """The last 1×1×1 conv of the head that predicts ``task`` and the output channels that are the task's."""
+        name, channels = self.outputs[task]
+        head2 = self.task_heads[name].get_submodule("head2")
+        assert isinstance(head2, nn.Sequential)
+        last = head2[-1]
+        assert isinstance(last, nn.Conv3d)
+        return last, channels
 
     def forward(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         if latents.ndim != 6 or latents.shape[1] != 4:
             raise ValueError(f"latents must be [B, 4, T', h', w', C'], got {list(latents.shape)}")
         # 4 x [B, C', T', h', w'] in channels-last memory (oneDNN's fast layout; same values)
         hooks = [h.permute(0, 4, 1, 2, 3).contiguous(memory_format=torch.channels_last_3d) for h in latents.unbind(1)]
+        raws = {name: head(hooks) for name, head in self.task_heads.items()}  # each [B, C, T, H, W]
         out: dict[str, torch.Tensor] = {}
-        for task, head in self.task_heads.items():
-            raw = head(hooks)  # [B, C, T, H, W]
+        for task, (name, channels) in self.outputs.items():
+            raw = raws[name][:, channels]
             if task == "depth":
                 out[task] = torch.exp(raw[:, 0])
             elif task == "dyn_mask":

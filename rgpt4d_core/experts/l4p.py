@@ -7,8 +7,11 @@ Presets (:data:`PRESETS`):
   camera-ray head at 16×16×16. 1,337.3 M parameters (encoder 1,011.6 M + four heads 325.7 M). Builds on
   ``meta``; a checkpoint is needed for real use (see *Checkpoints*).
 * ``l4p_tiny`` — the embedded default, trains on CPU in minutes (``pipelines/pretrain_expert.py``): 16 frames at
-  64², patch 8 → 8×8×8 tokens × 96, 5 blocks, hooks (2, 3, 4, 5); DPT heads of width 24 at 16×32×32, rays at
-  16×8×8 (0.6 M encoder + 1.2 M head parameters).
+  64², patch 8 → 8×8×8 tokens × 96, 5 blocks, hooks (2, 3, 4, 5); DPT heads of width 16: ONE head for depth, flow
+  and dynamic mask (``shared_dense``) that decodes at 8×16×16 and upsamples its 4 output channels to 16×32×32
+  (``head2_at_output_size=False``), and the ray head at 16×8×8 (0.6 M encoder + 0.38 M head parameters). Lighter
+  than L4P's structure (one full-resolution head per task) because L_ED runs the heads forward and backward in
+  every P4D step (``docs/results.md``, "P4D step cost").
 
 Preprocessing (:func:`preprocess`): frames are resized to the input size (bilinear, antialiased, aspect not
 kept — as 4D-RGPT feeds L4P), scaled to [0, 1] and ImageNet-normalised.
@@ -84,23 +87,27 @@ class L4PPreset:
     hook_layers: tuple[int, int, int, int]
 
 
-def _tiny_head(resample: tuple, fusion: tuple) -> DPTHeadConfig:
+def _tiny_head(resample: tuple, fusion: tuple, head2_at_output_size: bool = True) -> DPTHeadConfig:
     return DPTHeadConfig(
-        token_dim=96, feature_dim=24, layer_dims=(24, 32, 48, 48), last_dim=16,
-        resample_exponents=resample, fusion_factors=fusion,
+        token_dim=96, feature_dim=16, layer_dims=(16, 24, 32, 32), last_dim=16,
+        resample_exponents=resample, fusion_factors=fusion, head2_at_output_size=head2_at_output_size,
     )  # fmt: skip
 
 
 PRESETS: dict[str, L4PPreset] = {
     "l4p_vitg": L4PPreset(encoder=VideoViTConfig(), heads=DenseHeadsConfig(), hook_layers=(14, 21, 28, 36)),
-    # CPU budget: the fusion path stays at T' = 8 and only the last upsampling restores 16 frames
+    # CPU budget (L_ED runs these heads forward and backward in every P4D step; docs/results.md "P4D step cost"):
+    # one shared head for depth / flow / dyn_mask, width 16; its fusion path ends at 8x16x16 (T' = 8, twice the
+    # token grid) and head2 runs there, only its 4 output channels are upsampled to 16x32x32
     "l4p_tiny": L4PPreset(
         encoder=VideoViTConfig(image_size=(64, 64), patch_size=8, width=96, depth=5, num_heads=4, mlp_ratio=4.0),
         heads=DenseHeadsConfig(
-            dense=_tiny_head(((0, 1, 1), (0, 0, 0), (0, 0, 0), (-1, -1, -1)), ((1, 2, 2), (1, 2, 2), (1, 1, 1), (2, 2, 2))),
+            dense=_tiny_head(((0, 1, 1), (0, 0, 0), (0, 0, 0), (-1, -1, -1)), ((1, 1, 1), (1, 2, 2), (1, 1, 1), (2, 2, 2)),
+                             head2_at_output_size=False),
             camray=_tiny_head(CAMRAY_RESAMPLE, CAMRAY_FUSION),
             dense_size=(16, 32, 32),
             camray_size=(16, 8, 8),
+            shared_dense=True,
         ),
         hook_layers=(2, 3, 4, 5),
     ),

@@ -64,15 +64,13 @@ def init_output_priors(model: L4PModel, depth_m: float = 5.0, moving_fraction: f
               "flow_2d_backward": 0.0}  # fmt: skip
     with torch.no_grad():
         for task, value in priors.items():
-            if task not in model.heads.task_heads:
+            if task not in model.heads.outputs:
                 continue
-            head2 = model.heads.task_heads[task].get_submodule("head2")
-            assert isinstance(head2, torch.nn.Sequential)
-            last = head2[-1]
-            assert isinstance(last, torch.nn.Conv3d) and last.bias is not None
-            last.bias.fill_(value)
+            last, channels = model.heads.output_conv(task)
+            assert last.bias is not None
+            last.bias[channels] = value
             if task == "flow_2d_backward":
-                last.weight.zero_()
+                last.weight[channels] = 0.0
 
 
 def clip_windows(num_source_frames: int, num_frames: int, count: int, rng: np.random.Generator) -> list[np.ndarray]:
