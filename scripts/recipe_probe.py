@@ -163,6 +163,19 @@ def dense_spec(frames: int, grid: int, size: int) -> ExpertSpec:
                       hook_layers=(0,), latent_grid=(frames, grid, grid), latent_dim=dim)  # fmt: skip
 
 
+def media_tensors(
+    world: World, idx: Sequence[int], frames: np.ndarray | None, som: np.ndarray, size: int
+) -> dict[str, torch.Tensor]:
+    """The student's media for videos ``idx``: ``images`` [B, 3, size, size] from the SoM images ``som``
+    (uint8 [B, S, S, 3]) and, unless ``frames`` is None, ``videos`` [B, T, 3, size, size] from ``frames``
+    (uint8 [B, T, S, S, 3]) with their ``timestamps_s`` [B, T] (seconds); pixels in [-1, 1]."""
+    out = {"images": frames_to_pixels(som, size)}
+    if frames is not None:
+        out["videos"] = torch.stack([frames_to_pixels(f, size) for f in frames])
+        out["timestamps_s"] = torch.from_numpy(world.timestamps_s[list(idx)])
+    return out
+
+
 class Probe:
     """One student, its tokenizer and the world's frames; :meth:`loss` trains, :meth:`predict` answers."""
 
@@ -181,9 +194,11 @@ class Probe:
             spec = dense_spec(args.frames, grid, args.size)
         self.model = Student(probe_config(args), spec)
 
-    def user_text(self, q: VQAItem) -> str:
+    def user_text(self, q: VQAItem, with_video: bool | None = None) -> str:
+        """The R4D prompt; the SoM image and the video are in it unless ``--blind`` (``with_video`` overrides)."""
         media = not self.args.blind
-        return r4d_user_text(self.tok, q.question, q.options, q.duration_s, with_som_image=media, with_video=media,
+        video = media if with_video is None else with_video
+        return r4d_user_text(self.tok, q.question, q.options, q.duration_s, with_som_image=media, with_video=video,
                              include_duration=False, answer_style=self.style)  # fmt: skip
 
     def prompt(self, q: VQAItem) -> list[int]:
@@ -195,11 +210,7 @@ class Probe:
         idx = [self.world.index[q.video] for q in qs]
         frames = self.world.frames[idx]
         marked = np.stack([draw_set_of_marks(f[0], q.regions) for f, q in zip(frames, qs, strict=True)])
-        return {
-            "videos": torch.stack([frames_to_pixels(f, self.args.size) for f in frames]),
-            "timestamps_s": torch.from_numpy(self.world.timestamps_s[idx]),
-            "images": frames_to_pixels(marked, self.args.size),
-        }
+        return media_tensors(self.world, idx, frames, marked, self.args.size)
 
     def option_loss(self, qs: Sequence[VQAItem], media: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over each question's option log-likelihoods (the correct option as the class)."""

@@ -34,9 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import recipe_probe  # noqa: E402
 from region_tokens import RegionContext, install  # noqa: E402
 
-from rgpt4d_core.model.preprocess import frames_to_pixels  # noqa: E402
 from rgpt4d_core.regions import draw_set_of_marks, find_object_refs  # noqa: E402
-from rgpt4d_core.text.prompts import r4d_user_text  # noqa: E402
 from rgpt4d_core.types import VQAItem  # noqa: E402
 
 #: saturated colours for the answer block, indexed by the answer's rank among the sorted options
@@ -82,11 +80,8 @@ def variant_probe(v: argparse.Namespace) -> type[recipe_probe.Probe]:
                 self.regions = RegionContext(obj_ids, args.size, args.patch, merge)
                 install(self.regions)
 
-        def user_text(self, q: VQAItem) -> str:
-            if not v.no_video:
-                return super().user_text(q)
-            return r4d_user_text(self.tok, q.question, q.options, q.duration_s, with_som_image=True,
-                                 with_video=False, include_duration=False, answer_style=self.style)  # fmt: skip
+        def user_text(self, q: VQAItem, with_video: bool | None = None) -> str:
+            return super().user_text(q, False if v.no_video else with_video)
 
         def media(self, qs: Sequence[VQAItem]) -> dict[str, torch.Tensor]:
             if self.regions is not None:
@@ -116,11 +111,7 @@ def variant_media(
             som[i, r : r + v.block, c : c + v.block] = colour
             if v.block_on_video:
                 frames[i, :, r : r + v.block, c : c + v.block] = colour
-    out = {"images": frames_to_pixels(som, size)}
-    if not v.no_video:
-        out["videos"] = torch.stack([frames_to_pixels(f, size) for f in frames])
-        out["timestamps_s"] = torch.from_numpy(world.timestamps_s[idx])
-    return out
+    return recipe_probe.media_tensors(world, idx, None if v.no_video else frames, som, size)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
