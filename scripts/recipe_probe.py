@@ -36,16 +36,13 @@ import torch.nn.functional as F
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rgpt4d_core.experts.base import ExpertSpec
-from rgpt4d_core.experts.oracle import targets_from_ground_truth
 from rgpt4d_core.losses import latent_loss, sft_loss
 from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods, option_scores
-from rgpt4d_core.model.preprocess import frames_to_pixels
 from rgpt4d_core.model.presets import tiny
 from rgpt4d_core.model.projector import ProjectorConfig
 from rgpt4d_core.model.student import Student, StudentConfig
 from rgpt4d_core.regions import draw_set_of_marks
-from rgpt4d_core.synth.dataset import load_ground_truth, load_questions
+from rgpt4d_core.synth.dataset import load_questions
 from rgpt4d_core.text.prompts import (
     OPTION_LETTERS,
     build_inference_ids,
@@ -53,12 +50,13 @@ from rgpt4d_core.text.prompts import (
     mcq_target,
     r4d_user_text,
 )
+from rgpt4d_core.text.region_refs import token_region_boxes
 from rgpt4d_core.text.tokenizer import tiny_tokenizer
 from rgpt4d_core.types import VQAItem
-from rgpt4d_core.video.decode import DecodeConfig, decode_clip
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tower_pretrain import cells_per_token, pretrain_tower, tower_targets  # noqa: E402
+from probe_world import World, decode_world, dense_spec, dense_targets, media_tensors  # noqa: E402
+from tower_pretrain import pretrain_tower, tower_targets  # noqa: E402
 
 #: categories whose answers are classes (not numbers or boxes): their per-answer accuracy shows what was learned
 CLASS_TASKS = ("C", "FP", "R", "SR", "T")
@@ -97,83 +95,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=0,
                    help="score the first --eval-sample held-out questions every this many steps (a learning curve)")
     p.add_argument("--eval-sample", type=int, default=500)
+    p.add_argument("--no-region-boxes", action="store_true",
+                   help="turn the tiny preset's region-box embedding off (StudentConfig.region_boxes)")
     p.add_argument("--tasks", default="", help="comma-separated categories to train and score (default: all)")
     p.add_argument("--out", default="", help="write the result JSON here")
     return p.parse_args(argv)
-
-
-@dataclasses.dataclass
-class World:
-    """Decoded frames uint8 ``[N, T, S, S, 3]`` and timestamps float32 ``[N, T]`` (s) per video path."""
-
-    frames: np.ndarray
-    timestamps_s: np.ndarray
-    index: dict[str, int]
-
-
-def decode_world(root: str, videos: Sequence[str], size: int, frames: int) -> World:
-    cache = Path(root) / f"probe_cache_{size}_{frames}.npz"
-    if not cache.exists():
-        cfg = DecodeConfig(num_frames=frames, resize=(size, size))
-        clips = [decode_clip(os.path.join(root, v), cfg) for v in videos]
-        np.savez(cache, videos=np.array(videos), frames=np.stack([c.frames for c in clips]),
-                 timestamps_s=np.stack([c.timestamps_s.astype(np.float32) for c in clips]))  # fmt: skip
-    z = np.load(cache)
-    return World(z["frames"], z["timestamps_s"], {v: i for i, v in enumerate(z["videos"].tolist())})
-
-
-#: sub-cells per token side of the oracle dense target (3: a 9x9 map over the 3x3 token grid of a 64-px frame)
-DENSE_SUB = 3
-#: channels per sub-cell: log-depth, flow x, flow y (pixels between sampled frames), moving-pixel fraction
-DENSE_CHANNELS = 4
-
-
-def dense_targets(root: str, videos: Sequence[str], world: World, grid: int) -> np.ndarray:
-    """Oracle targets float32 ``[N, T, grid, grid, SUB*SUB*CHANNELS]``, each channel standardised over the world.
-
-    The world's exact depth, flow between the sampled frames and moving mask (the ``oracle`` expert's maps at
-    the frame size) are averaged over a ``(grid*SUB)²`` grid; each visual token gets its ``SUB x SUB`` cells.
-    Cached in ``<root>/probe_dense_<size>_<frames>.npz``.
-    """
-    t_frames, size = world.frames.shape[1], world.frames.shape[2]
-    cache = Path(root) / f"probe_dense_{size}_{t_frames}.npz"
-    if not cache.exists():
-        cells = grid * DENSE_SUB
-        out = np.zeros((len(videos), t_frames, cells, cells, DENSE_CHANNELS), np.float32)
-        for n, video in enumerate(videos):
-            gt = load_ground_truth(os.path.join(root, video))
-            stamps = world.timestamps_s[world.index[video]]
-            idx = np.abs(np.asarray(gt.timestamps_s)[None] - stamps[:, None]).argmin(1)
-            maps = targets_from_ground_truth(gt, idx, (size, size), None, video)
-            assert maps.depth is not None and maps.flow_2d_backward is not None and maps.dyn_mask is not None
-            depth = np.log(np.clip(maps.depth, 0.1, None))
-            stack = np.concatenate([depth[..., None], maps.flow_2d_backward, maps.dyn_mask[..., None]], -1)
-            chw = torch.from_numpy(np.ascontiguousarray(stack.transpose(0, 3, 1, 2)))  # [T, C, S, S]
-            out[n] = F.adaptive_avg_pool2d(chw, cells).permute(0, 2, 3, 1).numpy()
-        np.savez(cache, videos=np.array(videos), targets=out)
-    z = np.load(cache)
-    assert z["videos"].tolist() == list(videos), "dense target cache was built for other videos"
-    return cells_per_token(z["targets"], grid, DENSE_SUB)
-
-
-def dense_spec(frames: int, grid: int, size: int) -> ExpertSpec:
-    """The latent layout D_4DP must produce for :func:`dense_targets`: one hook, ``[T, grid, grid, C]``."""
-    dim = DENSE_SUB * DENSE_SUB * DENSE_CHANNELS
-    return ExpertSpec(name="oracle-dense-probe", revision="ground-truth", num_frames=frames, input_size=(size, size),
-                      hook_layers=(0,), latent_grid=(frames, grid, grid), latent_dim=dim)  # fmt: skip
-
-
-def media_tensors(
-    world: World, idx: Sequence[int], frames: np.ndarray | None, som: np.ndarray, size: int
-) -> dict[str, torch.Tensor]:
-    """The student's media for videos ``idx``: ``images`` [B, 3, size, size] from the SoM images ``som``
-    (uint8 [B, S, S, 3]) and, unless ``frames`` is None, ``videos`` [B, T, 3, size, size] from ``frames``
-    (uint8 [B, T, S, S, 3]) with their ``timestamps_s`` [B, T] (seconds); pixels in [-1, 1]."""
-    out = {"images": frames_to_pixels(som, size)}
-    if frames is not None:
-        out["videos"] = torch.stack([frames_to_pixels(f, size) for f in frames])
-        out["timestamps_s"] = torch.from_numpy(world.timestamps_s[list(idx)])
-    return out
 
 
 class Probe:
@@ -204,6 +130,12 @@ class Probe:
     def prompt(self, q: VQAItem) -> list[int]:
         return build_inference_ids(self.tok, self.user_text(q))
 
+    def token_boxes(self, ids: Sequence[Sequence[int]], qs: Sequence[VQAItem]) -> dict[str, list[torch.Tensor]]:
+        """``{"token_boxes": ...}`` for ``Student.forward`` when the student embeds region boxes, else ``{}``."""
+        if not self.model.cfg.region_boxes:
+            return {}
+        return {"token_boxes": [token_region_boxes(self.tok, i, q.regions) for i, q in zip(ids, qs, strict=True)]}
+
     def media(self, qs: Sequence[VQAItem]) -> dict[str, torch.Tensor]:
         if self.args.blind:
             return {}
@@ -217,7 +149,8 @@ class Probe:
         prompts = [torch.tensor(self.prompt(q)) for q in qs]
         conts = [[torch.tensor(self.tok.encode(o) + [self.tok.im_end_id]) for o in q.options] for q in qs]
         scores = option_scores(self.model, prompts, conts, media.get("videos"), media.get("timestamps_s"),
-                               media.get("images"), max_sequences=64)  # fmt: skip
+                               media.get("images"), max_sequences=64,
+                               **self.token_boxes([p.tolist() for p in prompts], qs))  # fmt: skip
         losses = [F.cross_entropy(s[None], torch.tensor([q.options.index(q.answer)])) for s, q in zip(scores, qs, strict=True)]
         return torch.stack(losses).mean()
 
@@ -229,7 +162,7 @@ class Probe:
         media = self.media(qs)
         owner = {"image_owner": torch.arange(len(qs))} if "images" in media else {}
         out = self.model([torch.tensor(e.input_ids) for e in examples], [torch.tensor(e.labels) for e in examples],
-                         **media, **owner, compute_latents=self.dense is not None, supervised_logits_only=True)  # fmt: skip
+                         **media, **owner, **self.token_boxes([e.input_ids for e in examples], qs), compute_latents=self.dense is not None, supervised_logits_only=True)  # fmt: skip
         loss = sft_loss(out.logits, out.labels)[0]
         if self.args.objective == "both":
             loss = loss + self.option_loss(qs, media)
@@ -252,11 +185,13 @@ class Probe:
             if self.style == "option":
                 conts = [[torch.tensor(self.tok.encode(o) + [self.tok.im_end_id]) for o in q.options] for q in part]
                 scores = option_log_likelihoods(self.model, prompts, conts, media.get("videos"),
-                                                media.get("timestamps_s"), media.get("images"))  # fmt: skip
+                                                media.get("timestamps_s"), media.get("images"),
+                                                **self.token_boxes([p.tolist() for p in prompts], part))  # fmt: skip
                 preds += [choose_option(s) for s in scores]
             else:  # the letter whose logit is highest after the prompt, among the item's letters
                 owner = {"image_owner": torch.arange(len(part))} if "images" in media else {}
-                out = self.model(prompts, **media, **owner, compute_latents=False)
+                boxes = self.token_boxes([p.tolist() for p in prompts], part)
+                out = self.model(prompts, **media, **owner, **boxes, compute_latents=False)
                 last = out.attention_mask.sum(1) - 1
                 logits = out.logits[torch.arange(len(part)), last][:, letters]
                 preds += [int(row[: len(q.options)].argmax()) for q, row in zip(part, logits, strict=True)]
@@ -270,7 +205,8 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
     llm = dataclasses.replace(cfg.llm, num_layers=args.llm_layers or cfg.llm.num_layers)
     decoder = dataclasses.replace(cfg.decoder, hidden_layer=args.dense_layer)
     return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),
-                               answer_style=args.answer_style, decoder=decoder)  # fmt: skip
+                               answer_style=args.answer_style, decoder=decoder,
+                               region_boxes=cfg.region_boxes and not args.no_region_boxes)  # fmt: skip
 
 
 def accuracy(qs: Sequence[VQAItem], preds: Sequence[int]) -> tuple[float, dict[str, float]]:

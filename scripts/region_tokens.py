@@ -30,37 +30,58 @@ def box_weights(box: tuple[float, float, float, float], size: int, patch: int, m
     x0, y0, x1, y1 = (v * size for v in box)
 
     def overlap(a: float, b: float) -> torch.Tensor:
-        return (torch.minimum(edges[1:], torch.tensor(b)) - torch.maximum(edges[:-1], torch.tensor(a))).clamp(min=0)
+        return (torch.minimum(edges[1:], torch.tensor(b)) - torch.maximum(edges[:-1], torch.tensor(a))).clamp(
+            min=0
+        )
 
     w = overlap(y0, y1)[:, None] * overlap(x0, x1)[None, :]
     return (w / w.sum().clamp(min=1e-6)).flatten()
 
 
-class RegionContext:
-    """Regions of the batch being fused (set per batch by the probe) and the ``<obj_k>`` token ids."""
+def box_features(box: tuple[float, float, float, float], octaves: int = 4) -> torch.Tensor:
+    """Fourier features ``[8 * 2 * octaves]`` of a normalised box: ``x0, y0, x1, y1``, centre, width, height, each
+    as ``sin``/``cos`` of ``pi * v * 2**k`` for ``k < octaves`` (a number the LM can read linearly at any scale)."""
+    x0, y0, x1, y1 = box
+    v = torch.tensor([x0, y0, x1, y1, (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dtype=torch.float32)
+    angles = torch.pi * v[:, None] * (2.0 ** torch.arange(octaves, dtype=torch.float32))[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1).flatten()
 
-    def __init__(self, obj_ids: dict[int, int], size: int, patch: int, merge: int) -> None:
+
+class RegionContext:
+    """Regions of the batch being fused (set per batch by the probe) and the ``<obj_k>`` token ids.
+
+    ``pool``: add the region's pooled SoM-image tokens; ``coords``: add a learned projection of the region box's
+    Fourier features (:func:`box_features`) — explicit position, as CoordConv / Relation Networks give their inputs.
+    """
+
+    def __init__(self, obj_ids: dict[int, int], size: int, patch: int, merge: int, pool: bool = True,
+                 coords: torch.nn.Module | None = None) -> None:  # fmt: skip
         self.obj_ids, self.size, self.patch, self.merge = obj_ids, size, patch, merge
+        self.pool, self.coords = pool, coords
         self.regions: list[Sequence[Region]] | None = None
 
     def add_region_features(
-        self, input_ids: Sequence[torch.Tensor], text: Sequence[torch.Tensor], images: Sequence[Sequence[torch.Tensor]]
+        self,
+        input_ids: Sequence[torch.Tensor],
+        text: Sequence[torch.Tensor],
+        images: Sequence[Sequence[torch.Tensor]],
     ) -> list[torch.Tensor]:
         """``text`` with, at every ``<obj_k>`` position of sample ``b``, the pooled SoM tokens of region ``k``."""
         if self.regions is None or len(self.regions) != len(text):
             return list(text)
         out = []
         for ids, emb, imgs, regions in zip(input_ids, text, images, self.regions, strict=True):
-            if not imgs:
-                out.append(emb)
-                continue
-            som = imgs[0]  # [g*g, D]
             add = torch.zeros_like(emb)
             for region in regions:
                 pos = torch.nonzero(ids == self.obj_ids.get(region.obj_id, -1)).flatten()
-                if len(pos):
+                if not len(pos):
+                    continue
+                if self.pool and imgs:
+                    som = imgs[0]  # [g*g, D]
                     w = box_weights(region.box, self.size, self.patch, self.merge).to(som.dtype)
-                    add[pos] = (w[:, None] * som).sum(0)
+                    add[pos] = add[pos] + (w[:, None] * som).sum(0)
+                if self.coords is not None:
+                    add[pos] = add[pos] + self.coords(box_features(region.box).to(emb.dtype))
             out.append(emb + add)
         return out
 
@@ -70,7 +91,7 @@ def install(context: RegionContext) -> None:
 
     def fuse_with_regions(input_ids, text_embeds, tokens, videos=None, images=None, labels=None,
                           frame_separator=None, cfg=None):  # fmt: skip
-        if images is not None:
+        if images is not None or context.coords is not None:
             text_embeds = context.add_region_features(input_ids, text_embeds, images)
         return fuse(input_ids, text_embeds, tokens, videos, images, labels, frame_separator, cfg)
 

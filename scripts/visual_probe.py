@@ -52,8 +52,16 @@ def parse_variant(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--no-marks", action="store_true")
     p.add_argument("--marks-on-video", action="store_true")
     p.add_argument("--no-video", action="store_true")
-    p.add_argument("--region-tokens", action="store_true",
-                   help="each <obj_k> token also carries its region's pooled SoM features (scripts/region_tokens.py)")
+    p.add_argument(
+        "--region-tokens",
+        action="store_true",
+        help="each <obj_k> token also carries its region's pooled SoM features (scripts/region_tokens.py)",
+    )
+    p.add_argument(
+        "--region-coords",
+        action="store_true",
+        help="each <obj_k> token also carries a learned projection of its box coordinates",
+    )
     return p.parse_args(argv[:cut]), argv[cut + 1 :]
 
 
@@ -74,10 +82,13 @@ def variant_probe(v: argparse.Namespace) -> type[recipe_probe.Probe]:
         def __init__(self, args: argparse.Namespace, world: recipe_probe.World) -> None:
             super().__init__(args, world)
             self.regions: RegionContext | None = None
-            if v.region_tokens:
+            if v.region_tokens or v.region_coords:
                 obj_ids = {k: self.tok.encode(f"<obj_{k}>")[0] for k in range(1, 11)}
                 merge = 3 if "3x3" in args.projector else 2
-                self.regions = RegionContext(obj_ids, args.size, args.patch, merge)
+                coords = None
+                if v.region_coords:  # a submodule of the student, so that the optimiser trains it
+                    coords = self.model.region_coords = torch.nn.Linear(64, self.model.cfg.llm.hidden_size)
+                self.regions = RegionContext(obj_ids, args.size, args.patch, merge, v.region_tokens, coords)
                 install(self.regions)
 
         def user_text(self, q: VQAItem, with_video: bool | None = None) -> str:
@@ -99,7 +110,10 @@ def variant_media(
     idx = [world.index[q.video] for q in qs]
     frames = world.frames[idx].copy()  # [B, T, S, S, 3] uint8
     if v.marks_on_video:
-        marked = [np.stack([draw_set_of_marks(f, q.regions) for f in clip]) for clip, q in zip(frames, qs, strict=True)]
+        marked = [
+            np.stack([draw_set_of_marks(f, q.regions) for f in clip])
+            for clip, q in zip(frames, qs, strict=True)
+        ]
         frames = np.stack(marked)
     som = frames[:, 0].copy() if v.no_marks or v.marks_on_video else np.stack(
         [draw_set_of_marks(clip[0], q.regions) for clip, q in zip(frames, qs, strict=True)])  # fmt: skip

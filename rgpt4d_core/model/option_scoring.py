@@ -29,6 +29,7 @@ def option_scores(
     timestamps_s: torch.Tensor | None = None,
     images: torch.Tensor | None = None,
     max_sequences: int = 32,
+    token_boxes: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Log-likelihood of every continuation of every prompt; differentiable (an option-level training loss can
     take a cross-entropy over them).
@@ -42,6 +43,8 @@ def option_scores(
         images: float ``[B, 3, S, S]``, one image per sample (the Set-of-Marks frame), or ``None``.
         max_sequences: (sample, option) sequences per forward pass over the options (bounds activation memory;
             at least one sample per pass).
+        token_boxes: ``B`` float ``[L_b, 4]`` region boxes of the prompts' tokens (``Student.forward``); the
+            continuations get none.
 
     Returns:
         ``B`` float32 tensors ``[K_b]``: natural-log probability of each continuation (``<= 0``).
@@ -63,6 +66,7 @@ def option_scores(
             timestamps_s=None if timestamps_s is None else timestamps_s[part],
             images=None if images is None else images[part],
             image_owner=None if images is None else torch.arange(len(rows), device=images.device),
+            token_boxes=None if token_boxes is None else token_boxes[part],
         )
         scores += _continue_from(model, state, continuations[part])
     return scores

@@ -22,6 +22,7 @@ from rgpt4d_core.model.perception_decoder import (
     gather_frame_tokens,
 )
 from rgpt4d_core.model.projector import DownsampleProjector, build_projector
+from rgpt4d_core.model.region_boxes import RegionBoxEmbedding
 from rgpt4d_core.model.student_types import (  # noqa: F401  (re-exported: the student's public types)
     GenerationOutput,
     Prefill,
@@ -65,6 +66,7 @@ class Student(nn.Module):
         self.decoder: PerceptionDecoder | None = None
         if expert_spec is not None and cfg.decoder.enabled and expert_spec.hook_layers:
             self.decoder = PerceptionDecoder(cfg.decoder, hidden, LatentLayout.from_spec(expert_spec))
+        self.region_box_embedding = RegionBoxEmbedding(hidden) if cfg.region_boxes else None
         self._media = MediaTokens(
             cfg.tokens.video_token_id, cfg.tokens.image_token_id, cfg.tokens.pad_token_id
         )
@@ -113,11 +115,14 @@ class Student(nn.Module):
         images: torch.Tensor | None,
         image_owner: torch.Tensor | None,
         padding_side: str,
+        token_boxes: Sequence[torch.Tensor] | None = None,
     ) -> FusedBatch:
         batch = len(input_ids)
         embed = self.llm.get_input_embeddings()
         lengths = [int(ids.shape[0]) for ids in input_ids]
         text = list(torch.split(embed(torch.cat(list(input_ids))), lengths))
+        if self.region_box_embedding is not None and token_boxes is not None:
+            text = self.region_box_embedding(text, token_boxes)
         per_video: list[list[torch.Tensor]] = [[] for _ in range(batch)]
         if videos is not None:
             if videos.dim() != 5 or videos.shape[0] != batch:
@@ -167,6 +172,7 @@ class Student(nn.Module):
         image_owner: torch.Tensor | None = None,
         compute_latents: bool = True,
         supervised_logits_only: bool = False,
+        token_boxes: Sequence[torch.Tensor] | None = None,
     ) -> StudentOutput:
         """Teacher-forced forward pass.
 
@@ -184,6 +190,9 @@ class Student(nn.Module):
             supervised_logits_only: training with ``labels``: run the LM head only where the next token is supervised
                 (:func:`fusion.compact_supervised`); ``logits``/``labels`` are then the compact ``[B, M + 1, ...]``
                 view, on which :func:`losses.sft_loss` gives the same values as on the full sequence.
+            token_boxes: ``B`` float ``[L_b, 4]``, the normalised box of the region each token names (NaN rows
+                elsewhere; ``rgpt4d_core.text.region_refs.token_region_boxes``); embedded when
+                ``cfg.region_boxes`` is on, ignored otherwise; ``None``: no region embedding.
 
         Returns:
             :class:`StudentOutput`.
@@ -197,6 +206,7 @@ class Student(nn.Module):
             images,
             image_owner,
             self.cfg.fusion.padding_side,
+            token_boxes,
         )
         decode = self.decoder is not None and compute_latents
         layer = self.cfg.decoder.hidden_layer
@@ -234,13 +244,16 @@ class Student(nn.Module):
         video_mask: torch.Tensor | None = None,
         images: torch.Tensor | None = None,
         image_owner: torch.Tensor | None = None,
+        token_boxes: Sequence[torch.Tensor] | None = None,
     ) -> Prefill:
         """Run the prompts once (media spliced in, left padding) and keep the KV cache. Differentiable when called
         with gradients enabled (option-level training); :meth:`generate` calls it under ``no_grad``.
 
         Arguments as in :meth:`forward` (``input_ids`` are prompts ending where the answer starts).
         """
-        fused = self._fuse(input_ids, None, videos, timestamps_s, video_mask, images, image_owner, "left")
+        fused = self._fuse(
+            input_ids, None, videos, timestamps_s, video_mask, images, image_owner, "left", token_boxes
+        )
         out = self.llm.model(
             inputs_embeds=fused.inputs_embeds,
             attention_mask=fused.attention_mask,
@@ -265,6 +278,7 @@ class Student(nn.Module):
         image_owner: torch.Tensor | None = None,
         max_new_tokens: int = 8,
         eos_token_id: int | None = None,
+        token_boxes: Sequence[torch.Tensor] | None = None,
     ) -> GenerationOutput:
         """Batched greedy decoding with a KV cache (left-padded prompts; stops when all samples hit EOS).
 
@@ -274,7 +288,7 @@ class Student(nn.Module):
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
         eos = self.cfg.tokens.eos_token_id if eos_token_id is None else eos_token_id
         pad = self.cfg.tokens.pad_token_id
-        state = self.prefill(input_ids, videos, timestamps_s, video_mask, images, image_owner)
+        state = self.prefill(input_ids, videos, timestamps_s, video_mask, images, image_owner, token_boxes)
         mask, position, cache, logits = (
             state.attention_mask,
             state.next_position,

@@ -48,6 +48,9 @@ class StudentConfig:
     #: is trained on and generates the option letter; ``"option"`` is trained on the option's text and answers by
     #: scoring each option's likelihood (``model/option_scoring.py``)
     answer_style: str = "letter"
+    #: add a learned embedding of each region's frame-1 box to the tokens of its ``<obj_k>`` references
+    #: (``model/region_boxes.py``; the ``tiny`` recipe's explicit region position; off in the paper preset)
+    region_boxes: bool = False
 
     def __post_init__(self) -> None:
         if self.answer_style not in ANSWER_STYLES:

@@ -37,6 +37,7 @@ from rgpt4d_core.serve.media import clip_media
 from rgpt4d_core.serve.vqa_types import PreparedRequest, VQAError, VQARequest, VQAResult
 from rgpt4d_core.text.answers import extract_answer
 from rgpt4d_core.text.prompts import OPTION_LETTERS, build_inference_ids, r4d_user_text
+from rgpt4d_core.text.region_refs import token_region_boxes
 from rgpt4d_core.video.decode import VideoDecodeError, decode_clip
 
 __all__ = [
@@ -99,7 +100,9 @@ class VQAEngine:
             else:
                 som = request.som_image
             video, timestamps = preprocess_clip(clip, self.image_size)
-            include = self.cfg.include_duration if request.include_duration is None else request.include_duration
+            include = (
+                self.cfg.include_duration if request.include_duration is None else request.include_duration
+            )
             text = r4d_user_text(
                 self.tokenizer,
                 request.question,
@@ -109,6 +112,9 @@ class VQAEngine:
                 answer_style=self.answer_style,
             )
             ids = torch.tensor(build_inference_ids(self.tokenizer, text), dtype=torch.long)
+            boxes = None
+            if self.model.cfg.region_boxes:
+                boxes = token_region_boxes(self.tokenizer, ids.tolist(), request.regions)
             media = clip_media(clip, som) if request.include_media else None
         except VideoDecodeError as exc:
             return VQAError(request.request_id, f"video_{exc.reason}", f"video: {exc}", "video")
@@ -128,6 +134,7 @@ class VQAEngine:
             duration_s=clip.duration_s,
             decode_ms=(time.perf_counter() - start) * 1e3,
             media=media,
+            token_boxes=boxes,
         )
 
     def run(self, prepared: Sequence[PreparedRequest | VQAError]) -> list[VQAResult | VQAError]:
@@ -145,7 +152,9 @@ class VQAEngine:
                         outputs[id(item)] = self._generate([item])[0]
                     except Exception as exc:  # noqa: BLE001
                         outputs[id(item)] = VQAError(
-                            item.request.request_id, "internal", f"generation failed: {type(exc).__name__}: {exc}"
+                            item.request.request_id,
+                            "internal",
+                            f"generation failed: {type(exc).__name__}: {exc}",
                         )
         return [p if isinstance(p, VQAError) else outputs[id(p)] for p in prepared]
 
@@ -157,6 +166,14 @@ class VQAEngine:
         timestamps = torch.stack([p.timestamps_s for p in items]).to(device)
         images = torch.stack([p.som_image for p in items]).to(device, dtype)
         return videos, timestamps, images
+
+    def _token_boxes(self, items: Sequence[PreparedRequest]) -> list[torch.Tensor] | None:
+        """Per prompt, its tokens' region boxes on the device (``None`` unless the student embeds them)."""
+        if not self.model.cfg.region_boxes:
+            return None
+        nan = float("nan")
+        return [(torch.full((len(p.input_ids), 4), nan) if p.token_boxes is None else p.token_boxes).to(self.device)
+                for p in items]  # fmt: skip
 
     def _generate(self, items: Sequence[PreparedRequest]) -> list[VQAResult]:
         if self.answer_style == "option":
@@ -174,13 +191,16 @@ class VQAEngine:
             image_owner=owner,
             max_new_tokens=self.cfg.max_new_tokens,
             eos_token_id=self.tokenizer.eos_id,
+            token_boxes=self._token_boxes(items),
         )
         generate_ms = (time.perf_counter() - start) * 1e3
         results = []
         for item, new_ids in zip(items, out.as_lists(), strict=True):
             text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
             match = extract_answer(text, item.request.options)
-            results.append(self._result(item, match.index, match.method, text, len(new_ids), len(items), generate_ms))
+            results.append(
+                self._result(item, match.index, match.method, text, len(new_ids), len(items), generate_ms)
+            )
         return results
 
     def _score_options(self, items: Sequence[PreparedRequest]) -> list[VQAResult]:
@@ -189,11 +209,20 @@ class VQAEngine:
         videos, timestamps, images = self._media(items)
         end = [self.tokenizer.im_end_id]
         continuations = [
-            [torch.tensor(self.tokenizer.encode(o) + end, dtype=torch.long, device=self.device) for o in p.request.options]
+            [
+                torch.tensor(self.tokenizer.encode(o) + end, dtype=torch.long, device=self.device)
+                for o in p.request.options
+            ]
             for p in items
         ]
         scores = option_log_likelihoods(
-            self.model, [p.input_ids.to(self.device) for p in items], continuations, videos, timestamps, images
+            self.model,
+            [p.input_ids.to(self.device) for p in items],
+            continuations,
+            videos,
+            timestamps,
+            images,
+            token_boxes=self._token_boxes(items),
         )
         generate_ms = (time.perf_counter() - start) * 1e3
         results = []
@@ -201,7 +230,9 @@ class VQAEngine:
             index = choose_option(row)
             chosen = item.request.options[index]
             results.append(
-                self._result(item, index, "option_likelihood", chosen, len(conts[index]) - 1, len(items), generate_ms)
+                self._result(
+                    item, index, "option_likelihood", chosen, len(conts[index]) - 1, len(items), generate_ms
+                )
             )
         return results
 

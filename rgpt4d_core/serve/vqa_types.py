@@ -109,7 +109,9 @@ class PreparedRequest:
         video: float32 ``[T, 3, S, S]`` in ``[-1, 1]``; ``timestamps_s``: float32 ``[T]`` seconds;
         som_image: float32 ``[3, S, S]`` in ``[-1, 1]``, frame 1 with Set-of-Marks;
         input_ids: int64 ``[L]`` prompt ids (one image and one video placeholder);
-        media: JPEGs for the client when the request asked for them.
+        media: JPEGs for the client when the request asked for them;
+        token_boxes: float32 ``[L, 4]`` region box of each prompt token that names a region, NaN elsewhere
+            (``None`` unless the student embeds region boxes).
     """
 
     request: VQARequest
@@ -120,3 +122,4 @@ class PreparedRequest:
     duration_s: float
     decode_ms: float
     media: ClipMedia | None = None
+    token_boxes: torch.Tensor | None = None

@@ -18,6 +18,7 @@ from rgpt4d_core.model.preprocess import frames_to_pixels
 from rgpt4d_core.regions import draw_set_of_marks
 from rgpt4d_core.shards.reader import TrainingBatch
 from rgpt4d_core.text.prompts import build_training_example, mcq_target, r4d_user_text
+from rgpt4d_core.text.region_refs import token_region_boxes
 from rgpt4d_core.text.tokenizer import TextTokenizer
 
 
@@ -35,6 +36,8 @@ class StudentBatch:
         targets: expert targets, float32 ``[B, ...]`` per name (``latents``, ``depth`` (m), ``flow_2d_backward`` (px),
             ``dyn_mask`` (probability), ``camray``); names the shards do not provide are absent.
         num_tokens: text tokens + visual tokens over the batch (throughput accounting).
+        token_boxes: ``B`` float32 ``[L_b, 4]`` region box of each token that names a region, NaN elsewhere
+            (``None`` unless the student embeds region boxes, ``StudentConfig.region_boxes``).
     """
 
     input_ids: list[torch.Tensor]
@@ -45,6 +48,7 @@ class StudentBatch:
     image_owner: torch.Tensor | None
     targets: dict[str, torch.Tensor]
     num_tokens: int
+    token_boxes: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -60,6 +64,7 @@ class StudentBatch:
             image_owner=None if self.image_owner is None else self.image_owner.to(device, non_blocking=True),
             targets={k: v.to(device, non_blocking=True) for k, v in self.targets.items()},
             num_tokens=self.num_tokens,
+            token_boxes=None if self.token_boxes is None else [t.to(device) for t in self.token_boxes],
         )
 
 
@@ -76,6 +81,7 @@ class Collator:
             prompt trick; TPE makes it unnecessary).
         answer_style: ``"letter"`` supervises the option letter, ``"option"`` the option's text (and the prompt
             closes with the matching instruction; ``rgpt4d_core.text.prompts``).
+        region_boxes: also give each sample's per-token region boxes (for ``StudentConfig.region_boxes``).
     """
 
     tokenizer: TextTokenizer
@@ -84,6 +90,7 @@ class Collator:
     som_image: bool = True
     include_duration: bool = False
     answer_style: str = "letter"
+    region_boxes: bool = False
 
     def __call__(self, batch: TrainingBatch) -> StudentBatch:
         if len(batch) == 0:
@@ -104,14 +111,18 @@ class Collator:
                 target = mcq_target(batch.options[i], batch.answers[i], self.answer_style)
                 example = build_training_example(self.tokenizer, user, target)
             except ValueError as exc:
-                raise ValueError(f"sample {batch.sample_ids[i]}: cannot build the training example: {exc}") from exc
+                raise ValueError(
+                    f"sample {batch.sample_ids[i]}: cannot build the training example: {exc}"
+                ) from exc
             ids.append(torch.tensor(example.input_ids, dtype=torch.long))
             labels.append(torch.tensor(example.labels, dtype=torch.long))
         frames = batch.frames  # uint8 [B, T, H, W, 3]
         videos = torch.stack([frames_to_pixels(f, self.image_size) for f in frames])
         images = owner = None
         if self.som_image:
-            marked = np.stack([draw_set_of_marks(f[0], r) for f, r in zip(frames, batch.regions, strict=True)])
+            marked = np.stack(
+                [draw_set_of_marks(f[0], r) for f, r in zip(frames, batch.regions, strict=True)]
+            )
             images = frames_to_pixels(marked, self.image_size)
             owner = torch.arange(len(batch), dtype=torch.long)
         visual_per_sample = self.tokens_per_frame * (frames.shape[1] + int(self.som_image))
@@ -123,6 +134,12 @@ class Collator:
             images=images,
             image_owner=owner,
             targets=_targets(batch.targets),
+            token_boxes=[
+                token_region_boxes(self.tokenizer, t.tolist(), r)
+                for t, r in zip(ids, batch.regions, strict=True)
+            ]
+            if self.region_boxes
+            else None,
             # each media placeholder id is replaced by its visual tokens
             num_tokens=sum(len(t) for t in ids) + (visual_per_sample - 1 - int(self.som_image)) * len(batch),
         )

@@ -159,6 +159,7 @@ def build_setup(cfg: DistillJobConfig, expert_spec: ExpertSpec | None, device: t
         som_image=cfg.data.som_image,
         include_duration=cfg.data.duration_prompt,
         answer_style=student.cfg.answer_style,
+        region_boxes=student.cfg.region_boxes,
     )
     online = None
     if cfg.data.targets == "online":

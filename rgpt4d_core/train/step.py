@@ -178,6 +178,7 @@ class DistillLoss:
             image_owner=batch.image_owner,
             compute_latents=self.compute_latents,
             supervised_logits_only=True,
+            token_boxes=batch.token_boxes,
         )
         terms = p4d_loss(
             self.loss_cfg,

@@ -1,0 +1,137 @@
+"""Region-box embedding (``StudentConfig.region_boxes``): which tokens get a box, what the model adds, and that the
+training collate and the serving engine hand the same boxes to the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from rgpt4d_core.model.presets import tiny
+from rgpt4d_core.model.region_boxes import RegionBoxEmbedding, box_fourier_features
+from rgpt4d_core.model.student import Student
+from rgpt4d_core.text.prompts import build_inference_ids, r4d_user_text
+from rgpt4d_core.text.region_refs import token_region_boxes
+from rgpt4d_core.text.tokenizer import tiny_tokenizer
+from rgpt4d_core.types import Region
+
+REGIONS = (Region(2, (0.1, 0.2, 0.3, 0.4)), Region(5, (0.6, 0.5, 0.9, 0.8)), Region(7, (0.0, 0.0, 1.0, 1.0)))
+
+
+def test_token_region_boxes_marks_every_reference_and_nothing_else() -> None:
+    tok = tiny_tokenizer()
+    text = "where is <obj_2> relative to <obj_5>? to the left of <obj_5>"
+    ids = tok.encode(text)
+    boxes = token_region_boxes(tok, ids, REGIONS)
+    assert boxes.shape == (len(ids), 4)
+    named = torch.isfinite(boxes).all(dim=1)
+    obj2, obj5 = tok.encode("<obj_2>"), tok.encode("<obj_5>")
+    assert len(obj2) == len(obj5) == 1  # the tiny tokenizer keeps a reference whole
+    assert [ids[i] for i in torch.nonzero(named).flatten().tolist()] == [obj2[0], obj5[0], obj5[0]]
+    assert torch.equal(boxes[ids.index(obj2[0])], torch.tensor(REGIONS[0].box))
+    assert all(torch.equal(boxes[i], torch.tensor(REGIONS[1].box)) for i, t in enumerate(ids) if t == obj5[0])
+    assert torch.isnan(boxes[~named]).all()  # <obj_7> is a region but not referenced: no token gets its box
+
+
+def test_box_features_separate_left_from_right_linearly() -> None:
+    left = box_fourier_features(torch.tensor([[0.1, 0.4, 0.2, 0.6]]))
+    right = box_fourier_features(torch.tensor([[0.7, 0.4, 0.8, 0.6]]))
+    assert left.shape == (1, 64)
+    assert not torch.allclose(left, right)
+    # the lowest octave's sin(pi * x) of the centre is monotone in x over [0, 0.5] and symmetric about 0.5, its cos
+    # is monotone over [0, 1]: the cos feature of the centre x orders the two boxes
+    cos_centre_x = 32 + 4 * 4  # cos block, value 4 (centre x), octave 0
+    assert left[0, cos_centre_x] > right[0, cos_centre_x]
+
+
+def test_embedding_adds_only_at_named_tokens_and_checks_shapes() -> None:
+    torch.manual_seed(0)
+    emb = RegionBoxEmbedding(16)
+    text = [torch.randn(5, 16), torch.randn(3, 16)]
+    nan = float("nan")
+    boxes = [torch.tensor([[nan] * 4, [0.1, 0.2, 0.3, 0.4], [nan] * 4, [nan] * 4, [0.5, 0.5, 0.6, 0.6]]),
+             torch.full((3, 4), nan)]  # fmt: skip
+    out = emb(text, boxes)
+    changed = (out[0] != text[0]).any(dim=1).tolist()
+    assert changed == [False, True, False, False, True]
+    assert torch.equal(out[1], text[1])
+    with pytest.raises(ValueError, match=r"\[L_b=5, 4\]"):
+        emb(text, [boxes[0][:4], boxes[1]])
+    with pytest.raises(ValueError, match="1 samples for a batch of 2"):
+        emb(text, boxes[:1])
+
+
+def _sample(tok):  # one prompt naming two regions, and its boxes
+    text = r4d_user_text(tok, "where is <obj_2> relative to <obj_5>?", ["left", "right"], 2.0, with_som_image=False,
+                         with_video=False)  # fmt: skip
+    ids = build_inference_ids(tok, text)
+    return torch.tensor(ids), token_region_boxes(tok, ids, REGIONS)
+
+
+def test_student_reads_the_boxes_and_trains_the_projection() -> None:
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = Student(dataclasses.replace(tiny(), region_boxes=True))
+    assert model.region_box_embedding is not None
+    ids, boxes = _sample(tok)
+    moved = boxes.clone()
+    moved[torch.isfinite(moved)] = 1.0 - moved[torch.isfinite(moved)]  # mirror both regions
+    logits = model([ids], token_boxes=[boxes], compute_latents=False).logits
+    mirrored = model([ids], token_boxes=[moved], compute_latents=False).logits
+    first_ref = int(torch.isfinite(boxes).all(dim=1).nonzero()[0])
+    assert torch.allclose(
+        logits[0, :first_ref], mirrored[0, :first_ref]
+    )  # causal: before the reference, equal
+    assert not torch.allclose(logits[0, -1], mirrored[0, -1])  # after it, the boxes matter
+    logits[0, -1].logsumexp(-1).backward()
+    grad = model.region_box_embedding.proj.weight.grad
+    assert grad is not None and float(grad.abs().sum()) > 0
+
+
+def test_paper_preset_has_no_region_embedding_and_ignores_boxes() -> None:
+    torch.manual_seed(0)
+    cfg = tiny()
+    model = Student(dataclasses.replace(cfg, region_boxes=False))
+    assert model.region_box_embedding is None
+    ids, boxes = _sample(tiny_tokenizer())
+    a = model([ids], token_boxes=[boxes], compute_latents=False).logits
+    b = model([ids], compute_latents=False).logits
+    assert torch.equal(a, b)
+    assert not math.isnan(float(a.detach().sum()))
+
+
+def test_training_collate_and_serving_engine_give_the_model_the_same_boxes(tmp_path) -> None:
+    """The boxes a student is trained with are the ones Serve gives it for the same question."""
+    import numpy as np
+
+    from rgpt4d_core.serve.checkpoints import write_random_checkpoint
+    from rgpt4d_core.serve.engine import VQAEngine
+    from rgpt4d_core.serve.engine_config import EngineConfig
+    from rgpt4d_core.serve.vqa_types import VQARequest
+    from rgpt4d_core.shards.batch import TrainingBatch
+    from rgpt4d_core.train.collate import Collator
+    from rgpt4d_core.video.encode import encode_video
+
+    video = np.zeros((8, 64, 64, 3), np.uint8)
+    video[:, 20:30, 10:20] = 200
+    encode_video(video, 4.0, tmp_path / "clip.mp4")
+    question, options, answer = "Where is <obj_2> relative to <obj_5>?", ("left", "right"), "left"
+    ckpt = write_random_checkpoint(tmp_path / "ckpt", preset="tiny", seed=0)
+    engine = VQAEngine(EngineConfig(checkpoint=str(ckpt), max_new_tokens=2, decode_threads=1, num_frames=8))
+    assert engine.model.cfg.region_boxes  # the tiny recipe embeds region boxes
+    prepared = engine.prepare(VQARequest(str(tmp_path / "clip.mp4"), question, options, REGIONS[:2]))
+    assert prepared.token_boxes is not None
+    batch = TrainingBatch(["s"], video[None], np.arange(8, dtype=np.float32)[None] / 4, np.array([2.0], np.float32),
+                          [REGIONS[:2]], ["SR"], [question], [options], [answer], {})  # fmt: skip
+    collate = Collator(engine.tokenizer, 64, engine.model.tokens_per_frame, include_duration=True, region_boxes=True)
+    trained = collate(batch)
+    assert trained.token_boxes is not None
+    prompt_len = len(prepared.input_ids)  # the training ids continue with the answer
+    assert torch.equal(trained.input_ids[0][:prompt_len], prepared.input_ids)
+    assert torch.equal(trained.token_boxes[0][:prompt_len].nan_to_num(-1), prepared.token_boxes.nan_to_num(-1))
+    assert int(torch.isfinite(prepared.token_boxes).all(dim=1).sum()) == 2
+    from rgpt4d_core.serve.vqa_types import VQAResult
+
+    assert isinstance(engine.run([prepared])[0], VQAResult)  # and the engine generates with them
