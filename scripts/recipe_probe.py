@@ -130,11 +130,11 @@ class Probe:
     def prompt(self, q: VQAItem) -> list[int]:
         return build_inference_ids(self.tok, self.user_text(q))
 
-    def token_boxes(self, ids: Sequence[Sequence[int]], qs: Sequence[VQAItem]) -> dict[str, list[torch.Tensor]]:
-        """``{"token_boxes": ...}`` for ``Student.forward`` when the student embeds region boxes, else ``{}``."""
+    def token_boxes(self, ids: Sequence[Sequence[int]], qs: Sequence[VQAItem]) -> list[torch.Tensor] | None:
+        """Per-token region boxes for ``Student.forward`` when the student embeds them, else ``None``."""
         if not self.model.cfg.region_boxes:
-            return {}
-        return {"token_boxes": [token_region_boxes(self.tok, i, q.regions) for i, q in zip(ids, qs, strict=True)]}
+            return None
+        return [token_region_boxes(self.tok, i, q.regions) for i, q in zip(ids, qs, strict=True)]
 
     def media(self, qs: Sequence[VQAItem]) -> dict[str, torch.Tensor]:
         if self.args.blind:
@@ -150,7 +150,7 @@ class Probe:
         conts = [[torch.tensor(self.tok.encode(o) + [self.tok.im_end_id]) for o in q.options] for q in qs]
         scores = option_scores(self.model, prompts, conts, media.get("videos"), media.get("timestamps_s"),
                                media.get("images"), max_sequences=64,
-                               **self.token_boxes([p.tolist() for p in prompts], qs))  # fmt: skip
+                               token_boxes=self.token_boxes([p.tolist() for p in prompts], qs))  # fmt: skip
         losses = [F.cross_entropy(s[None], torch.tensor([q.options.index(q.answer)])) for s, q in zip(scores, qs, strict=True)]
         return torch.stack(losses).mean()
 
@@ -162,7 +162,7 @@ class Probe:
         media = self.media(qs)
         owner = {"image_owner": torch.arange(len(qs))} if "images" in media else {}
         out = self.model([torch.tensor(e.input_ids) for e in examples], [torch.tensor(e.labels) for e in examples],
-                         **media, **owner, **self.token_boxes([e.input_ids for e in examples], qs), compute_latents=self.dense is not None, supervised_logits_only=True)  # fmt: skip
+                         **media, **owner, token_boxes=self.token_boxes([e.input_ids for e in examples], qs), compute_latents=self.dense is not None, supervised_logits_only=True)  # fmt: skip
         loss = sft_loss(out.logits, out.labels)[0]
         if self.args.objective == "both":
             loss = loss + self.option_loss(qs, media)
@@ -186,12 +186,12 @@ class Probe:
                 conts = [[torch.tensor(self.tok.encode(o) + [self.tok.im_end_id]) for o in q.options] for q in part]
                 scores = option_log_likelihoods(self.model, prompts, conts, media.get("videos"),
                                                 media.get("timestamps_s"), media.get("images"),
-                                                **self.token_boxes([p.tolist() for p in prompts], part))  # fmt: skip
+                                                token_boxes=self.token_boxes([p.tolist() for p in prompts], part))  # fmt: skip
                 preds += [choose_option(s) for s in scores]
             else:  # the letter whose logit is highest after the prompt, among the item's letters
                 owner = {"image_owner": torch.arange(len(part))} if "images" in media else {}
                 boxes = self.token_boxes([p.tolist() for p in prompts], part)
-                out = self.model(prompts, **media, **owner, **boxes, compute_latents=False)
+                out = self.model(prompts, **media, **owner, token_boxes=boxes, compute_latents=False)
                 last = out.attention_mask.sum(1) - 1
                 logits = out.logits[torch.arange(len(part)), last][:, letters]
                 preds += [int(row[: len(q.options)].argmax()) for q, row in zip(part, logits, strict=True)]
