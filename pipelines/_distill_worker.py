@@ -26,6 +26,7 @@ from torch import nn
 
 from rgpt4d_core.config import from_yaml
 from rgpt4d_core.experts.base import ExpertSpec
+from rgpt4d_core.inputs import InputSpec
 from rgpt4d_core.shards.clip_store import ClipStore
 from rgpt4d_core.shards.manifest import Manifest
 from rgpt4d_core.shards.reader import ShardSet
@@ -43,7 +44,13 @@ from rgpt4d_core.train.checkpoint import (
     save_training_state,
 )
 from rgpt4d_core.train.config import DistillJobConfig, StepPlan, shuffle_seed
-from rgpt4d_core.train.distill import DistillSetup, build_setup, export_inference_checkpoint, trained_model_id
+from rgpt4d_core.train.distill import (
+    DistillSetup,
+    build_setup,
+    export_inference_checkpoint,
+    trained_input_spec,
+    trained_model_id,
+)
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
 from rgpt4d_core.train.step import StepStats, optimizer_step
 
@@ -134,8 +141,19 @@ def _save_checkpoint(
                 student = type(student)(student.cfg, student.expert_spec)
             student.load_state_dict(model_state, assign=True)
             student.llm.tie_weights()
-        export_inference_checkpoint(student, setup.tokenizer, directory / EXPORT_DIR, model_id=export_as)
+        spec = _input_spec(wc, setup.student.cfg.vision.image_size)
+        export_inference_checkpoint(
+            student, setup.tokenizer, directory / EXPORT_DIR, model_id=export_as, input_spec=spec
+        )
     return True
+
+
+def _input_spec(wc: dict[str, Any], image_size: int) -> InputSpec:
+    """The input spec the student trained on: the shards' frames per clip, its vision side, the job's prompt."""
+    cfg = from_yaml(DistillJobConfig, wc["config_yaml"])
+    sampling = Manifest.from_json(wc["manifest_json"]).sampling
+    frames = int(sampling.get("num_frames") or ExpertSpec.from_dict(wc["expert_spec"]).num_frames)
+    return trained_input_spec(cfg, frames, image_size)
 
 
 def ensure_cwd() -> None:
