@@ -31,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
+from torch import nn
 
+from rgpt4d_core.experts.base import ExpertSpec
 from rgpt4d_core.experts.l4p import build_frozen_heads
 from rgpt4d_core.experts.registry import ExpertConfig, build_expert
 from rgpt4d_core.losses import P4DLossConfig, loss_preset, p4d_loss
@@ -91,7 +93,7 @@ def alternate(a: Callable[[], object], b: Callable[[], object], rounds: int) -> 
     return statistics.median(ta), statistics.median(tb)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -100,18 +102,82 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--recipe", action="store_true", help="the tiny recipe: trained tower, R4D prompt, SoM image")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def teacher_targets(spec: ExpertSpec, heads: nn.Module, batch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Random teacher latents ``[B, K, T', h', w', C']`` and the frozen heads' dense targets on them (as from
+    shards); the targets dict also holds the latents under ``"latents"``."""
+    k, (t, h, w), c = len(spec.hook_layers), spec.latent_grid, spec.latent_dim
+    with torch.no_grad():
+        teacher_latents = torch.randn(batch, k, t, h, w, c)
+        targets = {name: v.detach() for name, v in heads(teacher_latents).items()}
+    targets["dyn_mask"] = targets["dyn_mask"].sigmoid()
+    targets["latents"] = teacher_latents
+    return teacher_latents, targets
+
+
+def media_keys(recipe: bool) -> tuple[str, ...]:
+    return ("videos", "timestamps_s", "images", "image_owner") if recipe else ("videos", "timestamps_s")
+
+
+def adamw(model: Student) -> torch.optim.Optimizer:
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+
+def train_step(
+    model: Student, opt: torch.optim.Optimizer, fwd_args: dict, loss_cfg: P4DLossConfig,
+    heads: nn.Module | None = None, targets: dict[str, torch.Tensor] | None = None,
+) -> Callable[[], None]:  # fmt: skip
+    """One optimiser step of ``model`` with ``opt``: L_SFT, plus the P4D terms of ``loss_cfg`` on ``targets``."""
+
+    def step() -> None:
+        out = model(**fwd_args)
+        if targets is None:
+            loss = p4d_loss(loss_cfg, out.logits, out.labels).total
+        else:
+            loss = p4d_loss(loss_cfg, out.logits, out.labels, student_latents=out.latents, targets=targets,
+                            sample_mask=out.latent_mask, heads=heads).total  # fmt: skip
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def inference_times(trained: Student, data: dict, keys: tuple[str, ...], rounds: int) -> dict[str, float]:
+    """Forward and generate medians (s) of a base student (never had a decoder) vs ``trained`` saved and loaded
+    stripped, same weights; whether their logits are identical; the base's parameter count."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save_student(trained, tmp)
+        stripped = load_student(tmp).eval()
+        base = Student(stripped.cfg).eval()
+        base.load_state_dict(stripped.state_dict())
+    gen_args = {"input_ids": data["prompt_ids"], **{key: data[key] for key in keys}}
+    inf_args = {key: data[key] for key in ("input_ids", *keys)}
+
+    def fwd(model: Student) -> Callable[[], object]:
+        return lambda: model(**inf_args)
+
+    def gen(model: Student) -> Callable[[], object]:
+        return lambda: model.generate(**gen_args, max_new_tokens=4)
+
+    with torch.no_grad():
+        t_fb, t_fs = alternate(fwd(base), fwd(stripped), rounds)
+        t_gb, t_gs = alternate(gen(base), gen(stripped), rounds)
+        same = torch.equal(base(**inf_args).logits, stripped(**inf_args).logits)
+    n_base = float(sum(p.numel() for p in base.parameters()))
+    return {"fb": t_fb, "fs": t_fs, "gb": t_gb, "gs": t_gs, "same": float(same), "n_base": n_base}
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     spec = build_expert(ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu")).spec
     heads = build_frozen_heads(ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu"))
     data = make_batch(args.batch, args.frames, args.recipe)
     b = args.batch
-    k, (t, h, w), c = len(spec.hook_layers), spec.latent_grid, spec.latent_dim
-    with torch.no_grad():
-        teacher_latents = torch.randn(b, k, t, h, w, c)
-        targets = {name: v.detach() for name, v in heads(teacher_latents).items()}
-    targets["dyn_mask"] = targets["dyn_mask"].sigmoid()
-    targets["latents"] = teacher_latents
+    teacher_latents, targets = teacher_targets(spec, heads, b)
     cfg = loss_preset("released_code")
 
     student_cfg = student_config("tiny")
@@ -121,56 +187,20 @@ def main() -> None:
     sft_model = Student(student_cfg)
     torch.manual_seed(0)
     p4d_model = Student(student_cfg, spec)
-    opt_sft = torch.optim.AdamW([p for p in sft_model.parameters() if p.requires_grad], lr=1e-4)
-    opt_p4d = torch.optim.AdamW([p for p in p4d_model.parameters() if p.requires_grad], lr=1e-4)
-    media_keys = ("videos", "timestamps_s", "images", "image_owner") if args.recipe else ("videos", "timestamps_s")
+    keys = media_keys(args.recipe)
     # as the product's training step (train/step.py): the LM head only where the next token is supervised
-    fwd_args = {key: data[key] for key in ("input_ids", "labels", *media_keys)} | {"supervised_logits_only": True}
-
-    def step_sft() -> None:
-        out = sft_model(**fwd_args)
-        loss = p4d_loss(cfg, out.logits, out.labels).total
-        opt_sft.zero_grad()
-        loss.backward()
-        opt_sft.step()
-
-    def step_p4d(loss_cfg: P4DLossConfig, loss_targets: dict[str, torch.Tensor]) -> Callable[[], None]:
-        def step() -> None:
-            out = p4d_model(**fwd_args)
-            loss = p4d_loss(loss_cfg, out.logits, out.labels, student_latents=out.latents, targets=loss_targets,
-                            sample_mask=out.latent_mask, heads=heads).total  # fmt: skip
-            opt_p4d.zero_grad()
-            loss.backward()
-            opt_p4d.step()
-
-        return step
-
-    t_sft, t_p4d = alternate(step_sft, step_p4d(cfg, targets), args.rounds)
+    fwd_args = {key: data[key] for key in ("input_ids", "labels", *keys)} | {"supervised_logits_only": True}
+    opt_sft, opt_p4d = adamw(sft_model), adamw(p4d_model)
+    step_sft = train_step(sft_model, opt_sft, fwd_args, cfg)
+    t_sft, t_p4d = alternate(step_sft, train_step(p4d_model, opt_p4d, fwd_args, cfg, heads, targets), args.rounds)
     ld_only = replace(cfg, log_zero_weight_terms=False)
-    t_sft2, t_ld = alternate(step_sft, step_p4d(ld_only, {"latents": teacher_latents}), args.rounds)
+    ld_step = train_step(p4d_model, opt_p4d, fwd_args, ld_only, heads, {"latents": teacher_latents})
+    t_sft2, t_ld = alternate(step_sft, ld_step, args.rounds)
+    inf = inference_times(p4d_model, data, keys, args.rounds)
 
-    # inference: base (never had a decoder) vs trained-with-D_4DP, saved and loaded stripped; same weights
-    with tempfile.TemporaryDirectory() as tmp:
-        save_student(p4d_model, tmp)
-        stripped = load_student(tmp).eval()
-        base = Student(stripped.cfg).eval()
-        base.load_state_dict(stripped.state_dict())
-    gen_args = {"input_ids": data["prompt_ids"], **{key: data[key] for key in media_keys}}
-    inf_args = {key: data[key] for key in ("input_ids", *media_keys)}
-
-    def fwd(model: Student) -> Callable[[], object]:
-        return lambda: model(**inf_args)
-
-    def gen(model: Student) -> Callable[[], object]:
-        return lambda: model.generate(**gen_args, max_new_tokens=4)
-
-    with torch.no_grad():
-        t_fb, t_fs = alternate(fwd(base), fwd(stripped), args.rounds)
-        t_gb, t_gs = alternate(gen(base), gen(stripped), args.rounds)
-        same = torch.equal(base(**inf_args).logits, stripped(**inf_args).logits)
-    n_base = sum(p.numel() for p in base.parameters())
+    n_base = inf["n_base"]
     n_dec = sum(p.numel() for p in p4d_model.decoder.parameters()) if p4d_model.decoder is not None else 0
-
+    k, (t, h, w), c = len(spec.hook_layers), spec.latent_grid, spec.latent_dim
     what = "tiny recipe (trained tower, R4D prompt + SoM image)" if args.recipe else "tiny preset (frozen tower)"
     print(f"{what}: batch {b} × {args.frames} frames 64×64, {sft_model.tokens_per_frame} tokens/frame, "
           f"{n_base / 1e6:.2f} M params (+{n_dec / 1e6:.2f} M D_4DP), expert layout {k}×{t}×{h}×{w}×{c}, "
@@ -179,12 +209,12 @@ def main() -> None:
     rows = [
         ("train samples/s  A=sft  B=sft+LD", b / t_sft2, b / t_ld),
         ("train samples/s  A=sft  B=sft+LD+ED", b / t_sft, b / t_p4d),
-        ("forward samples/s  A=base B=stripped", b / t_fb, b / t_fs),
-        ("generate samples/s A=base B=stripped", b / t_gb, b / t_gs),
+        ("forward samples/s  A=base B=stripped", b / inf["fb"], b / inf["fs"]),
+        ("generate samples/s A=base B=stripped", b / inf["gb"], b / inf["gs"]),
     ]
     for name, x, y in rows:
         print(f"{name:<38}{x:>12.1f}{y:>12.1f}{y / x:>8.2f}")
-    print(f"stripped and base logits identical: {same}")
+    print(f"stripped and base logits identical: {bool(inf['same'])}")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,13 @@ from typing import Any
 
 from pipelines._paths import REPO
 from rgpt4d_core.config import load, to_yaml
+from rgpt4d_core.inputs import INPUT_SPEC_FILE
 from rgpt4d_core.tracking import default_tracking_uri
 
 STAMP = ".chain_stamp.json"
+#: what a distillation stage's export holds; part of its stamp, so that an export of an older layout is retrained
+#: (2: ``input_spec.json`` beside ``config.json``, read back by the evaluation and serving stages)
+EXPORT_LAYOUT = 2
 
 
 @dataclass
@@ -62,7 +66,6 @@ class Trained:
     name: str
     export: str
     run_id: str | None
-    include_duration: bool
     steps: int
 
 
@@ -225,7 +228,7 @@ class Chain:
             *common.overrides, *variant.overrides, *extra, f"data.shards={shards}", f"run.name={name}",
             f"run.storage_path={self.out / 'runs'}", f"mlflow.tracking_uri={self.tracking_uri}",
             f"expert.checkpoint={expert}", f"loop.seed={seed}"])  # fmt: skip
-        key = digest(outputs_yaml(cfg), file_digest(shards / "_manifest.json"))
+        key = digest(outputs_yaml(cfg), file_digest(shards / "_manifest.json"), EXPORT_LAYOUT)
         stage = f"distill {name}"
         with self.stage(stage):
             saved = self._reuse(stage, run_dir, key)
@@ -241,7 +244,7 @@ class Chain:
             self.log(f"   {saved['steps']} optimiser steps -> {saved['export']}")
         if saved.get("run_id"):
             self.runs[stage] = saved["run_id"]
-        return Trained(name, saved["export"], saved.get("run_id"), cfg.data.duration_prompt, saved["steps"])
+        return Trained(name, saved["export"], saved.get("run_id"), saved["steps"])
 
     def evaluate(self, section: StageSection, world: Path, trained: Trained, label: str) -> Any:
         """Evaluate ``trained`` on the world's test split, attached to its training run; returns its tables."""
@@ -250,12 +253,13 @@ class Chain:
 
         directory = self.out / "eval" / trained.name
         overrides = [*section.overrides, f"benchmark.path={world}", f"engine.checkpoint={trained.export}",
-                     f"output.dir={directory}", f"output.name={label}", f"mlflow.tracking_uri={self.tracking_uri}",
-                     f"engine.include_duration={str(trained.include_duration).lower()}"]  # fmt: skip
+                     f"output.dir={directory}", f"output.name={label}", f"mlflow.tracking_uri={self.tracking_uri}"]  # fmt: skip
         if trained.run_id:
             overrides.append(f"mlflow.run_id={trained.run_id}")
         job = load(E.EvaluateJob, conf_files(section.config), overrides)
-        key = digest(to_yaml(job), file_digest(Path(trained.export, "config.json")))
+        key = digest(
+            to_yaml(job), *(file_digest(Path(trained.export, f)) for f in ("config.json", INPUT_SPEC_FILE))
+        )
         stage = f"evaluate {trained.name}"
         with self.stage(stage):
             if self._reuse(stage, directory, key, directory / TABLE_JSON) is None:
@@ -271,7 +275,7 @@ class Chain:
 
         return S.load_job(conf_files(section.config), [
             *section.overrides, f"engine.checkpoint={trained.export}", f"security.media_root={self.out}",
-            f"ui.examples={world}", f"engine.include_duration={str(trained.include_duration).lower()}", *overrides])  # fmt: skip
+            f"ui.examples={world}", *overrides])  # fmt: skip
 
     def serve_one_question(self, section: StageSection, world: Path, trained: Trained) -> dict[str, Any]:
         """Start Ray Serve on ``trained`` and answer one region-level test question over HTTP; then shut down."""

@@ -13,7 +13,6 @@ skips that many, so a run with failures does exactly as many optimiser steps as 
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 
 from rgpt4d_core.config import from_yaml
 from rgpt4d_core.experts.base import ExpertSpec
+from rgpt4d_core.inputs import InputSpec
 from rgpt4d_core.shards.clip_store import ClipStore
 from rgpt4d_core.shards.manifest import Manifest
 from rgpt4d_core.shards.reader import ShardSet
@@ -43,8 +43,15 @@ from rgpt4d_core.train.checkpoint import (
     save_training_state,
 )
 from rgpt4d_core.train.config import DistillJobConfig, StepPlan, shuffle_seed
-from rgpt4d_core.train.distill import DistillSetup, build_setup, export_inference_checkpoint, trained_model_id
+from rgpt4d_core.train.distill import (
+    DistillSetup,
+    build_setup,
+    export_inference_checkpoint,
+    trained_input_spec,
+    trained_model_id,
+)
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
+from rgpt4d_core.train.parallel import all_reduce_stats, autocast, wrap_student
 from rgpt4d_core.train.step import StepStats, optimizer_step
 
 EXPORT_DIR = "export"
@@ -52,51 +59,6 @@ EXPORT_DIR = "export"
 
 class InjectedFailure(RuntimeError):
     """Raised by ``debug.fail_at_step`` (fault-injection tests)."""
-
-
-def _wrap(setup: DistillSetup, cfg: DistillJobConfig, device: torch.device, world: int) -> nn.Module:
-    """DDP (CPU/gloo or GPU) or FSDP2 ``fully_shard`` per LLM decoder layer + root, bf16 params when asked."""
-    student = setup.student
-    if cfg.scaling.activation_checkpointing:
-        student.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.scaling.resolved_strategy() == "fsdp":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        mp = None
-        if cfg.scaling.resolved_precision() == "bf16":
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for layer in student.llm.model.layers:
-            fully_shard(layer, mp_policy=mp) if mp else fully_shard(layer)
-        fully_shard(student, mp_policy=mp) if mp else fully_shard(student)
-        return student
-    if world == 1:
-        return student
-    return nn.parallel.DistributedDataParallel(
-        student,
-        device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=cfg.scaling.find_unused_parameters,
-    )
-
-
-def _autocast(cfg: DistillJobConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    if cfg.scaling.resolved_precision() == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _all_reduce_stats(stats: StepStats, device: torch.device, world: int) -> dict[str, float]:
-    """Loss terms averaged over workers; samples and tokens summed (the same key order on every rank)."""
-    keys = sorted(stats.losses)
-    values = torch.tensor([stats.losses[k] for k in keys] + [stats.samples, stats.tokens], dtype=torch.float64)
-    if world > 1:
-        values = values.to(device)
-        dist.all_reduce(values)
-        values = values.cpu()
-        values[: len(keys)] /= world
-    out = {f"loss/{k}": float(v) for k, v in zip(keys, values[: len(keys)].tolist(), strict=True)}
-    out["samples"] = float(values[len(keys)])
-    out["tokens"] = float(values[len(keys) + 1])
-    return out
 
 
 def _save_checkpoint(
@@ -134,8 +96,19 @@ def _save_checkpoint(
                 student = type(student)(student.cfg, student.expert_spec)
             student.load_state_dict(model_state, assign=True)
             student.llm.tie_weights()
-        export_inference_checkpoint(student, setup.tokenizer, directory / EXPORT_DIR, model_id=export_as)
+        spec = _input_spec(wc, setup.student.cfg.vision.image_size)
+        export_inference_checkpoint(
+            student, setup.tokenizer, directory / EXPORT_DIR, model_id=export_as, input_spec=spec
+        )
     return True
+
+
+def _input_spec(wc: dict[str, Any], image_size: int) -> InputSpec:
+    """The input spec the student trained on: the shards' frames per clip, its vision side, the job's prompt."""
+    cfg = from_yaml(DistillJobConfig, wc["config_yaml"])
+    sampling = Manifest.from_json(wc["manifest_json"]).sampling
+    frames = int(sampling.get("num_frames") or ExpertSpec.from_dict(wc["expert_spec"]).num_frames)
+    return trained_input_spec(cfg, frames, image_size)
 
 
 def ensure_cwd() -> None:
@@ -171,92 +144,142 @@ def train_worker(wc: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     setup = build_setup(cfg, ExpertSpec.from_dict(wc["expert_spec"]), device)
-    model = _wrap(setup, cfg, device, world)
+    model = wrap_student(setup.student, cfg.scaling, device, world)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.total_steps)
-    position = DataPosition()
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = load_training_state(d)
-        restore_model_state(model, state.model)
-        restore_optimizer_state(model, optimizer, state.optimizer)
-        scheduler.load_state_dict(state.scheduler)
-        restore_rng_state(state.rng)
-        position = state.position
-    start_step = position.optimizer_step
-    nodes = _worker_nodes(world)
-    tracker: Tracker = NullTracker()
-    if rank == 0 and wc["mlflow_run_id"]:
-        tracker = MLflowTracker.attach(wc["tracking_uri"], wc["mlflow_run_id"])
-        tracker.log_metrics({"attempt/start_step": float(start_step)}, step=start_step)
-        tracker.set_tags({"ray.worker_nodes": ",".join(nodes)})
+    position = _restore(checkpoint, model, optimizer, scheduler)
+    worker = _Worker(wc, cfg, plan, rank, world, device, setup, model, optimizer, scheduler, store)
+    worker.resumed = checkpoint is not None
+    worker.nodes = _worker_nodes(world)
+    worker.tracker = _attach_tracker(wc, rank, position.optimizer_step, worker.nodes)
+    worker.train(ray.train.get_dataset_shard("train"), position)
 
-    def loss_fn(m: nn.Module, batch: Any) -> Any:
-        with _autocast(cfg, device):
-            return setup.loss(m, batch)
 
-    shard = ray.train.get_dataset_shard("train")
-    step = position.optimizer_step
-    last = time.perf_counter()
-    steady = SteadyRate()
-    while step < plan.total_steps:
-        epoch, skip = position.epoch, position.batches_in_epoch
-        consumed, group = 0, []
-        batches = shard.iter_batches(
+def _restore(checkpoint: Any, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> DataPosition:
+    """Load a Ray Train checkpoint (if any) into the model, optimiser, scheduler and RNGs; its data position."""
+    if checkpoint is None:
+        return DataPosition()
+    with checkpoint.as_directory() as d:
+        state = load_training_state(d)
+    restore_model_state(model, state.model)
+    restore_optimizer_state(model, optimizer, state.optimizer)
+    scheduler.load_state_dict(state.scheduler)
+    restore_rng_state(state.rng)
+    return state.position
+
+
+def _attach_tracker(wc: dict[str, Any], rank: int, start_step: int, nodes: list[str]) -> Tracker:
+    """Rank 0 re-attaches to the driver's MLflow run (recording where this attempt starts); others track nothing."""
+    if rank != 0 or not wc["mlflow_run_id"]:
+        return NullTracker()
+    tracker = MLflowTracker.attach(wc["tracking_uri"], wc["mlflow_run_id"])
+    tracker.log_metrics({"attempt/start_step": float(start_step)}, step=start_step)
+    tracker.set_tags({"ray.worker_nodes": ",".join(nodes)})
+    return tracker
+
+
+class _Worker:
+    """One rank's training loop: epochs of micro-batches, accumulation, metrics, checkpoint cadence."""
+
+    def __init__(self, wc: dict[str, Any], cfg: DistillJobConfig, plan: StepPlan, rank: int, world: int,
+                 device: torch.device, setup: DistillSetup, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: Any, store: ClipStore) -> None:  # fmt: skip
+        self.wc, self.cfg, self.plan, self.rank, self.world, self.device = wc, cfg, plan, rank, world, device
+        self.setup, self.model, self.optimizer, self.scheduler, self.store = setup, model, optimizer, scheduler, store
+        self.resumed = False
+        self.nodes: list[str] = []
+        self.tracker: Tracker = NullTracker()
+        self.steady = SteadyRate()
+        self.last = time.perf_counter()
+
+    def loss_fn(self, m: nn.Module, batch: Any) -> Any:
+        with autocast(self.cfg.scaling, self.device):
+            return self.setup.loss(m, batch)
+
+    def train(self, shard: Any, position: DataPosition) -> None:
+        """Epochs until ``plan.total_steps`` optimiser steps, starting at ``position``."""
+        self.last = time.perf_counter()
+        self.steady = SteadyRate()
+        while position.optimizer_step < self.plan.total_steps:
+            position = self.epoch(shard, position)
+
+    def batches(self, shard: Any, epoch: int) -> Any:
+        """The epoch's stream of micro-batches of this rank (read in order, through the seeded shuffle buffer)."""
+        cfg = self.cfg
+        return shard.iter_batches(
             batch_size=cfg.loop.micro_batch_size,
             batch_format="pyarrow",
             drop_last=True,
             prefetch_batches=cfg.data.prefetch_batches,
             local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
-            local_shuffle_seed=shuffle_seed(cfg.loop.seed, epoch, rank) if cfg.data.shuffle_buffer else None,
+            local_shuffle_seed=shuffle_seed(cfg.loop.seed, epoch, self.rank) if cfg.data.shuffle_buffer else None,
         )
-        for table in batches:
+
+    def epoch(self, shard: Any, position: DataPosition) -> DataPosition:
+        """One epoch from ``position`` (skipping the micro-batches it already consumed); the position after it."""
+        plan, rank = self.plan, self.rank
+        epoch, skip = position.epoch, position.batches_in_epoch
+        step = position.optimizer_step
+        consumed, group = 0, []
+        for table in self.batches(shard, epoch):
             if consumed >= plan.micro_batches_per_epoch or step >= plan.total_steps:
                 break
             consumed += 1
             if consumed <= skip:
                 continue
-            group.append(setup.prepare(store.batch(_as_table(table)), device))
+            group.append(self.setup.prepare(self.store.batch(_as_table(table)), self.device))
             if len(group) < plan.accumulation:
                 continue
-            stats = optimizer_step(model, group, loss_fn, optimizer, scheduler, cfg.optim.max_grad_norm)
-            group = []
-            step += 1
-            metrics = _all_reduce_stats(stats, device, world)
-            now = time.perf_counter()
-            elapsed, last = now - last, now
-            steady.add(metrics["samples"], metrics["tokens"], now)
-            position = DataPosition(epoch, consumed, step, position.samples_seen + int(metrics["samples"]))
-            metrics.update(
-                {
-                    "workers/num_nodes": float(len(set(nodes))),
-                    "lr": stats.lr,
-                    "grad_norm": stats.grad_norm,
-                    "epoch": float(epoch),
-                    "throughput/samples_per_s": metrics["samples"] / elapsed,
-                    "throughput/tokens_per_s": metrics["tokens"] / elapsed,
-                    **steady.rates(),
-                    "data/clip_cache_hit_rate": store.stats.hit_rate,
-                    "data/clip_row_groups_read": float(store.stats.row_groups_read),
-                }
-            )
-            if step % max(1, cfg.loop.log_every_steps) == 0 or step == plan.total_steps:
-                tracker.log_metrics(metrics, step=step)
-            if cfg.debug.fail_at_step == step and rank == cfg.debug.fail_rank % world and checkpoint is None:
-                raise InjectedFailure(f"debug.fail_at_step={step}: injected failure on rank {rank}")
-            end_of_epoch = consumed == plan.micro_batches_per_epoch
-            every = cfg.loop.checkpoint_every_steps
-            final = step == plan.total_steps
-            if end_of_epoch:
-                position = DataPosition(epoch + 1, 0, step, position.samples_seen)
-            if final or end_of_epoch or (every > 0 and step % every == 0):
-                _report(model, setup, optimizer, scheduler, position, wc, rank, metrics, step, final)
+            position = self.step(group, position, epoch, consumed)
+            step, group = position.optimizer_step, []
         if consumed < plan.micro_batches_per_epoch and step < plan.total_steps:
             raise RuntimeError(
                 f"rank {rank}: epoch {epoch} yielded {consumed} micro-batches, expected {plan.micro_batches_per_epoch}"
             )
-        position = DataPosition(epoch + 1, 0, step, position.samples_seen) if position.epoch == epoch else position
+        return DataPosition(epoch + 1, 0, step, position.samples_seen) if position.epoch == epoch else position
+
+    def step(self, group: list[Any], position: DataPosition, epoch: int, consumed: int) -> DataPosition:
+        """One optimiser step over ``group``; logs, injects a debug failure, reports a checkpoint when due."""
+        cfg, plan = self.cfg, self.plan
+        stats = optimizer_step(self.model, group, self.loss_fn, self.optimizer, self.scheduler, cfg.optim.max_grad_norm)
+        step = position.optimizer_step + 1
+        metrics = self.metrics(stats, epoch)
+        position = DataPosition(epoch, consumed, step, position.samples_seen + int(metrics["samples"]))
+        if step % max(1, cfg.loop.log_every_steps) == 0 or step == plan.total_steps:
+            self.tracker.log_metrics(metrics, step=step)
+        if cfg.debug.fail_at_step == step and self.rank == cfg.debug.fail_rank % self.world and not self.resumed:
+            raise InjectedFailure(f"debug.fail_at_step={step}: injected failure on rank {self.rank}")
+        end_of_epoch = consumed == plan.micro_batches_per_epoch
+        every = cfg.loop.checkpoint_every_steps
+        final = step == plan.total_steps
+        if end_of_epoch:
+            position = DataPosition(epoch + 1, 0, step, position.samples_seen)
+        if final or end_of_epoch or (every > 0 and step % every == 0):
+            args = (self.model, self.setup, self.optimizer, self.scheduler, position, self.wc, self.rank)
+            _report(*args, metrics, step, final)
+        return position
+
+    def metrics(self, stats: StepStats, epoch: int) -> dict[str, float]:
+        """The step's metrics: loss terms averaged over ranks, rates, learning rate, clip cache statistics."""
+        metrics = all_reduce_stats(stats, self.device, self.world)
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        self.steady.add(metrics["samples"], metrics["tokens"], now)
+        metrics.update(
+            {
+                "workers/num_nodes": float(len(set(self.nodes))),
+                "lr": stats.lr,
+                "grad_norm": stats.grad_norm,
+                "epoch": float(epoch),
+                "throughput/samples_per_s": metrics["samples"] / elapsed,
+                "throughput/tokens_per_s": metrics["tokens"] / elapsed,
+                **self.steady.rates(),
+                "data/clip_cache_hit_rate": self.store.stats.hit_rate,
+                "data/clip_row_groups_read": float(self.store.stats.row_groups_read),
+            }
+        )
+        return metrics
 
 
 class SteadyRate:

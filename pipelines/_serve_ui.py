@@ -26,6 +26,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel
 
 from pipelines._serve_http import ApiError, log, media_error, read_upload, status_of
+from rgpt4d_core.inputs import InputSpec
 from rgpt4d_core.regions import PALETTE
 from rgpt4d_core.serve import api
 from rgpt4d_core.serve.media import encode_jpeg, first_frame, jpeg_data_url
@@ -116,6 +117,7 @@ class UIRoutes:
     """Routes of the page, mixed into the ``VQAModel`` ingress (Serve binds them to the replica)."""
 
     job: Any  # the replica's ServeJob (pipelines.serve imports this module, not the other way round)
+    input_spec: InputSpec  # the input the replica's engine runs with
     security: SecurityConfig
     model_id: str
     _examples: dict[str, Any] | None = None
@@ -167,7 +169,7 @@ class UIRoutes:
             "max_upload_bytes": self.security.max_upload_bytes,
             "max_body_bytes": self.security.max_body_bytes,
             "media_root": bool(self.security.media_root),
-            "num_frames": self.job.engine.num_frames,
+            "num_frames": self.input_spec.num_frames,
             "request_timeout_s": self.job.server.request_timeout_s,
         }
 
@@ -187,7 +189,7 @@ class UIRoutes:
         self._ui_on()
         source, field = await self._preview_source(request)
         try:
-            clip = await asyncio.to_thread(first_frame, source, self.job.engine.decode_config())
+            clip = await asyncio.to_thread(first_frame, source, self.input_spec.decode_config())
         except VideoDecodeError as exc:
             code = f"video_{exc.reason}"
             raise ApiError(status_of(code), code, f"{field}: {exc}", field) from None

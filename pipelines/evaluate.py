@@ -6,11 +6,11 @@
 
 Stages: the benchmark is read on the driver (``rgpt4d_core.eval.benchmark``: a downloaded R4D-Bench directory as
 is, or the synthetic world's ``questions/test.jsonl``) -> rows -> ``map_batches`` with a callable class holding one
-``VQAEngine`` per actor (pool size, batch size, CPUs/GPUs from config; 16 uniformly sampled frames; the R4D prompt
-with the duration sentence switchable by ``engine.include_duration``) -> the shared answer extractor -> per-item
-predictions -> the 12-column table (+ the random-guess row from the options) -> report files (predictions JSONL,
-Markdown/JSON tables, per-category bar chart PNG) -> MLflow: a new run in ``mlflow.experiment``, or, with
-``mlflow.run_id``, metrics and artifacts attached to an existing (training) run.
+``VQAEngine`` per actor (pool size, batch size, CPUs/GPUs from config; frames, SoM image and duration sentence from
+the checkpoint's input spec, ``engine.num_frames`` / ``engine.include_duration`` override it) -> the shared answer
+extractor -> per-item predictions -> the 12-column table (+ the random-guess row from the options) -> report files
+(predictions JSONL, Markdown/JSON tables, per-category bar chart PNG) -> MLflow: a new run in ``mlflow.experiment``,
+or, with ``mlflow.run_id``, metrics and artifacts attached to an existing (training) run.
 
 Items that cannot be answered (a video that fails to decode, an unreadable SoM image) are predictions with an
 ``error_code``: counted as wrong, listed per code in the report, never dropped from a denominator.
@@ -263,10 +263,12 @@ def run(job: EvaluateJob) -> EvalResult:
         baselines = {key: t for key, t in (("random", rnd), ("blind", blind)) if t is not None}
         tables = [table, *baselines.values()]
         summary = summary_of(predictions)
+        spec = job.engine.input_spec()  # what the engines ran with: the checkpoint's spec, overrides applied
         extra = {"benchmark": {"path": job.benchmark.path, "name": bench.name, "layout": bench.layout,
                                "split": job.benchmark.split, "files": list(bench.files)},
-                 "checkpoint": job.engine.checkpoint, "num_frames": job.engine.num_frames,
-                 "include_duration": job.engine.include_duration, "mlflow_run_id": tracker.run_id}  # fmt: skip
+                 "checkpoint": job.engine.checkpoint, "num_frames": spec.num_frames,
+                 "include_duration": spec.duration_sentence, "input_spec": spec.to_dict(),
+                 "mlflow_run_id": tracker.run_id}  # fmt: skip
         files = write_report(Path(job.output.dir), predictions, tables, title=f"{name} on {bench.name}", extra=extra)
         _log(tracker, job, table, baselines, summary, files)
         status.value = "FINISHED"

@@ -49,6 +49,7 @@ from rgpt4d_core import config as config_lib
 from rgpt4d_core import storage
 from rgpt4d_core.experts.base import ExpertSpec
 from rgpt4d_core.experts.registry import ExpertConfig, build_expert
+from rgpt4d_core.inputs import check_expert_frames
 from rgpt4d_core.shards import manifest as M
 from rgpt4d_core.shards import precompute as P
 from rgpt4d_core.shards import schema as S
@@ -198,6 +199,7 @@ def run(job: PrecomputeJob) -> Summary:
     _import_plugins(job.plugins)
     spec_task = ray.remote(_spec_of).options(num_gpus=job.compute.num_gpus_per_actor, num_cpus=0, **job.ray_target().remote_args())
     spec = ExpertSpec.from_dict(ray.get(spec_task.remote(job.expert, list(job.plugins))))
+    check_expert_frames(job.sampling.num_frames, spec.name, spec.num_frames)  # before any video is decoded
     sampling = job.sampling.to_dict()
     M.claim_directory(root, spec, sampling)
     M.remove_manifest(root)  # incomplete from here until the new manifest lands

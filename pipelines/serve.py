@@ -62,6 +62,7 @@ from pipelines._serve_http import (
 from pipelines._serve_job import ServeJob, ServerConfig, ensure_checkpoint, import_object
 from pipelines._serve_ui import UIRoutes, ui_router
 from rgpt4d_core.config import load
+from rgpt4d_core.inputs import InputSpec
 from rgpt4d_core.serve.engine import VQAError, VQARequest, VQAResult
 
 __all__ = [
@@ -112,6 +113,9 @@ class VQAModel(UIRoutes, APIRoutes):
         self.security = job.security
         self.engine = import_object(job.engine_class)(job.engine)
         self.model_id: str = self.engine.model_id
+        #: the input the engine runs with (the checkpoint's spec, overrides applied); a drop-in engine without one
+        #: gets it from the config
+        self.input_spec: InputSpec = getattr(self.engine, "input", None) or job.engine.input_spec()
         self.created = int(time.time())
         self._batch_settings = (job.server.max_batch_size, job.server.batch_wait_timeout_s)
         self._gate = BatchGate()

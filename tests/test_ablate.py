@@ -42,7 +42,7 @@ def test_report_block_is_replaced_and_the_rest_of_the_file_kept(tmp_path: Path) 
     job = load(ablate.AblateJob, [CONFIG], [f"results_md={md}", f"out={tmp_path / 'o'}"])
     chain = Chain(tmp_path / "o")
     outcomes = [
-        ablate.Outcome(v, s, Trained(f"abl-{v}-s{s}", "x", None, False, 12), _table(v, avg), {"loss/sft": 0.5})
+        ablate.Outcome(v, s, Trained(f"abl-{v}-s{s}", "x", None, 12), _table(v, avg), {"loss/sft": 0.5})
         for v, s, avg in [("sft", 0, 40.0), ("sft", 1, 50.0), ("p4d_tpe", 0, 46.0)]
     ]
     ablate.write_report(job, chain, outcomes, ["p4d_tpe/seed1"], "python -m pipelines.ablate seeds='[0,1]'", 60.0)

@@ -75,9 +75,14 @@ class VQAEngine:
         self.tokenizer = load_tokenizer(cfg.checkpoint)
         self.model_id = cfg.model_id or checkpoint_model_id(cfg.checkpoint)
         self.image_size = self.model.cfg.vision.image_size
+        #: the input the checkpoint was trained on (its ``input_spec.json``), with the config's explicit overrides
+        self.input = cfg.input_spec()
+        if self.input.frame_size is not None and self.input.frame_size != self.image_size:
+            raise ValueError(f"engine.checkpoint: input spec frame_size={self.input.frame_size} but the vision tower "
+                             f"takes {self.image_size} pixels ({cfg.checkpoint})")  # fmt: skip
         #: ``"letter"``: generate and extract the option; ``"option"``: score each option's likelihood
         self.answer_style = self.model.cfg.answer_style
-        self._decode_cfg = cfg.decode_config()
+        self._decode_cfg = self.input.decode_config()
         self._pool = ThreadPoolExecutor(max(1, cfg.decode_threads), thread_name_prefix="vqa-decode")
 
     # ------------------------------------------------------------------------------------------ public API
@@ -100,14 +105,15 @@ class VQAEngine:
             else:
                 som = request.som_image
             video, timestamps = preprocess_clip(clip, self.image_size)
-            include = (
-                self.cfg.include_duration if request.include_duration is None else request.include_duration
-            )
+            include = request.include_duration
+            if include is None:
+                include = self.input.duration_sentence
             text = r4d_user_text(
                 self.tokenizer,
                 request.question,
                 request.options,
                 clip.duration_s,
+                with_som_image=self.input.som_image,
                 include_duration=include,
                 answer_style=self.answer_style,
             )
@@ -159,11 +165,16 @@ class VQAEngine:
         return [p if isinstance(p, VQAError) else outputs[id(p)] for p in prepared]
 
     # ------------------------------------------------------------------------------------------ generation
-    def _media(self, items: Sequence[PreparedRequest]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Videos ``[B, T, 3, S, S]``, timestamps ``[B, T]`` and SoM images ``[B, 3, S, S]`` on the device."""
+    def _media(
+        self, items: Sequence[PreparedRequest]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Videos ``[B, T, 3, S, S]``, timestamps ``[B, T]`` and SoM images ``[B, 3, S, S]`` on the device (no
+        images when the input spec has ``som_image`` off)."""
         device, dtype = self.device, self.dtype
         videos = torch.stack([p.video for p in items]).to(device, dtype)
         timestamps = torch.stack([p.timestamps_s for p in items]).to(device)
+        if not self.input.som_image:
+            return videos, timestamps, None
         images = torch.stack([p.som_image for p in items]).to(device, dtype)
         return videos, timestamps, images
 
@@ -181,7 +192,7 @@ class VQAEngine:
         start = time.perf_counter()
         device = self.device
         videos, timestamps, images = self._media(items)
-        owner = torch.arange(len(items), device=device)
+        owner = torch.arange(len(items), device=device) if images is not None else None
         ids = [p.input_ids.to(device) for p in items]
         out = self.model.generate(
             ids,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from rgpt4d_core.experts.base import Expert, ExpertSpec
+from rgpt4d_core.inputs import InputSpec, write_input_spec
 from rgpt4d_core.model.checkpoint import load_student, save_student
 from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.student import Student
@@ -174,13 +175,32 @@ def _has_tokenizer(path: Path) -> bool:
 
 
 def export_inference_checkpoint(
-    student: Student, tokenizer: TextTokenizer, directory: str | Path, model_id: str = ""
+    student: Student,
+    tokenizer: TextTokenizer,
+    directory: str | Path,
+    model_id: str = "",
+    input_spec: InputSpec | None = None,
 ) -> Path:
     """Write the inference checkpoint (NVILA layout, D_4DP stripped) of a trained, unwrapped ``student``.
 
-    ``model_id`` is recorded in it as the name servers report (see :func:`trained_model_id`).
+    ``model_id`` is recorded in it as the name servers report (see :func:`trained_model_id`); ``input_spec`` (the
+    input it was trained on, :func:`trained_input_spec`) as ``input_spec.json``, which eval and serve read back.
     """
-    return save_student(student, directory, tokenizer=tokenizer, include_decoder=False, model_id=model_id)
+    root = save_student(student, directory, tokenizer=tokenizer, include_decoder=False, model_id=model_id)
+    if input_spec is not None:
+        write_input_spec(root, input_spec)
+    return root
+
+
+def trained_input_spec(cfg: DistillJobConfig, num_frames: int, image_size: int) -> InputSpec:
+    """The input a student of ``cfg`` trains on: clips of ``num_frames`` frames (the shards' sampling) resized to
+    ``image_size`` pixels, the SoM image and duration sentence of ``cfg.data``, the default decode limits."""
+    return InputSpec(
+        num_frames=num_frames,
+        frame_size=image_size,
+        som_image=cfg.data.som_image,
+        duration_sentence=cfg.data.duration_prompt,
+    )
 
 
 def trained_model_id(run_name: str, optimizer_step: int) -> str:
