@@ -4,8 +4,9 @@ Wiring only: the student, loss, collate and optimiser come from ``rgpt4d_core.tr
 dataset shard, context, checkpoint and report calls, and the DDP / FSDP2 wrapping.
 
 Data position and resume: each worker consumes exactly ``plan.micro_batches_per_epoch`` micro-batches of its
-equal-sized shard of *question* rows per epoch (Ray Data ``streaming_split(equal=True)``, read in order, then
-through a local shuffle buffer seeded per epoch and rank: ``data.shuffle_buffer``), and joins each micro-batch to
+equal share of *question* rows per epoch (every worker reads the whole question stream in order through the same
+local shuffle buffer, seeded per epoch: ``data.shuffle_buffer``, and keeps every ``world``-th row of it, so the
+split is the same in every run), and joins each micro-batch to
 its clips through a per-worker :class:`~rgpt4d_core.shards.clip_store.ClipStore` of ``data.clip_cache_mb``. A checkpoint records the
 epoch and how many micro-batches of it were consumed; a restarted worker group replays the epoch's stream and
 skips that many, so a run with failures does exactly as many optimiser steps as a clean one.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,17 +206,25 @@ class _Worker:
         while position.optimizer_step < self.plan.total_steps:
             position = self.epoch(shard, position)
 
-    def batches(self, shard: Any, epoch: int) -> Any:
-        """The epoch's stream of micro-batches of this rank (read in order, through the seeded shuffle buffer)."""
-        cfg = self.cfg
-        return shard.iter_batches(
-            batch_size=cfg.loop.micro_batch_size,
+    def batches(self, shard: Any, epoch: int) -> Iterator[pa.Table]:
+        """The epoch's micro-batches of this rank.
+
+        Every rank reads the whole question stream in order through the same seeded shuffle buffer, in groups of
+        ``micro_batch_size x world`` rows, and keeps rows ``rank, rank + world, ...`` of each group: which rows a
+        rank trains on depends only on the seed and the epoch, never on which worker asked for a block first.
+        """
+        cfg, world = self.cfg, self.world
+        groups = shard.iter_batches(
+            batch_size=cfg.loop.micro_batch_size * world,
             batch_format="pyarrow",
             drop_last=True,
             prefetch_batches=cfg.data.prefetch_batches,
             local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
-            local_shuffle_seed=shuffle_seed(cfg.loop.seed, epoch, self.rank) if cfg.data.shuffle_buffer else None,
+            local_shuffle_seed=shuffle_seed(cfg.loop.seed, epoch) if cfg.data.shuffle_buffer else None,
         )
+        for group in groups:
+            table = _as_table(group)
+            yield table if world == 1 else table.take(pa.array(range(self.rank, table.num_rows, world)))
 
     def epoch(self, shard: Any, position: DataPosition) -> DataPosition:
         """One epoch from ``position`` (skipping the micro-batches it already consumed); the position after it."""
@@ -228,7 +238,7 @@ class _Worker:
             consumed += 1
             if consumed <= skip:
                 continue
-            group.append(self.setup.prepare(self.store.batch(_as_table(table)), self.device))
+            group.append(self.setup.prepare(self.store.batch(table), self.device))
             if len(group) < plan.accumulation:
                 continue
             position = self.step(group, position, epoch, consumed)

@@ -148,13 +148,16 @@ def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
 
 
 def _ordered_ingest() -> Any:
-    """Ray Train's data config for ``train``: split across workers, blocks delivered in read order (Ray's default
-    lets a fast block overtake a slow one, which makes the training order vary between runs)."""
+    """Ray Train's data config for ``train``: every worker gets the whole question stream, blocks delivered in read
+    order (Ray's default lets a fast block overtake a slow one), and takes its own rows of it
+    (``_distill_worker._Worker.batches``). Ray's ``streaming_split`` would hand blocks to whichever worker asks
+    first, which made multi-worker runs differ from one run to the next; question rows are small (clips are read
+    per worker through its ``ClipStore``), so reading them once per worker costs little."""
     import ray.train
 
     options = ray.train.DataConfig.default_ingest_options()
     options.preserve_order = True
-    return ray.train.DataConfig(datasets_to_split=["train"], execution_options=options)
+    return ray.train.DataConfig(datasets_to_split=[], execution_options=options)
 
 
 def _worker_config(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan, tracker: Tracker) -> dict[str, Any]:

@@ -153,13 +153,12 @@ def test_shards_and_checkpoints_on_s3(shards: str, s3_bucket: str, tmp_path: Pat
 
 
 @pytest.mark.usefixtures("ray_cluster")
-def test_one_worker_runs_repeat_bit_for_bit_even_across_a_resume(shards: str, tmp_path: Path) -> None:
-    """The same config and seed trained twice (one worker, shuffled stream), the second time killed after step 2 and
-    resumed mid-epoch from the step-1 checkpoint: the same loss at every step and the same weights."""
+def test_two_worker_runs_repeat_bit_for_bit_even_across_a_resume(shards: str, tmp_path: Path) -> None:
+    """The same config and seed trained twice (two DDP workers, shuffled stream), the second time killed after step 2
+    and resumed mid-epoch from the step-1 checkpoint: the same loss at every step and the same weights."""
     from safetensors.torch import load_file
 
-    once = ("scaling.num_workers=1", "scaling.resources_per_worker={CPU: 1}", "ablation.variant=sft_only",
-            "data.shuffle_buffer=8")  # fmt: skip
+    once = ("scaling.num_workers=2", "ablation.variant=sft_only", "data.shuffle_buffer=8")
     runs = {"clean": (), "killed": ("debug.fail_at_step=2", "run.max_failures=1")}
     results, curves = {}, {}
     for name, extra in runs.items():

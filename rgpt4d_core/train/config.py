@@ -47,9 +47,9 @@ class DataConfig:
         with the seed; the clip order itself is the files' order). Question rows are a few hundred bytes (clips
         are joined after the buffer), so a large buffer is cheap; the clips it spans must fit ``clip_cache_mb``
         or they are re-read (``data/clip_cache_hit_rate``): RAM per worker ≈ window x decoded clip. The buffer is
-        seeded from ``loop.seed``, the epoch and the worker rank (:func:`shuffle_seed`), and the stream is read in
-        order, so a run with one worker is repeatable bit for bit; with several workers Ray Data hands blocks to
-        whichever worker asks first, so which worker sees which rows (and the loss curve) can vary between runs.
+        seeded from ``loop.seed`` and the epoch (:func:`shuffle_seed`), the stream is read in order, and each of
+        the ``W`` workers keeps every ``W``-th row of the same shuffled stream, so a run is repeatable bit for bit
+        with any number of workers.
     clip_cache_mb: MiB of decoded clips (frames + targets) each worker keeps (``ClipStore``); at the real
         L4P shapes a clip is ≈ 39 MB decoded (29.5 MB targets + 16 x 448 x 448 x 3 frames), so 1 GiB holds ≈ 26.
     """
@@ -301,10 +301,10 @@ class StepPlan:
     total_steps: int
 
 
-def shuffle_seed(seed: int, epoch: int, rank: int) -> int:
-    """Seed of worker ``rank``'s local shuffle buffer in ``epoch`` of a run seeded ``seed`` (distinct per epoch and
-    rank, the same in every rerun and after a resume)."""
-    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**32)
+def shuffle_seed(seed: int, epoch: int) -> int:
+    """Seed of the local shuffle buffer in ``epoch`` of a run seeded ``seed`` (the same on every worker, distinct
+    per epoch, the same in every rerun and after a resume)."""
+    return (seed * 1_000_003 + epoch * 1_009) % (2**32)
 
 
 def plan_steps(cfg: DistillJobConfig, ok_rows: int) -> StepPlan:
