@@ -95,6 +95,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=0,
                    help="score the first --eval-sample held-out questions every this many steps (a learning curve)")
     p.add_argument("--eval-sample", type=int, default=500)
+    p.add_argument("--hint-steps", type=int, default=0,
+                   help="answer-hint curriculum: during the first N steps a training question carries "
+                        "'(The answer is: <answer>.)' with probability 1 - step/N, so that the option-to-letter "
+                        "mapping is learned before perception must supply the answer; 0 = off; never at scoring")
+    p.add_argument("--prompt-lm", type=float, default=0.0,
+                   help="weight of an auxiliary next-token loss on the prompt's text (question, options); the "
+                        "answer loss keeps its own mean; 0 = answer tokens only")
     p.add_argument("--no-region-boxes", action="store_true",
                    help="turn the tiny preset's region-box embedding off (StudentConfig.region_boxes)")
     p.add_argument("--tasks", default="", help="comma-separated categories to train and score (default: all)")
@@ -161,9 +168,18 @@ class Probe:
                     for q in qs]  # fmt: skip
         media = self.media(qs)
         owner = {"image_owner": torch.arange(len(qs))} if "images" in media else {}
-        out = self.model([torch.tensor(e.input_ids) for e in examples], [torch.tensor(e.labels) for e in examples],
+        labels = [torch.tensor(e.labels) for e in examples]
+        if self.args.prompt_lm > 0:  # supervise every text token; the answer's are the last ones of each sample
+            media_ids = torch.tensor([self.model.cfg.tokens.image_token_id, self.model.cfg.tokens.video_token_id])
+            labels = [torch.where(torch.isin(torch.tensor(e.input_ids), media_ids), -100, torch.tensor(e.input_ids))
+                      for e in examples]  # fmt: skip
+        out = self.model([torch.tensor(e.input_ids) for e in examples], labels,
                          **media, **owner, token_boxes=self.token_boxes([e.input_ids for e in examples], qs), compute_latents=self.dense is not None, supervised_logits_only=True)  # fmt: skip
-        loss = sft_loss(out.logits, out.labels)[0]
+        if self.args.prompt_lm > 0:
+            answers = torch.tensor([sum(x != -100 for x in e.labels[1:]) for e in examples])
+            loss = answer_and_prompt_loss(out.logits, out.labels, answers, self.args.prompt_lm)
+        else:
+            loss = sft_loss(out.logits, out.labels)[0]
         if self.args.objective == "both":
             loss = loss + self.option_loss(qs, media)
         if self.dense is not None and out.latents is not None:
@@ -197,6 +213,22 @@ class Probe:
                 preds += [int(row[: len(q.options)].argmax()) for q, row in zip(part, logits, strict=True)]
         self.model.train()
         return preds
+
+
+def answer_and_prompt_loss(logits: torch.Tensor, labels: torch.Tensor, answers: torch.Tensor, weight: float) -> torch.Tensor:
+    """Mean CE of each sample's last ``answers[b]`` supervised tokens plus ``weight`` x the mean CE of the others.
+
+    ``logits`` [B, M + 1, V], ``labels`` [B, M + 1] in ``compact_supervised``'s convention (slot ``j`` predicts
+    ``labels[:, j + 1]``, supervised targets in order, then padding)."""
+    target = labels[:, 1:]
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), target.flatten(), ignore_index=-100,
+                         reduction="none").view(target.shape)  # fmt: skip
+    supervised = target != -100
+    count = supervised.sum(1, keepdim=True)
+    slot = torch.arange(target.shape[1])[None]
+    is_answer = supervised & (slot >= count - answers[:, None])
+    is_prompt = supervised & ~is_answer
+    return ce[is_answer].mean() + weight * (ce[is_prompt].mean() if bool(is_prompt.any()) else ce.sum() * 0)
 
 
 def probe_config(args: argparse.Namespace) -> StudentConfig:
@@ -264,6 +296,10 @@ def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> d
     start, recent = time.perf_counter(), list[float]()
     for step in range(args.steps):
         batch = [train[order[(step * args.batch + k) % len(train)]] for k in range(args.batch)]
+        if args.hint_steps and step < args.hint_steps:
+            hint = np.random.default_rng([args.seed, step]).random(len(batch)) < 1 - step / args.hint_steps
+            batch = [dataclasses.replace(q, question=f"{q.question} (The answer is: {q.answer}.)") if h else q
+                     for q, h in zip(batch, hint, strict=True)]  # fmt: skip
         loss = probe.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
