@@ -104,6 +104,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "answer loss keeps its own mean; 0 = answer tokens only")
     p.add_argument("--no-region-boxes", action="store_true",
                    help="turn the tiny preset's region-box embedding off (StudentConfig.region_boxes)")
+    p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
+    p.add_argument("--first-steps", type=int, default=0, help="steps on --first-tasks only before all tasks")
     p.add_argument("--tasks", default="", help="comma-separated categories to train and score (default: all)")
     p.add_argument("--out", default="", help="write the result JSON here")
     return p.parse_args(argv)
@@ -261,6 +263,19 @@ def accuracy_by_answer(qs: Sequence[VQAItem], preds: Sequence[int], min_count: i
     return {k: round(100 * float(np.mean(v)), 1) for k, v in sorted(per.items()) if len(v) >= min_count}
 
 
+def training_batch(args: argparse.Namespace, train: list[VQAItem], first: list[VQAItem], step: int) -> list[VQAItem]:
+    """Step ``step``'s questions: drawn from ``first`` (``--first-tasks``) for ``--first-steps`` steps, then from
+    all of ``train`` (seeded per step); with ``--hint-steps``, the answer stated in the question at probability
+    1 - step/N."""
+    pool = first if step < args.first_steps else train
+    batch = [pool[i] for i in np.random.default_rng([args.seed, step]).integers(0, len(pool), args.batch)]
+    if args.hint_steps and step < args.hint_steps:
+        hint = np.random.default_rng([args.seed, step, 1]).random(len(batch)) < 1 - step / args.hint_steps
+        batch = [dataclasses.replace(q, question=f"{q.question} (The answer is: {q.answer}.)") if h else q
+                 for q, h in zip(batch, hint, strict=True)]  # fmt: skip
+    return batch
+
+
 def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> dict[str, Any]:
     """Train and score; ``probe_cls`` lets a variant change what the student sees (scripts/visual_probe.py)."""
     args = parse_args(argv)
@@ -288,19 +303,14 @@ def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> d
     warm = max(1, args.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, linear decay to 5 %
         optimizer, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 1 - max(0, s - warm) / max(1, args.steps - warm)))
-    order = np.random.default_rng(args.seed).permutation(len(train))
+    first = [q for q in train if q.task in set(args.first_tasks.split(","))] if args.first_steps else train
     print(f"[2/3] training {args.steps} steps x {args.batch} ({sum(p.numel() for p in params):,} trained parameters)",
           flush=True)  # fmt: skip
     held_sample = [held[i] for i in np.random.default_rng(123).permutation(len(held))[: args.held_out]]
     curve: list[tuple[int, float]] = []  # (step, held-out Avg on the first --eval-sample questions)
     start, recent = time.perf_counter(), list[float]()
     for step in range(args.steps):
-        batch = [train[order[(step * args.batch + k) % len(train)]] for k in range(args.batch)]
-        if args.hint_steps and step < args.hint_steps:
-            hint = np.random.default_rng([args.seed, step]).random(len(batch)) < 1 - step / args.hint_steps
-            batch = [dataclasses.replace(q, question=f"{q.question} (The answer is: {q.answer}.)") if h else q
-                     for q, h in zip(batch, hint, strict=True)]  # fmt: skip
-        loss = probe.loss(batch)
+        loss = probe.loss(training_batch(args, train, first, step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -52,6 +52,8 @@ def parse_variant(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--no-marks", action="store_true")
     p.add_argument("--marks-on-video", action="store_true")
     p.add_argument("--no-video", action="store_true")
+    p.add_argument("--no-video-steps", type=int, default=0,
+                   help="train the first N steps without the video (SoM image only), then with it (curriculum)")
     p.add_argument(
         "--region-tokens",
         action="store_true",
@@ -81,6 +83,7 @@ def variant_probe(v: argparse.Namespace) -> type[recipe_probe.Probe]:
     class VariantProbe(recipe_probe.Probe):
         def __init__(self, args: argparse.Namespace, world: recipe_probe.World) -> None:
             super().__init__(args, world)
+            self.steps_done = 0
             self.regions: RegionContext | None = None
             if v.region_tokens or v.region_coords:
                 obj_ids = {k: self.tok.encode(f"<obj_{k}>")[0] for k in range(1, 11)}
@@ -91,22 +94,31 @@ def variant_probe(v: argparse.Namespace) -> type[recipe_probe.Probe]:
                 self.regions = RegionContext(obj_ids, args.size, args.patch, merge, v.region_tokens, coords)
                 install(self.regions)
 
+        @property
+        def no_video(self) -> bool:
+            return v.no_video or self.steps_done < v.no_video_steps
+
+        def loss(self, qs: Sequence[VQAItem]) -> torch.Tensor:
+            out = super().loss(qs)
+            self.steps_done += 1
+            return out
+
         def user_text(self, q: VQAItem, with_video: bool | None = None) -> str:
-            return super().user_text(q, False if v.no_video else with_video)
+            return super().user_text(q, False if self.no_video else with_video)
 
         def media(self, qs: Sequence[VQAItem]) -> dict[str, torch.Tensor]:
             if self.regions is not None:
                 self.regions.regions = [q.regions for q in qs]
-            return variant_media(v, self.world, self.args.size, qs)
+            return variant_media(v, self.world, self.args.size, qs, self.no_video)
 
     return VariantProbe
 
 
 def variant_media(
-    v: argparse.Namespace, world: recipe_probe.World, size: int, qs: Sequence[VQAItem]
+    v: argparse.Namespace, world: recipe_probe.World, size: int, qs: Sequence[VQAItem], no_video: bool
 ) -> dict[str, torch.Tensor]:
     """The variant's inputs for ``qs``: ``images`` [B, 3, size, size] and, unless ``--no-video``, ``videos``
-    [B, T, 3, size, size] with ``timestamps_s`` [B, T] (seconds); pixels in [-1, 1]."""
+    [B, T, 3, size, size] with ``timestamps_s`` [B, T] (seconds) unless ``no_video``; pixels in [-1, 1]."""
     idx = [world.index[q.video] for q in qs]
     frames = world.frames[idx].copy()  # [B, T, S, S, 3] uint8
     if v.marks_on_video:
@@ -125,7 +137,7 @@ def variant_media(
             som[i, r : r + v.block, c : c + v.block] = colour
             if v.block_on_video:
                 frames[i, :, r : r + v.block, c : c + v.block] = colour
-    return recipe_probe.media_tensors(world, idx, None if v.no_video else frames, som, size)
+    return recipe_probe.media_tensors(world, idx, None if no_video else frames, som, size)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -24,7 +24,7 @@ def _item(answer: str = "b") -> VQAItem:
 def _media(flags: list[str], frames: np.ndarray, answer: str) -> dict:
     v, _ = visual_probe.parse_variant(flags)
     world = recipe_probe.World(frames, np.zeros(frames.shape[:2], np.float32), {"v.mp4": 0})
-    return visual_probe.variant_media(v, world, frames.shape[2], [_item(answer)])
+    return visual_probe.variant_media(v, world, frames.shape[2], [_item(answer)], v.no_video)
 
 
 def test_the_answer_block_sits_on_the_referenced_object_in_the_answers_colour() -> None:
