@@ -54,12 +54,21 @@ from pipelines._serve_batch import BatchGate, Ticket, batch_size
 from pipelines._serve_http import (
     ApiError,
     RequestGuard,
+    Stages,
     error_response,
     openapi_with_vqa_body,
     status_of,
     validation_error,
 )
-from pipelines._serve_job import ServeJob, ServerConfig, ensure_checkpoint, import_object
+from pipelines._serve_job import (
+    ServeJob,
+    ServerConfig,
+    ensure_checkpoint,
+    export_serve_env,
+    import_object,
+    serve_env,
+)
+from pipelines._serve_media import keep_uploads_in_memory
 from pipelines._serve_ui import UIRoutes, ui_router
 from rgpt4d_core.config import load
 from rgpt4d_core.inputs import InputSpec
@@ -109,6 +118,7 @@ class VQAModel(UIRoutes, APIRoutes):
     def __init__(self, job: ServeJob) -> None:
         ensure_checkpoint(job)
         RequestGuard.max_body_bytes = job.security.max_body_bytes
+        keep_uploads_in_memory(job.security.max_body_bytes)
         self.job = job
         self.security = job.security
         self.engine = import_object(job.engine_class)(job.engine)
@@ -151,15 +161,19 @@ class VQAModel(UIRoutes, APIRoutes):
         finally:
             self._gate.running -= 1
 
-    async def _answer(self, request: VQARequest) -> VQAResult:
+    async def _answer(self, request: VQARequest, stages: Stages | None = None) -> VQAResult:
+        start = time.perf_counter()
         self._gate.preparing += 1
         try:
             prepared = await asyncio.to_thread(self.engine.prepare, request)
         finally:
             self._gate.preparing -= 1
+        ready = time.perf_counter()
         # a failed prepare goes through the batch too (``run`` passes errors through): its arrival wakes a batch
         # that was waiting for it, which would otherwise sleep out its whole timeout
         result = await self._run_batch(Ticket(prepared, self._gate))
+        if stages is not None:
+            stages.prepare_ms, stages.batch_ms = (ready - start) * 1e3, (time.perf_counter() - ready) * 1e3
         if isinstance(result, VQAError):
             raise ApiError(status_of(result.code), result.code, result.message, result.field)
         return result
@@ -174,11 +188,14 @@ def make_app(job: ServeJob, user_config: dict[str, Any] | None = None) -> serve.
     place (``VQAModel.reconfigure``); an imperative ``serve.run`` replaces the replicas."""
     s = job.server
     batching = {"max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s}
+    actor: dict[str, Any] = {"num_cpus": s.num_cpus, "num_gpus": s.num_gpus}
+    if serve_env(s):  # read by the replica's process when it starts (ServerConfig.lean_request_path)
+        actor["runtime_env"] = {"env_vars": serve_env(s)}
     deployment: Any = VQAModel
     return deployment.options(
         num_replicas=s.num_replicas,
         max_ongoing_requests=s.max_ongoing_requests,
-        ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
+        ray_actor_options=actor,
         user_config=batching if user_config is None else user_config,
     ).bind(job)
 
@@ -220,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     from pipelines._ray import install_stop_signals, wait_for
 
+    export_serve_env(job.server)  # a Ray started here hands them to Serve's proxy (lean_request_path)
     job.ray_target().init()
     url, _ = start(job)
     stopping = install_stop_signals()
