@@ -190,7 +190,7 @@ def main() -> None:
     from ray import serve
 
     from pipelines._ray import init_ray
-    from pipelines._serve_job import export_serve_env
+    from pipelines._serve_job import serve_process_env
     from pipelines.serve import load_job, start
     from rgpt4d_core.serve.engine import EngineConfig, VQAEngine, VQARequest
     from tests.conftest import free_port
@@ -207,8 +207,8 @@ def main() -> None:
         f"server.batch_wait_timeout_s={args.wait}", "server.app_name=bench", f"security.media_root={tmp / 'media'}",
         f"server.lean_request_path={not args.classic_serve}",
     ])
-    export_serve_env(job.server)  # as `python pipelines/serve.py` does: the proxy started below gets it too
-    init_ray(num_cpus=2, object_store_memory=512 * 1024**2)
+    with serve_process_env(job.server):  # as `python pipelines/serve.py` does: the proxy gets it too
+        init_ray(num_cpus=2, object_store_memory=512 * 1024**2)
     settings = {"on": {"max_batch_size": args.batch, "batch_wait_timeout_s": args.wait},
                 "off": {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}}
     url, handle = start(job, settings["on"])

@@ -6,6 +6,8 @@
 
 import importlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,11 +61,20 @@ def serve_env(server: ServerConfig) -> dict[str, str]:
     return dict(LEAN_SERVE_ENV) if server.lean_request_path else {}
 
 
-def export_serve_env(server: ServerConfig) -> None:
-    """Put :func:`serve_env` into this process's environment, keeping values the user exported: a Ray started
-    afterwards by this process passes them to its Serve controller and HTTP proxy."""
-    for key, value in serve_env(server).items():
-        os.environ.setdefault(key, value)
+@contextmanager
+def serve_process_env(server: ServerConfig) -> Iterator[None]:
+    """Start Ray inside this block: meanwhile this process's environment carries :func:`serve_env` (values the user
+    exported win), which a Ray started here hands to Serve's controller and HTTP proxy. Restored afterwards, so that
+    this process's own Serve client keeps Ray's defaults (a handle with the router on the caller's loop cannot be
+    used from synchronous code, such as ``handle.reconfigure.remote(...).result()``). Import ``ray.serve`` before
+    the block: Ray reads these variables when the module is imported."""
+    added = {k: v for k, v in serve_env(server).items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 @dataclass(frozen=True)

@@ -64,9 +64,9 @@ from pipelines._serve_job import (
     ServeJob,
     ServerConfig,
     ensure_checkpoint,
-    export_serve_env,
     import_object,
     serve_env,
+    serve_process_env,
 )
 from pipelines._serve_media import keep_uploads_in_memory
 from pipelines._serve_ui import UIRoutes, ui_router
@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     from pipelines._ray import install_stop_signals, wait_for
 
-    export_serve_env(job.server)  # a Ray started here hands them to Serve's proxy (lean_request_path)
-    job.ray_target().init()
+    with serve_process_env(job.server):  # a Ray started here hands them to Serve's proxy (lean_request_path)
+        job.ray_target().init()
     url, _ = start(job)
     stopping = install_stop_signals()
     print(
