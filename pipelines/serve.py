@@ -15,7 +15,8 @@ requests' videos in worker threads (``VQAEngine.prepare``) while the previous ba
 ``@serve.batch`` gathers prepared requests into ONE generation (``VQAEngine.run``); a batch waits up to
 ``batch_wait_timeout_s`` only while the replica is busy preparing or generating other requests
 (``_serve_batch.py``), so a lone request never waits. Keeping ingress and model in one replica saves a Ray hop per request and never
-ships decoded frames between processes; scale it with replicas. ``max_batch_size`` / ``batch_wait_timeout_s`` live in ``user_config`` (changed in place by
+ships decoded frames between processes; scale it with replicas. ``server.lean_request_path`` runs the replica's app
+on its main event loop (no cross-thread hop per ASGI message; ``pipelines/_serve_job.py``). ``max_batch_size`` / ``batch_wait_timeout_s`` live in ``user_config`` (changed in place by
 ``serve deploy`` without restarting replicas).
 
 Routes: ``POST /v1/vqa``, ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz``, the web page
@@ -23,7 +24,7 @@ Routes: ``POST /v1/vqa``, ``POST /v1/chat/completions``, ``GET /v1/models``, ``G
 ``/openapi.json`` / ``/docs``. Hardening: bodies over ``security.max_body_bytes`` get 413 (checked on the
 header and while streaming), schema errors 4xx naming the field, media confined by ``rgpt4d_core.serve.security``,
 per-request errors isolated, a request id on every response (``X-Request-ID`` header and body) and one JSON log
-line per request without its body.
+line per request without its body. ``/v1/vqa`` answers carry a ``Server-Timing`` header with the replica's stages.
 
 This file holds the app, the replica's batching and the entry point; beside it: ``_serve_job.py`` (``ServeJob``,
 ``ServerConfig``), ``_serve_api.py`` (the API routes), ``_serve_media.py`` (video sources of a request),
