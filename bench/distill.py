@@ -24,12 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from pipelines._distill_worker import SteadyRate  # noqa: E402
 from pipelines.distill import count_usable_rows, run, with_absolute_paths  # noqa: E402
 from rgpt4d_core.config import load  # noqa: E402
 from rgpt4d_core.shards.reader import open_shards  # noqa: E402
 from rgpt4d_core.train.config import DistillJobConfig, plan_steps  # noqa: E402
 from rgpt4d_core.train.distill import build_setup  # noqa: E402
+from rgpt4d_core.train.meters import SteadyRate  # noqa: E402
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler  # noqa: E402
 from rgpt4d_core.train.step import optimizer_step  # noqa: E402
 from tests.distill_testkit import write_shards  # noqa: E402

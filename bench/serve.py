@@ -1,17 +1,26 @@
 """Serving benchmark, one run, side by side: batching on vs ``max_batch_size=1``, and Serve's overhead per transport.
 
     python bench/serve.py [--batch 16] [--concurrency 1 8 16 32] [--requests 24 64 96 128] [--rounds 30]
+    python bench/serve.py --classic-serve   # the same with Serve's default threads (server.lean_request_path=false)
 
 Starts a local Ray + Serve on 127.0.0.1 (free port) with an UNTRAINED seeded ``tiny`` student and sends the same
 real mp4 (base64 JSON; 16 decoded frames, Set-of-Marks, R4D prompt, greedy generation, shared extractor) at each
 concurrency level with batching on (``max_batch_size=--batch``) and off (``max_batch_size=1``), alternating
 ``--alternations`` times (the replica's ``user_config`` changed in place) so that both see the same machine
-load. Prints throughput and p50/p99 latency per level and the throughput ratio at concurrency 16; the model-only
-batching gain of the engine (one batched run vs single runs, same inputs); and Serve's overhead at
-concurrency 1 with batching ON (the deployed setting) for each way of sending the video (JSON base64, multipart
-upload, path under the media root), each HTTP call paired with a direct in-process ``VQAEngine.answer`` call on
-the same source so that both see the same machine load (target p50 of paired differences <= 10 ms). Every figure
-carries the 1-minute load average when it was taken: compare the columns of one run, not across runs.
+load. Prints throughput and p50/p99 latency per level, the throughput ratio at concurrency 16 (on vs off), the
+batching gain at concurrency 16 vs 1 (batching on), and the model-only batching gain of the engine (one batched
+run vs single runs, same inputs).
+
+Serve's overhead is measured first, at concurrency 1 with batching ON (the deployed setting), for each way of
+sending the video (JSON base64, multipart upload, path under the media root), interleaved: per request, client
+latency minus the engine's own decode + generate time for that request (the replica's ``Server-Timing`` header),
+split into outside the handler (proxy, Ray hops, HTTP) and inside it (body parse, thread hops, batch queue); and
+each HTTP call paired with a direct in-process ``VQAEngine.answer`` on the same source. Every figure carries the
+1-minute load average when it was taken: compare the columns of one run, not across runs.
+
+Smoke run (checks that it runs; its figures mean nothing)::
+
+    python bench/serve.py --batch 4 --concurrency 1 16 --requests 2 16 --rounds 2 --alternations 1
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pipelines._serve_http import server_timing  # noqa: E402
 from rgpt4d_core.types import Region  # noqa: E402
 from rgpt4d_core.video.encode import encode_video  # noqa: E402
 
@@ -110,26 +120,38 @@ def transports(body: dict[str, Any], video: bytes, path: str) -> dict[str, dict[
 def overhead(url: str, calls: dict[str, dict[str, Any]], engine: Any, direct: dict[str, Any],
              rounds: int) -> dict[str, dict[str, float]]:
     """Per transport, interleaved (same machine load): an HTTP call at concurrency 1, then a direct
-    ``engine.answer`` on the same source (``direct[name]``, a VQARequest); p50s in ms, body size in bytes."""
-    samples: dict[str, dict[str, list[float]]] = {n: {"client": [], "handler": [], "direct": []} for n in calls}
+    ``engine.answer`` on the same source (``direct[name]``, a VQARequest).
+
+    Per call, from the response's ``Server-Timing`` (``pipelines/_serve_http.py``): ``serve`` = client latency minus
+    the engine's own time for that request (decode + generate, as the replica measured them): everything Serve and
+    the HTTP layer add; ``outside`` = client minus the replica's handler time (proxy, Ray hops, HTTP, routing,
+    serialisation); ``inside`` = handler minus engine (body read and parse, thread hops, batch queue). ``paired`` =
+    client minus the direct engine call made right after it. p50 and p90 in ms; the load average at each call."""
+    keys = ("client", "direct", "serve", "outside", "inside", "paired", "load")
+    samples: dict[str, dict[str, list[float]]] = {n: {k: [] for k in keys} for n in calls}
     with httpx.Client(timeout=300) as client:
         for _ in range(rounds):
             for name, kwargs in calls.items():
                 t0 = time.perf_counter()
                 r = client.post(f"{url}/v1/vqa", **kwargs)
-                samples[name]["client"].append((time.perf_counter() - t0) * 1e3)
+                latency = (time.perf_counter() - t0) * 1e3
                 r.raise_for_status()
-                samples[name]["handler"].append(r.json()["timings"]["total_ms"])
                 t0 = time.perf_counter()
                 engine.answer([direct[name]])
-                samples[name]["direct"].append((time.perf_counter() - t0) * 1e3)
+                direct_ms = (time.perf_counter() - t0) * 1e3
+                stages = server_timing(r.headers["server-timing"])
+                engine_ms = stages["decode"] + stages["generate"]
+                s = samples[name]
+                for key, value in (("client", latency), ("direct", direct_ms), ("serve", latency - engine_ms),
+                                   ("outside", latency - stages["handler"]),
+                                   ("inside", stages["handler"] - engine_ms), ("paired", latency - direct_ms),
+                                   ("load", os.getloadavg()[0])):
+                    s[key].append(value)
         sizes = {n: len(client.build_request("POST", f"{url}/v1/vqa", **kw).read()) for n, kw in calls.items()}
     out = {}
     for name, s in samples.items():
-        out[name] = {"client": pct(s["client"], 50), "handler": pct(s["handler"], 50), "direct": pct(s["direct"], 50),
-                     "diff": pct([c - d for c, d in zip(s["client"], s["direct"], strict=True)], 50),
-                     "proxy": pct([c - h for c, h in zip(s["client"], s["handler"], strict=True)], 50),
-                     "bytes": float(sizes[name])}
+        out[name] = {f"{k}_p{q}": pct(v, q) for k, v in s.items() for q in (50, 90)}
+        out[name]["bytes"] = float(sizes[name])
     return out
 
 
@@ -146,7 +168,7 @@ def engine_ceiling(engine: Any, request: Any, batch: int) -> float:
     return alone / (time.perf_counter() - t0)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=16, help="max_batch_size when batching is on")
     parser.add_argument("--wait", type=float, default=0.02, help="batch_wait_timeout_s when batching is on")
@@ -155,13 +177,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds for the overhead")
     parser.add_argument("--alternations", type=int, default=4, help="on/off alternations per concurrency level")
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--classic-serve", action="store_true",
+                        help="server.lean_request_path=false: Serve's default threads (compare in a second run)")
     args = parser.parse_args()
     if len(args.requests) != len(args.concurrency):
         parser.error("--requests needs one count per --concurrency level")
+    return args
 
+
+def main() -> None:
+    args = parse_args()
     from ray import serve
 
     from pipelines._ray import init_ray
+    from pipelines._serve_job import serve_process_env
     from pipelines.serve import load_job, start
     from rgpt4d_core.serve.engine import EngineConfig, VQAEngine, VQARequest
     from tests.conftest import free_port
@@ -170,22 +199,22 @@ def main() -> None:
     video = clip_bytes()
     (tmp / "media").mkdir()
     (tmp / "media" / "clip.mp4").write_bytes(video)
-    port = free_port()
     tokens = args.max_new_tokens
     job = load_job(overrides=[
         f"engine.checkpoint={tmp / 'ckpt'}", "bootstrap_preset=tiny", f"engine.max_new_tokens={tokens}",
-        "engine.torch_threads=1", "engine.decode_threads=2", f"server.port={port}", "server.num_cpus=1",
+        "engine.torch_threads=1", "engine.decode_threads=2", f"server.port={free_port()}", "server.num_cpus=1",
         "server.max_ongoing_requests=64", f"server.max_batch_size={args.batch}",
         f"server.batch_wait_timeout_s={args.wait}", "server.app_name=bench", f"security.media_root={tmp / 'media'}",
+        f"server.lean_request_path={not args.classic_serve}",
     ])
-    init_ray(num_cpus=2, object_store_memory=512 * 1024**2)
+    with serve_process_env(job.server):  # as `python pipelines/serve.py` does: the proxy gets it too
+        init_ray(num_cpus=2, object_store_memory=512 * 1024**2)
     settings = {"on": {"max_batch_size": args.batch, "batch_wait_timeout_s": args.wait},
                 "off": {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}}
     url, handle = start(job, settings["on"])
     question = "Where does <obj_1> move?"
     body: dict[str, Any] = {"video": {"data_b64": base64.b64encode(video).decode()}, "question": question,
                             "options": OPTIONS, "regions": [{"obj_id": 1, "box": [0.05, 0.3, 0.4, 0.65]}]}
-    calls = transports(body, video, "clip.mp4")
     engine = VQAEngine(EngineConfig(checkpoint=str(tmp / "ckpt"), max_new_tokens=tokens, torch_threads=1))
     request = VQARequest(video=video, question=question, options=tuple(OPTIONS),
                          regions=(Region(1, (0.05, 0.3, 0.4, 0.65)),))
@@ -194,8 +223,7 @@ def main() -> None:
     results: dict[tuple[str, int], dict[str, Any]] = {}
     try:
         asyncio.run(load(url, body, 8, 4))  # warm-up
-        over = overhead(url, calls, engine, direct, args.rounds)  # the deployed setting: batching on
-        over_load = loadavg()
+        over = overhead(url, transports(body, video, "clip.mp4"), engine, direct, args.rounds)  # batching on
         for conc, n in zip(args.concurrency, args.requests, strict=True):
             chunks: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
             for _ in range(args.alternations):  # on and off alternate, so both see the same machine load
@@ -210,14 +238,15 @@ def main() -> None:
     finally:
         serve.shutdown()
     ceiling = engine_ceiling(engine, request, args.batch)
-    report(args, results, over, over_load, ceiling, f"{loadavg()}")
+    report(args, results, ceiling, loadavg())
+    report_overhead(args, over)
 
 
-def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Any]],
-           over: dict[str, dict[str, float]], over_load: str, ceiling: float, ceiling_load: str) -> None:
-    """Print the tables (each figure with the load average when it was measured)."""
+def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, Any]], ceiling: float,
+           ceiling_load: str) -> None:
+    """The batching tables (each figure with the load average when it was measured)."""
     print(f"\ntiny student, 16 frames 64x64 + SoM image, max_new_tokens={args.max_new_tokens}, 1 replica, "
-          "torch threads 1")
+          f"torch threads 1, lean_request_path={not args.classic_serve}")
     print("| concurrency | batching on: req/s | p50 ms | p99 ms | mean batch | batching off: req/s | p50 ms | "
           "p99 ms | throughput ratio | load avg (on / off) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -227,20 +256,30 @@ def report(args: argparse.Namespace, results: dict[tuple[str, int], dict[str, An
               f"{off['rps']:.1f} | {off['p50']:.0f} | {off['p99']:.0f} | {on['rps'] / off['rps']:.2f}x | "
               f"{on['load']} / {off['load']} |")
     if 16 in args.concurrency:
-        ratio = results[("on", 16)]["rps"] / results[("off", 16)]["rps"]
-        print(f"\nthroughput ratio at concurrency 16 (max_batch_size={args.batch} vs 1): {ratio:.2f}x "
-              f"({results[('on', 16)]['load']} / {results[('off', 16)]['load']})")
+        on16, off16 = results[("on", 16)], results[("off", 16)]
+        print(f"\nthroughput ratio at concurrency 16, max_batch_size={args.batch} vs 1: "
+              f"{on16['rps'] / off16['rps']:.2f}x ({on16['load']} / {off16['load']})")
+        if 1 in args.concurrency:
+            on1 = results[("on", 1)]
+            print(f"batching gain, concurrency 16 vs 1 (batching on): {on16['rps'] / on1['rps']:.2f}x "
+                  f"({on16['load']} / {on1['load']})")
     print(f"engine alone, {args.batch} requests: one batched run vs {args.batch} single runs: {ceiling:.2f}x faster "
           f"({ceiling_load})")
-    print(f"\nServe overhead at concurrency 1, batching on (max_batch_size={args.batch}, batch_wait_timeout_s="
-          f"{args.wait}), {args.rounds} rounds, each HTTP call paired with a direct engine call ({over_load}):")
-    print("| video sent as | request body bytes | client p50 ms | direct engine p50 ms | p50 of paired differences ms "
-          "(target <= 10) | client minus in-handler p50 ms |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, o in over.items():
-        print(f"| {name} | {o['bytes']:.0f} | {o['client']:.1f} | {o['direct']:.1f} | {o['diff']:.1f} | "
-              f"{o['proxy']:.1f} |")
     print(f"errors: {sum(r['errors'] for r in results.values())}")
+
+
+def report_overhead(args: argparse.Namespace, over: dict[str, dict[str, float]]) -> None:
+    """The overhead table: one row per transport, p50 / p90 in ms, the median load average of its calls."""
+    print(f"\nServe overhead at concurrency 1, batching on (max_batch_size={args.batch}, batch_wait_timeout_s="
+          f"{args.wait}), {args.rounds} interleaved rounds; Serve overhead = client latency minus the engine's own "
+          "time for the same request (decode + generate, from its Server-Timing header), target p50 <= 10 ms:")
+    print("| video sent as | body bytes | client ms p50 / p90 | Serve overhead ms p50 / p90 | outside handler ms p50 | "
+          "inside handler ms p50 | client minus direct engine call ms p50 / p90 | load avg |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, o in over.items():
+        print(f"| {name} | {o['bytes']:.0f} | {o['client_p50']:.1f} / {o['client_p90']:.1f} | "
+              f"{o['serve_p50']:.1f} / {o['serve_p90']:.1f} | {o['outside_p50']:.1f} | {o['inside_p50']:.1f} | "
+              f"{o['paired_p50']:.1f} / {o['paired_p90']:.1f} | load {o['load_p50']:.2f} |")
 
 
 if __name__ == "__main__":

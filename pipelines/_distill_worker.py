@@ -52,6 +52,7 @@ from rgpt4d_core.train.distill import (
     trained_input_spec,
     trained_model_id,
 )
+from rgpt4d_core.train.meters import InputWait, SteadyRate
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
 from rgpt4d_core.train.parallel import all_reduce_stats, autocast, wrap_student
 from rgpt4d_core.train.step import StepStats, optimizer_step
@@ -193,6 +194,7 @@ class _Worker:
         self.nodes: list[str] = []
         self.tracker: Tracker = NullTracker()
         self.steady = SteadyRate()
+        self.input = InputWait()
         self.last = time.perf_counter()
 
     def loss_fn(self, m: nn.Module, batch: Any) -> Any:
@@ -202,7 +204,7 @@ class _Worker:
     def train(self, shard: Any, position: DataPosition) -> None:
         """Epochs until ``plan.total_steps`` optimiser steps, starting at ``position``."""
         self.last = time.perf_counter()
-        self.steady = SteadyRate()
+        self.steady, self.input = SteadyRate(), InputWait()
         while position.optimizer_step < self.plan.total_steps:
             position = self.epoch(shard, position)
 
@@ -222,7 +224,7 @@ class _Worker:
             local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
             local_shuffle_seed=shuffle_seed(cfg.loop.seed, epoch) if cfg.data.shuffle_buffer else None,
         )
-        for group in groups:
+        for group in self.input.iterate(groups):  # the time blocked here is data/wait_fraction
             table = _as_table(group)
             yield table if world == 1 else table.take(pa.array(range(self.rank, table.num_rows, world)))
 
@@ -238,7 +240,8 @@ class _Worker:
             consumed += 1
             if consumed <= skip:
                 continue
-            group.append(self.setup.prepare(self.store.batch(table), self.device))
+            with self.input.joining():  # clips joined and collated on this thread: data/join_fraction
+                group.append(self.setup.prepare(self.store.batch(table), self.device))
             if len(group) < plan.accumulation:
                 continue
             position = self.step(group, position, epoch, consumed)
@@ -253,6 +256,8 @@ class _Worker:
         """One optimiser step over ``group``; logs, injects a debug failure, reports a checkpoint when due."""
         cfg, plan = self.cfg, self.plan
         stats = optimizer_step(self.model, group, self.loss_fn, self.optimizer, self.scheduler, cfg.optim.max_grad_norm)
+        if cfg.debug.step_sleep_ms > 0:  # a slower step, simulated (bench/input_wait.py)
+            time.sleep(cfg.debug.step_sleep_ms / 1e3)
         step = position.optimizer_step + 1
         metrics = self.metrics(stats, epoch)
         position = DataPosition(epoch, consumed, step, position.samples_seen + int(metrics["samples"]))
@@ -271,7 +276,9 @@ class _Worker:
         return position
 
     def metrics(self, stats: StepStats, epoch: int) -> dict[str, float]:
-        """The step's metrics: loss terms averaged over ranks, rates, learning rate, clip cache statistics."""
+        """The step's metrics: loss terms averaged over ranks, rates, learning rate, clip cache statistics, and this
+        rank's input wait (``data/wait_fraction``: blocked on the Ray Data iterator; ``data/join_fraction``: joining
+        clips and collating; per step window and, as ``data/steady_*``, since the first step)."""
         metrics = all_reduce_stats(stats, self.device, self.world)
         now = time.perf_counter()
         elapsed, self.last = now - self.last, now
@@ -287,30 +294,10 @@ class _Worker:
                 **self.steady.rates(),
                 "data/clip_cache_hit_rate": self.store.stats.hit_rate,
                 "data/clip_row_groups_read": float(self.store.stats.row_groups_read),
+                **self.input.lap(),
             }
         )
         return metrics
-
-
-class SteadyRate:
-    """Samples/s and tokens/s since the end of this attempt's first step (start-up and warm-up excluded)."""
-
-    def __init__(self) -> None:
-        self.t0: float | None = None
-        self.samples = self.tokens = 0.0
-        self.t = 0.0
-
-    def add(self, samples: float, tokens: float, now: float) -> None:
-        if self.t0 is None:
-            self.t0 = now
-            return
-        self.samples, self.tokens, self.t = self.samples + samples, self.tokens + tokens, now
-
-    def rates(self) -> dict[str, float]:
-        if self.t0 is None or self.t <= self.t0:
-            return {}
-        span = self.t - self.t0
-        return {"throughput/steady_samples_per_s": self.samples / span, "throughput/steady_tokens_per_s": self.tokens / span}
 
 
 def _worker_nodes(world: int) -> list[str]:

@@ -9,10 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from fastapi import APIRouter, Request, Response
 
-from pipelines._serve_http import ApiError, media_error, validation_error
+from pipelines._serve_http import ApiError, Stages, media_error
 from pipelines._serve_media import VideoInputs
 from pipelines._serve_ui import media_of
 from rgpt4d_core.regions import RegionError, validate_refs
@@ -32,7 +31,8 @@ class APIRoutes(VideoInputs):
     created: int
     _batch_settings: tuple[int, float]
 
-    _answer: Callable[[VQARequest], Awaitable[VQAResult]]  # one request through the replica's @serve.batch
+    # one request through the replica's @serve.batch (its stage times recorded in the Stages when given)
+    _answer: Callable[..., Awaitable[VQAResult]]
 
     @api_router.post(
         "/v1/vqa",
@@ -44,7 +44,7 @@ class APIRoutes(VideoInputs):
             422: {"model": api.ErrorBody},
         },
     )
-    async def vqa(self, request: Request) -> api.VQAAnswer:
+    async def vqa(self, request: Request, response: Response) -> api.VQAAnswer:
         """Answer one multiple-choice question about a video (JSON body or multipart upload)."""
         start = time.perf_counter()
         ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
@@ -52,18 +52,13 @@ class APIRoutes(VideoInputs):
         if ctype == "multipart/form-data":
             payload, source = await self._multipart(request)
         elif ctype == "application/json":
-            try:
-                payload = api.VQAPayload.model_validate_json(await request.body())
-            except ValidationError as exc:
-                raise validation_error(list(exc.errors())) from None
-            if payload.video is None:
-                raise ApiError(422, "invalid_request", "video: required (or upload it as multipart)", "video")
-            source = self._video_source(payload.video)
+            payload, source = await self._json_body(await request.body())
         else:
             raise ApiError(
                 415, "unsupported_media_type", f"content-type {ctype!r}: use JSON or multipart", "body"
             )
         rid = request.state.request_id
+        stages = Stages(read_ms=(time.perf_counter() - start) * 1e3)
         result = await self._answer(
             VQARequest(
                 video=source,
@@ -73,13 +68,12 @@ class APIRoutes(VideoInputs):
                 include_duration=payload.include_duration,
                 request_id=rid,
                 include_media=payload.include_media,
-            )
+            ),
+            stages,
         )
-        timings = api.Timings(
-            decode_ms=result.decode_ms,
-            generate_ms=result.generate_ms,
-            total_ms=(time.perf_counter() - start) * 1e3,
-        )
+        total_ms = (time.perf_counter() - start) * 1e3
+        response.headers["Server-Timing"] = stages.header(result.decode_ms, result.generate_ms, total_ms)
+        timings = api.Timings(decode_ms=result.decode_ms, generate_ms=result.generate_ms, total_ms=total_ms)
         return api.VQAAnswer(
             request_id=rid,
             model=self.model_id,

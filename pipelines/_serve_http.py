@@ -1,6 +1,6 @@
 """HTTP plumbing of the serving app (private to ``pipelines/serve.py``): error bodies, the request guard
-middleware (request id, body-size limit, one JSON log line per request without the body) and the OpenAPI schema
-of ``/v1/vqa``'s two request bodies."""
+middleware (request id, body-size limit, one JSON log line per request without the body), the ``Server-Timing``
+header of ``/v1/vqa`` and the OpenAPI schema of its two request bodies."""
 
 # no `from __future__ import annotations`: FastAPI and Serve inspect these signatures at runtime
 
@@ -10,6 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -60,6 +61,39 @@ def status_of(code: str) -> int:
     if code == "internal":
         return 500
     return {"video_missing": 404, "video_too_large": 413}.get(code, 422)
+
+
+@dataclass
+class Stages:
+    """Wall-clock milliseconds of one ``/v1/vqa`` request inside the replica, sent back in its ``Server-Timing``
+    header (W3C Server Timing: ``name;dur=ms``) so that a client can split its latency without a profiler
+    (``bench/serve.py`` does).
+
+    Attributes:
+        read_ms: the body received and parsed (JSON validated and its base64 decoded, or the multipart form read).
+        prepare_ms: ``engine.prepare`` (decode, Set-of-Marks, prompt), the hop to its worker thread included.
+        batch_ms: from prepared to answered: waiting for batch-mates, the hop into ``engine.run`` and the run.
+    """
+
+    read_ms: float = 0.0
+    prepare_ms: float = 0.0
+    batch_ms: float = 0.0
+
+    def header(self, decode_ms: float, generate_ms: float, handler_ms: float) -> str:
+        """The header value; ``decode_ms``/``generate_ms`` are the engine's own times (``VQAResult``), ``handler_ms``
+        the route's whole time. ``handler - decode - generate`` is what the replica adds to the engine's work."""
+        stages = {"read": self.read_ms, "prepare": self.prepare_ms, "decode": decode_ms, "batch": self.batch_ms,
+                  "generate": generate_ms, "handler": handler_ms}  # fmt: skip
+        return ", ".join(f"{name};dur={ms:.3f}" for name, ms in stages.items())
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """``{name: ms}`` of a ``Server-Timing`` header value written by :meth:`Stages.header`."""
+    out = {}
+    for part in header.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        out[name] = float(dur)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ middleware

@@ -6,6 +6,8 @@
 
 import importlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,11 @@ class ServerConfig:
         num_replicas, num_cpus, num_gpus, max_ongoing_requests: ``VQAModel`` deployment options.
         max_batch_size, batch_wait_timeout_s: ``@serve.batch`` settings (``user_config``; reconfigurable).
         request_timeout_s: HTTP proxy timeout per request, seconds.
+        lean_request_path: run Serve's request path without its extra event-loop threads (:data:`LEAN_SERVE_ENV`):
+            the replica runs its ASGI app on its main event loop and the HTTP proxy routes on its own loop, which
+            saves cross-thread hand-offs per request (each ASGI message crossed threads). Replicas get it
+            through their ``runtime_env``; the proxy only when this process starts Ray (``python
+            pipelines/serve.py``); on a running cluster export the variables before ``ray start``.
     """
 
     host: str = "127.0.0.1"
@@ -39,6 +46,35 @@ class ServerConfig:
     max_batch_size: int = 8
     batch_wait_timeout_s: float = 0.05
     request_timeout_s: float = 120.0
+    lean_request_path: bool = True
+
+
+#: Ray Serve settings of :attr:`ServerConfig.lean_request_path` (read by Ray when its processes start):
+#: ``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD`` is read by replicas, ``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP`` by
+#: the proxy and the handles' routers. The app is async throughout (blocking work goes to worker threads), so the
+#: main event loop stays free.
+LEAN_SERVE_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+
+
+def serve_env(server: ServerConfig) -> dict[str, str]:
+    """The environment variables ``server`` asks of Ray Serve's processes (empty unless ``lean_request_path``)."""
+    return dict(LEAN_SERVE_ENV) if server.lean_request_path else {}
+
+
+@contextmanager
+def serve_process_env(server: ServerConfig) -> Iterator[None]:
+    """Start Ray inside this block: meanwhile this process's environment carries :func:`serve_env` (values the user
+    exported win), which a Ray started here hands to Serve's controller and HTTP proxy. Restored afterwards, so that
+    this process's own Serve client keeps Ray's defaults (a handle with the router on the caller's loop cannot be
+    used from synchronous code, such as ``handle.reconfigure.remote(...).result()``). Import ``ray.serve`` before
+    the block: Ray reads these variables when the module is imported."""
+    added = {k: v for k, v in serve_env(server).items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,21 @@
 """Where a request's video comes from (private to ``pipelines/serve.py``): base64 data, a path under the media
 root, a URL, or a multipart upload, each checked by ``rgpt4d_core.serve.security`` before the engine sees it.
+
+Copies of the video's bytes, per transport: a media-root path has none in the server (the decoder reads the file);
+a multipart upload is copied once from the request into its in-memory part and read out as one ``bytes``
+(:func:`keep_uploads_in_memory`: no spill to a temporary file and back); JSON base64 is the body, the base64
+string pydantic validates, and the decoded bytes. Large JSON bodies are parsed and decoded in a worker thread
+(:data:`INLINE_PARSE_BYTES`), so a big video does not stall the replica's event loop and the requests behind it.
 """
 
 # no `from __future__ import annotations`: FastAPI and Serve inspect the replica's signatures at runtime
 
+import asyncio
+
 from fastapi import Request
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from pipelines._serve_http import ApiError, media_error, read_upload, validation_error
 from rgpt4d_core.serve import api
@@ -19,11 +27,38 @@ from rgpt4d_core.serve.security import (
     resolve_media_path,
 )
 
+INLINE_PARSE_BYTES = 256 * 1024
+"""JSON bodies up to this size are parsed on the event loop (under a millisecond); larger ones in a worker thread."""
+
+
+def keep_uploads_in_memory(limit: int) -> None:
+    """Keep multipart parts of up to ``limit`` bytes in memory: Starlette spools a part to a temporary file past
+    1 MiB, and then writes every 64 KiB chunk through a thread-pool hop and reads the whole file back. The body is
+    capped at ``security.max_body_bytes`` anyway, as a JSON body held in memory is. (A class attribute of
+    Starlette's parser: it applies to the whole replica process, which serves this one app.)"""
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, limit)
+
 
 class VideoInputs:
     """Video sources of a request, mixed into the ``VQAModel`` ingress (needs the replica's ``security``)."""
 
     security: SecurityConfig
+
+    async def _json_body(self, body: bytes) -> tuple[api.VQAPayload, str | bytes]:
+        """A JSON ``/v1/vqa`` body: the validated payload and its video (bytes or a checked path / URL); bodies over
+        :data:`INLINE_PARSE_BYTES` are parsed in a worker thread."""
+        if len(body) <= INLINE_PARSE_BYTES:
+            return self._parse_json(body)
+        return await asyncio.to_thread(self._parse_json, body)
+
+    def _parse_json(self, body: bytes) -> tuple[api.VQAPayload, str | bytes]:
+        try:
+            payload = api.VQAPayload.model_validate_json(body)
+        except ValidationError as exc:
+            raise validation_error(list(exc.errors())) from None
+        if payload.video is None:
+            raise ApiError(422, "invalid_request", "video: required (or upload it as multipart)", "video")
+        return payload, self._video_source(payload.video)
 
     def _video_source(self, video: api.VideoSpec) -> str | bytes:
         """The JSON body's ``video`` (base64 data, a path under the media root, or a URL) as a path or bytes."""

@@ -15,7 +15,8 @@ requests' videos in worker threads (``VQAEngine.prepare``) while the previous ba
 ``@serve.batch`` gathers prepared requests into ONE generation (``VQAEngine.run``); a batch waits up to
 ``batch_wait_timeout_s`` only while the replica is busy preparing or generating other requests
 (``_serve_batch.py``), so a lone request never waits. Keeping ingress and model in one replica saves a Ray hop per request and never
-ships decoded frames between processes; scale it with replicas. ``max_batch_size`` / ``batch_wait_timeout_s`` live in ``user_config`` (changed in place by
+ships decoded frames between processes; scale it with replicas. ``server.lean_request_path`` runs the replica's app
+on its main event loop (no cross-thread hop per ASGI message; ``pipelines/_serve_job.py``). ``max_batch_size`` / ``batch_wait_timeout_s`` live in ``user_config`` (changed in place by
 ``serve deploy`` without restarting replicas).
 
 Routes: ``POST /v1/vqa``, ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /healthz``, the web page
@@ -23,7 +24,7 @@ Routes: ``POST /v1/vqa``, ``POST /v1/chat/completions``, ``GET /v1/models``, ``G
 ``/openapi.json`` / ``/docs``. Hardening: bodies over ``security.max_body_bytes`` get 413 (checked on the
 header and while streaming), schema errors 4xx naming the field, media confined by ``rgpt4d_core.serve.security``,
 per-request errors isolated, a request id on every response (``X-Request-ID`` header and body) and one JSON log
-line per request without its body.
+line per request without its body. ``/v1/vqa`` answers carry a ``Server-Timing`` header with the replica's stages.
 
 This file holds the app, the replica's batching and the entry point; beside it: ``_serve_job.py`` (``ServeJob``,
 ``ServerConfig``), ``_serve_api.py`` (the API routes), ``_serve_media.py`` (video sources of a request),
@@ -54,12 +55,21 @@ from pipelines._serve_batch import BatchGate, Ticket, batch_size
 from pipelines._serve_http import (
     ApiError,
     RequestGuard,
+    Stages,
     error_response,
     openapi_with_vqa_body,
     status_of,
     validation_error,
 )
-from pipelines._serve_job import ServeJob, ServerConfig, ensure_checkpoint, import_object
+from pipelines._serve_job import (
+    ServeJob,
+    ServerConfig,
+    ensure_checkpoint,
+    import_object,
+    serve_env,
+    serve_process_env,
+)
+from pipelines._serve_media import keep_uploads_in_memory
 from pipelines._serve_ui import UIRoutes, ui_router
 from rgpt4d_core.config import load
 from rgpt4d_core.inputs import InputSpec
@@ -109,6 +119,7 @@ class VQAModel(UIRoutes, APIRoutes):
     def __init__(self, job: ServeJob) -> None:
         ensure_checkpoint(job)
         RequestGuard.max_body_bytes = job.security.max_body_bytes
+        keep_uploads_in_memory(job.security.max_body_bytes)
         self.job = job
         self.security = job.security
         self.engine = import_object(job.engine_class)(job.engine)
@@ -151,15 +162,19 @@ class VQAModel(UIRoutes, APIRoutes):
         finally:
             self._gate.running -= 1
 
-    async def _answer(self, request: VQARequest) -> VQAResult:
+    async def _answer(self, request: VQARequest, stages: Stages | None = None) -> VQAResult:
+        start = time.perf_counter()
         self._gate.preparing += 1
         try:
             prepared = await asyncio.to_thread(self.engine.prepare, request)
         finally:
             self._gate.preparing -= 1
+        ready = time.perf_counter()
         # a failed prepare goes through the batch too (``run`` passes errors through): its arrival wakes a batch
         # that was waiting for it, which would otherwise sleep out its whole timeout
         result = await self._run_batch(Ticket(prepared, self._gate))
+        if stages is not None:
+            stages.prepare_ms, stages.batch_ms = (ready - start) * 1e3, (time.perf_counter() - ready) * 1e3
         if isinstance(result, VQAError):
             raise ApiError(status_of(result.code), result.code, result.message, result.field)
         return result
@@ -174,11 +189,14 @@ def make_app(job: ServeJob, user_config: dict[str, Any] | None = None) -> serve.
     place (``VQAModel.reconfigure``); an imperative ``serve.run`` replaces the replicas."""
     s = job.server
     batching = {"max_batch_size": s.max_batch_size, "batch_wait_timeout_s": s.batch_wait_timeout_s}
+    actor: dict[str, Any] = {"num_cpus": s.num_cpus, "num_gpus": s.num_gpus}
+    if serve_env(s):  # read by the replica's process when it starts (ServerConfig.lean_request_path)
+        actor["runtime_env"] = {"env_vars": serve_env(s)}
     deployment: Any = VQAModel
     return deployment.options(
         num_replicas=s.num_replicas,
         max_ongoing_requests=s.max_ongoing_requests,
-        ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
+        ray_actor_options=actor,
         user_config=batching if user_config is None else user_config,
     ).bind(job)
 
@@ -220,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     from pipelines._ray import install_stop_signals, wait_for
 
-    job.ray_target().init()
+    with serve_process_env(job.server):  # a Ray started here hands them to Serve's proxy (lean_request_path)
+        job.ray_target().init()
     url, _ = start(job)
     stopping = install_stop_signals()
     print(

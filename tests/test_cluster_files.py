@@ -238,6 +238,14 @@ def test_serve_configs_validate_and_agree() -> None:
     assert standalone == embedded, "cluster/serve_config.yaml and the RayService's serveConfigV2 differ"
 
 
+def test_serve_config_keeps_the_lean_request_path() -> None:
+    from pipelines._serve_job import LEAN_SERVE_ENV
+
+    key = "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"  # read by the replicas (server.lean_request_path)
+    for where, cfg in _serve_configs():
+        assert cfg["applications"][0]["runtime_env"]["env_vars"][key] == LEAN_SERVE_ENV[key], where
+
+
 @pytest.mark.parametrize("app", _serve_configs()[0][1]["applications"], ids=lambda a: a["import_path"])
 def test_serve_import_path_exists(app: dict[str, Any]) -> None:
     module_name, _, attr = app["import_path"].partition(":")

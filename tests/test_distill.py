@@ -75,7 +75,8 @@ def test_two_worker_run_learns_and_tracks_one_mlflow_run(shards: str, tmp_path: 
     mlrun = runs[0]
     assert mlrun.info.run_id == result.mlflow_run_id and mlrun.info.status == "FINISHED"
     keys = set(mlrun.data.metrics)
-    expected = {"loss/total", "loss/sft", "loss/ld", "lr", "grad_norm", "throughput/samples_per_s", "throughput/tokens_per_s"}
+    expected = {"loss/total", "loss/sft", "loss/ld", "lr", "grad_norm", "throughput/samples_per_s", "throughput/tokens_per_s",
+                "data/wait_fraction", "data/join_fraction", "data/steady_wait_fraction"}
     assert expected <= keys, expected - keys
     assert any(k.startswith("loss/ed") for k in keys), f"no explicit-distillation terms in {sorted(keys)}"
     assert _steps(client, mlrun.info.run_id) == list(range(1, STEPS + 1))

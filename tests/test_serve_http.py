@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from pipelines._serve_http import Stages, server_timing
+from pipelines._serve_media import INLINE_PARSE_BYTES
 from tests.serve_testkit import tiny_job, write_media
 from tests.test_serve_engine import OPTIONS
 
@@ -114,12 +116,22 @@ def test_vqa_by_base64_path_and_multipart_upload(server: Server) -> None:
     by_link = server.vqa(video={"path": "inside_link.mp4"})  # a symlink that stays inside the root is fine
     form = {"request": json.dumps({"question": QUESTION, "options": list(OPTIONS), "regions": REGIONS})}
     upload = server.client.post(f"{server.url}/v1/vqa", data=form, files={"video": ("a.mp4", server.video)})
-    bodies = [r.json() for r in (by_b64, by_path, by_link, upload)]
-    for r, body in zip((by_b64, by_path, by_link, upload), bodies, strict=True):
+    # a body past INLINE_PARSE_BYTES (JSON allows the padding) is parsed and decoded in a worker thread
+    padded = json.dumps({"video": {"data_b64": server.b64()}, "question": QUESTION, "options": list(OPTIONS),
+                         "regions": REGIONS}) + " " * INLINE_PARSE_BYTES
+    by_big_body = server.client.post(f"{server.url}/v1/vqa", content=padded.encode(),
+                                     headers={"content-type": "application/json"})
+    answered = (by_b64, by_path, by_link, upload, by_big_body)
+    bodies = [r.json() for r in answered]
+    for r, body in zip(answered, bodies, strict=True):
         assert r.status_code == 200, r.text
         _assert_answer(body)
         assert body["num_frames"] == 16 and body["model"] == MODEL_ID and body["batch_size"] >= 1
         assert body["timings"]["total_ms"] >= body["timings"]["generate_ms"] > 0
+        stages = server_timing(r.headers["server-timing"])  # the replica's stages, each inside the next
+        assert list(stages) == ["read", "prepare", "decode", "batch", "generate", "handler"]
+        assert stages["handler"] >= stages["batch"] >= stages["generate"] > 0
+        assert stages["prepare"] >= stages["decode"] > 0
     assert len({b["raw_output"] for b in bodies}) == 1  # same video and question, greedy decoding
     masked = server.vqa(regions=[{"obj_id": 1, "mask": {"size": [4, 5], "counts": [5, 2, 2, 2, 9]}}])
     assert masked.status_code == 200, masked.text
@@ -187,6 +199,13 @@ def test_batch_mixing_good_and_corrupt_videos_answers_the_good_ones(server: Serv
         assert err["code"] in ("video_corrupt", "video_truncated") and err["field"] == "video"
 
 
+def test_server_timing_header_round_trips() -> None:
+    header = Stages(read_ms=0.25, prepare_ms=12.5, batch_ms=30.0).header(10.0, 28.125, 44.0)
+    assert header.startswith("read;dur=0.250, prepare;dur=12.500")
+    assert server_timing(header) == {"read": 0.25, "prepare": 12.5, "decode": 10.0, "batch": 30.0,
+                                     "generate": 28.125, "handler": 44.0}
+
+
 # ------------------------------------------------------------------------------------------------ bad requests
 
 
@@ -218,6 +237,10 @@ BAD_REQUESTS: list[tuple[str, Callable[[Server], httpx.Response], int, str]] = [
      "question"),
     ("no video", _json({"question": "q?", "options": ["a", "b"]}), 422, "video"),
     ("unknown field", _vqa(temperature=0.3), 422, "temperature"),
+    ("unknown field in a large body", lambda s: s.client.post(  # parsed in a worker thread: same error
+        f"{s.url}/v1/vqa", headers={"content-type": "application/json"},
+        content=(json.dumps({"video": {"path": "clips/a.mp4"}, "question": "q?", "options": ["a", "b"],
+                             "temperature": 0.3}) + " " * INLINE_PARSE_BYTES).encode()), 422, "temperature"),
     ("no options", _vqa(options=[]), 422, "options"),
     ("nine options", _vqa(options=[str(i) for i in range(9)]), 422, "options"),
     ("duplicate options", _vqa(options=["left", "left"]), 422, "options"),

@@ -228,10 +228,13 @@ class DebugSection:
     """Test hooks. Attributes:
     fail_at_step: rank ``fail_rank`` raises right after optimiser step N on the job's first attempt (-1 = never).
     fail_rank: which worker raises.
+    step_sleep_ms: every rank sleeps this long after each optimiser step, a slower step simulated (0 = never;
+        ``bench/input_wait.py`` uses it to see whether the input keeps up with a step as slow as a real one).
     """
 
     fail_at_step: int = -1
     fail_rank: int = 1
+    step_sleep_ms: float = 0.0
 
 
 @dataclass
