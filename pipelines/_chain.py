@@ -47,11 +47,14 @@ class StageSection:
 @dataclass
 class VariantSection:
     """One training recipe compared by the chain: ``label`` (table row), distill config files and overrides layered
-    over the common ``distill`` section."""
+    over the common ``distill`` section; ``teacher``: ``"trained"`` (the pretrained expert and its shards) or
+    ``"untrained"`` (the same architecture at its initial weights, :meth:`Chain.untrained_expert`, and shards
+    precomputed with it)."""
 
     label: str = ""
     config: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    teacher: str = "trained"
 
 
 def conf_files(paths: list[str]) -> list[str]:
@@ -75,8 +78,8 @@ def digest(*parts: Any) -> str:
 
 
 #: settings of a distillation job that cannot change what it produces (which environment variables reach the
-#: workers): left out of its stamp, so that adding or changing one does not retrain finished runs
-OPERATIONAL_KEYS: tuple[tuple[str, str], ...] = (("run", "forward_env"),)
+#: workers, which MLflow run its run is nested under): left out of its stamp, so that adding or changing one does not retrain finished runs
+OPERATIONAL_KEYS: tuple[tuple[str, str], ...] = (("run", "forward_env"), ("mlflow", "parent_run_id"))
 
 
 def outputs_yaml(cfg: Any) -> str:
@@ -200,17 +203,34 @@ class Chain:
             self.runs["pretrain expert"] = saved["run_id"]
         return output
 
-    def precompute(self, section: StageSection, world: Path, expert: Path) -> Path:
-        """Expert targets of the world's training split in Parquet shards (``<out>/shards``)."""
+    def untrained_expert(self, section: StageSection) -> Path:
+        """The expert of ``section`` (its preset) with the initial weights its pretraining starts from and no
+        training (``<out>/expert_untrained``): the teacher of the untrained-teacher control (issue 16)."""
+        from pipelines import pretrain_expert as P
+        from rgpt4d_core.experts.l4p import build_model, get_preset, save_checkpoint
+
+        directory = self.out / "expert_untrained"
+        cfg = load(P.PretrainExpertJob, conf_files(section.config), [*section.overrides, "output=unused"])
+        output = directory / f"{cfg.preset}.safetensors"
+        key = digest(cfg.preset, cfg.loop.seed, repr(get_preset(cfg.preset)))
+        with self.stage("untrained expert"):
+            if self._reuse("untrained expert", directory, key, output) is None:
+                save_checkpoint(build_model(cfg.preset, seed=cfg.loop.seed), output, cfg.preset)
+                self._done(directory, key, {"preset": cfg.preset, "seed": cfg.loop.seed})
+        return output
+
+    def precompute(self, section: StageSection, world: Path, expert: Path, name: str = "shards") -> Path:
+        """Expert targets of the world's training split in Parquet shards (``<out>/<name>``)."""
         from pipelines import precompute as P
 
-        shards = self.out / "shards"
+        shards = self.out / name
         job = load(P.PrecomputeJob, conf_files(section.config), [
             *section.overrides, f"input.dataset_root={world}", "input.splits=[train]",
             f"expert.checkpoint={expert}", f"output.uri={shards}"])  # fmt: skip
         key = digest(to_yaml(job), file_digest(expert), file_digest(world / "dataset.json"))
-        with self.stage("precompute shards"):
-            if self._reuse("precompute shards", shards, key, shards / "_manifest.json") is None:
+        stage = "precompute shards" if name == "shards" else f"precompute {name}"
+        with self.stage(stage):
+            if self._reuse(stage, shards, key, shards / "_manifest.json") is None:
                 job.ray_target().init()
                 summary = P.run(job)
                 self.log("   " + summary.text().replace("\n", "\n   "))
@@ -246,12 +266,13 @@ class Chain:
             self.runs[stage] = saved["run_id"]
         return Trained(name, saved["export"], saved.get("run_id"), saved["steps"])
 
-    def evaluate(self, section: StageSection, world: Path, trained: Trained, label: str) -> Any:
-        """Evaluate ``trained`` on the world's test split, attached to its training run; returns its tables."""
+    def evaluate(self, section: StageSection, world: Path, trained: Trained, label: str, tag: str = "") -> Any:
+        """Evaluate ``trained`` on the world's held-out split of ``section`` (``<out>/eval/<name><tag>``: another
+        ``tag`` keeps another evaluation of the same training), attached to its training run; returns its tables."""
         from pipelines import evaluate as E
         from rgpt4d_core.eval.report import TABLE_JSON, read_tables
 
-        directory = self.out / "eval" / trained.name
+        directory = self.out / "eval" / f"{trained.name}{tag}"
         overrides = [*section.overrides, f"benchmark.path={world}", f"engine.checkpoint={trained.export}",
                      f"output.dir={directory}", f"output.name={label}", f"mlflow.tracking_uri={self.tracking_uri}"]  # fmt: skip
         if trained.run_id:
@@ -260,7 +281,7 @@ class Chain:
         key = digest(
             to_yaml(job), *(file_digest(Path(trained.export, f)) for f in ("config.json", INPUT_SPEC_FILE))
         )
-        stage = f"evaluate {trained.name}"
+        stage = f"evaluate {trained.name}{tag}"
         with self.stage(stage):
             if self._reuse(stage, directory, key, directory / TABLE_JSON) is None:
                 result = E.run(job)

@@ -28,6 +28,7 @@ from torch import nn
 from rgpt4d_core.config import from_yaml
 from rgpt4d_core.experts.base import ExpertSpec
 from rgpt4d_core.inputs import InputSpec
+from rgpt4d_core.losses import TargetNorm
 from rgpt4d_core.shards.clip_store import ClipStore
 from rgpt4d_core.shards.manifest import Manifest
 from rgpt4d_core.shards.reader import ShardSet
@@ -146,7 +147,8 @@ def train_worker(wc: dict[str, Any]) -> None:
         torch.set_num_threads(cfg.loop.torch_threads)
     device = ray.train.torch.get_device()
 
-    setup = build_setup(cfg, ExpertSpec.from_dict(wc["expert_spec"]), device)
+    norm = TargetNorm.from_json(wc["target_norm"]) if wc.get("target_norm") else None
+    setup = build_setup(cfg, ExpertSpec.from_dict(wc["expert_spec"]), device, norm)
     model = wrap_student(setup.student, cfg.scaling, device, world)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.total_steps)

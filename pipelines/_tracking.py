@@ -1,5 +1,6 @@
 """A job's one MLflow run on the driver: start it with the job's params, tags and resolved config, and close it with
-the job's status (used by ``distill.py``, ``pretrain_expert.py`` and ``evaluate.py``)."""
+the job's status (used by ``distill.py``, ``pretrain_expert.py`` and ``evaluate.py``); an experiment's parent run and
+its nested children (``ablate.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from typing import Any
 
 from pipelines._paths import REPO
 from rgpt4d_core.config import to_flat_dict, to_yaml
-from rgpt4d_core.tracking import MLflowTracker, NullTracker, Tracker, git_sha, library_versions
+from rgpt4d_core.tracking import (
+    PARENT_RUN_TAG,
+    MLflowTracker,
+    NullTracker,
+    Tracker,
+    git_sha,
+    library_versions,
+)
 
 
 def start_job_run(cfg: Any, enabled: bool, tracking_uri: str, experiment: str, run_name: str, job_key: str,
@@ -46,3 +54,19 @@ def closing_run(tracker: Tracker, close: bool = True) -> Iterator[RunStatus]:
     finally:
         if close:
             tracker.set_terminated(status.value)
+
+
+def nest_under(tracking_uri: str, child_run_id: str | None, parent_run_id: str | None) -> bool:
+    """Make ``child_run_id`` a child of ``parent_run_id`` (MLflow's ``mlflow.parentRunId`` tag) unless it already
+    has a parent: a training reused by a later experiment stays under the experiment that trained it (the later
+    one lists it in its own report and artifacts). Returns whether the child is now under ``parent_run_id``."""
+    if not child_run_id or not parent_run_id:
+        return False
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    current = client.get_run(child_run_id).data.tags.get(PARENT_RUN_TAG)
+    if current is None:
+        client.set_tag(child_run_id, PARENT_RUN_TAG, parent_run_id)
+        return True
+    return current == parent_run_id

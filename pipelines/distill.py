@@ -7,7 +7,8 @@ Driver (this process), before any worker starts:
 1. load + validate the typed config (:class:`~rgpt4d_core.train.config.DistillJobConfig`);
 2. open the shard manifest and check it against the expert spec the student expects (name, revision, shapes);
 3. plan the optimiser steps from the question table's usable rows (the LR schedule needs the total);
-4. create (or, for a re-submitted job, re-open) the job's single MLflow run and log params/tags/config.
+4. create (or, for a re-submitted job, re-open) the job's single MLflow run and log params/tags/config;
+5. when the loss standardises the targets, compute their statistics from the shards (:func:`target_norm`).
 
 Then ``TorchTrainer.fit()`` runs :func:`pipelines._distill_worker.train_worker` on every worker (DDP/gloo on CPU,
 FSDP2/NCCL on GPUs), with ``RunConfig(name, storage_path)`` + ``FailureConfig`` + ``ray.train.get_checkpoint()``
@@ -36,11 +37,14 @@ from pipelines._ray import RayTarget
 from pipelines._tracking import closing_run, start_job_run
 from rgpt4d_core import storage
 from rgpt4d_core.config import to_yaml
+from rgpt4d_core.losses import TargetNorm
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.reader import ShardSet, open_shards
-from rgpt4d_core.tracking import NullTracker, Tracker, default_tracking_uri
+from rgpt4d_core.shards.target_stats import target_norm_from_shards
+from rgpt4d_core.tracking import PARENT_RUN_TAG, NullTracker, Tracker, default_tracking_uri
 from rgpt4d_core.train.compat import check_manifest, expected_expert_spec
 from rgpt4d_core.train.config import DistillJobConfig, StepPlan, plan_steps
+from rgpt4d_core.train.step import loss_config
 
 EXPORT_DIR = "export"
 
@@ -88,6 +92,8 @@ def _start_tracker(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan) -> T
         "expert.revision": manifest.expert_spec.revision,
         "plan.total_steps": str(plan.total_steps),
     }
+    if cfg.mlflow.parent_run_id:
+        tags[PARENT_RUN_TAG] = cfg.mlflow.parent_run_id
     return start_job_run(cfg, True, tracking_uri_of(cfg), cfg.mlflow.experiment, cfg.run.name, run_dir_of(cfg), tags)
 
 
@@ -160,8 +166,19 @@ def _ordered_ingest() -> Any:
     return ray.train.DataConfig(datasets_to_split=[], execution_options=options)
 
 
-def _worker_config(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan, tracker: Tracker) -> dict[str, Any]:
+def target_norm(cfg: DistillJobConfig, shards: ShardSet) -> TargetNorm | None:
+    """The targets' statistics when the job's loss standardises them (``losses.normalize`` or a preset that does)
+    and distils at all; ``None`` otherwise. Computed here, once per job, and handed to every worker."""
+    loss = loss_config(cfg)
+    if not (loss.normalize_targets and loss.distills):
+        return None
+    return target_norm_from_shards(shards, cfg.data.split, loss.depth_eps)
+
+
+def _worker_config(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan, tracker: Tracker,
+                   norm: TargetNorm | None) -> dict[str, Any]:  # fmt: skip
     return {
+        "target_norm": norm.to_json() if norm is not None else "",
         "config_yaml": to_yaml(cfg),
         "plan": plan.__dict__,
         "shards_root": shards.root,
@@ -209,11 +226,14 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     tracker = _start_tracker(cfg, shards, plan)
+    norm = target_norm(cfg, shards)
+    if norm is not None:
+        tracker.log_text(norm.to_json(), "losses/target_norm.json")
     storage_fs = storage.filesystem_for(cfg.run.storage_path)[0] if storage.is_s3(cfg.run.storage_path) else None
     storage_path = storage.filesystem_for(cfg.run.storage_path)[1] if storage_fs is not None else cfg.run.storage_path
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=_worker_config(cfg, shards, plan, tracker),
+        train_loop_config=_worker_config(cfg, shards, plan, tracker, norm),
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,

@@ -24,6 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 
 #: tag holding the identity of a job across submissions (``<storage_path>/<run name>``)
 JOB_KEY_TAG = "rgpt4d.job_key"
+#: MLflow's tag of a nested run: the id of its parent run (the UI shows the run under it)
+PARENT_RUN_TAG = "mlflow.parentRunId"
 #: MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, judges); ours train models, so the
 #: UI should open on runs, metrics and artifacts.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

@@ -17,10 +17,11 @@ CONFIG = Path(__file__).resolve().parents[1] / "conf" / "ablate" / "default.yaml
 
 def test_plan_runs_the_main_comparison_for_every_seed_first() -> None:
     job = load(ablate.AblateJob, [CONFIG], ["seeds=[0,1]"])
-    assert ablate.plan(job) == [
+    assert [(c.seed, c.variant) for c in ablate.plan(job)] == [
         (0, "sft"), (0, "p4d_tpe"), (1, "sft"), (1, "p4d_tpe"),
         (0, "p4d_no_tpe"), (0, "sft_no_tpe"), (1, "p4d_no_tpe"), (1, "sft_no_tpe"),
     ]  # fmt: skip
+    assert {c.size for c in ablate.plan(job)} == {"all"} and ablate.run_name(ablate.plan(job)[0]) == "abl-sft-s0"
 
 
 def _table(name: str, avg: float) -> AccuracyTable:
@@ -31,7 +32,7 @@ def test_layered_longer_config_runs_only_its_own_variants() -> None:
     conf = Path(ablate.__file__).resolve().parents[1] / "conf" / "ablate"
     job = load(ablate.AblateJob, [conf / "default.yaml", conf / "longer.yaml"], [])
     assert {"sft", "p4d_tpe", "sft_long", "p4d_long"} <= set(job.variants)  # YAML layers merge the variants ...
-    assert ablate.plan(job) == [(0, "sft_long"), (0, "p4d_long")]  # ... and `only` keeps this file's own
+    assert ablate.plan(job) == [ablate.Cell("all", 0, "sft_long"), ablate.Cell("all", 0, "p4d_long")]  # ... and `only`
     with pytest.raises(ValueError, match="unknown variant.*sft_lng"):
         ablate.plan(load(ablate.AblateJob, [conf / "default.yaml"], ["only=[sft_lng]"]))
 
@@ -52,3 +53,50 @@ def test_report_block_is_replaced_and_the_rest_of_the_file_kept(tmp_path: Path) 
     assert "| SFT-only (n=2) | 45.0 ± 7.1 |" in text  # mean ± sample std of 40 and 50
     assert "| P4D (LD+ED) + TPE (n=1) | 46.0 ± 0.0 |" in text
     assert "not run (deadline or report-only): p4d_tpe/seed1" in text and "seeds='[0,1]'" in text
+
+
+def test_the_experiment_configs_plan_what_their_comments_say() -> None:
+    conf = Path(ablate.__file__).resolve().parents[1] / "conf" / "ablate"
+    main = load(ablate.AblateJob, [conf / "p4d.yaml"], [])
+    assert [(c.size, c.seed, c.variant) for c in ablate.plan(main)] == [
+        ("2k", s, v) for s in (0, 1, 2) for v in ("sft", "p4d")
+    ]
+    assert ablate.run_name(ablate.plan(main)[1]) == "abl-p4d-2k-s0"
+    curve = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_curve.yaml"], [])
+    assert list(curve.sizes) == ["2k", "8k", "full"] and len(ablate.plan(curve)) == 18  # 2k reused from p4d.yaml
+    controls = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_controls.yaml"], [])
+    assert controls.variants["p4d_untrained"].teacher == "untrained"
+    assert [c.variant for c in ablate.plan(controls)][:2] == ["sft", "p4d"] and len(ablate.plan(controls)) == 15
+    weights = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_weights.yaml"], [])
+    assert ablate.eval_split(weights) == "val" and len(ablate.plan(weights)) == 7
+    with pytest.raises(ValueError, match="validation"):  # choosing on the test split is refused
+        ablate.plan(load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_weights.yaml"], ["evaluate.overrides=[benchmark.split=test]"]))
+    quick = load(ablate.AblateJob, [conf / "quick.yaml"], [])
+    assert len(ablate.plan(quick)) == 6 and quick.compare == [["p4d", "sft"]]
+    with pytest.raises(ValueError, match="teacher"):
+        ablate.plan(load(ablate.AblateJob, [conf / "quick.yaml"], ["variants.p4d.teacher=random"]))
+
+
+def test_report_pairs_seeds_with_an_interval_and_a_learning_curve(tmp_path: Path) -> None:
+    conf = Path(ablate.__file__).resolve().parents[1] / "conf" / "ablate"
+    md = tmp_path / "results.md"
+    job = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_curve.yaml"],
+               [f"results_md={md}", f"out={tmp_path / 'o'}", f"curve_png={tmp_path / 'p4d-curve-full.png'}"])
+    chain = Chain(tmp_path / "o")
+    (chain.out / "synth").mkdir()
+    (chain.out / "synth" / ".chain_stamp.json").write_text('{"payload": {"questions_per_split": {"train": 5000}}}')
+    avgs = {("sft", "2k"): [40.0, 50.0, 45.0], ("p4d", "2k"): [43.0, 52.0, 50.0], ("sft", "8k"): [50.0], ("p4d", "8k"): [51.0]}
+    outcomes = [ablate.Outcome(v, s, Trained(f"abl-{v}-{size}-s{s}", "x", None, 1000), _table(v, a), {}, size=size)
+                for (v, size), values in avgs.items() for s, a in enumerate(values)]  # fmt: skip
+    ablate.write_report(job, chain, outcomes, [], "python -m pipelines.ablate --config conf/ablate/p4d.yaml", 60.0)
+    text = md.read_text()
+    # diffs 3, 2, 5: mean 10/3, sd sqrt(7/3), t_{0.975,2} = 4.303 -> 10/3 ± 3.7949 = [-0.462, +7.128]
+    assert "| seed 0 | +3.0 | +3.0 |" in text and "| seed 2 | +5.0 |" in text
+    assert "| **mean [95 % CI]** | +3.3 [-0.5, +7.1] |" in text
+    assert "| P4D (LD+ED) − SFT-only | 2k | 2000 | 45.0 | 48.3 | +3.3 [-0.5, +7.1] | 3 |" in text
+    assert "| P4D (LD+ED) − SFT-only | 8k | 5000 | 50.0 | 51.0 | +1.0 (n=1) | 1 |" in text  # capped by the world
+    assert "| SFT-only, size 2k (n=3) | 45.0 ± 5.0 |" in text
+    png = tmp_path / "p4d-curve-full.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![learning curve](p4d-curve-full.png)" in text
+    csv_rows = ablate.R.comparison_csv(ablate.R.comparisons(job.compare, job.size_names(), outcomes)).splitlines()
+    assert "p4d,sft,2k,Avg,3,3.333,1.528,-0.462,7.128,+3.00 +2.00 +5.00" in csv_rows

@@ -108,6 +108,24 @@ def test_two_worker_run_learns_and_tracks_one_mlflow_run(shards: str, tmp_path: 
 
 
 @pytest.mark.usefixtures("ray_cluster")
+def test_standardised_targets_reach_the_workers_and_the_run_nests_under_its_parent(shards: str, tmp_path: Path) -> None:
+    from rgpt4d_core.losses import TargetNorm
+    from rgpt4d_core.tracking import PARENT_RUN_TAG, MLflowTracker
+
+    probe = _cfg(shards, tmp_path, "standardised")
+    parent = MLflowTracker.start(tracking_uri_of(with_absolute_paths(probe)), probe.mlflow.experiment, "experiment", "exp")
+    # the workers' loss raises without the driver's statistics (tests/test_loss_normalise.py), so finishing is the test
+    cfg = _cfg(shards, tmp_path, "standardised", *RESUME, "losses.preset=normalized", f"mlflow.parent_run_id={parent.run_id}")
+    result = run(cfg)
+    client, runs = _mlflow(cfg)
+    child = next(r for r in runs if r.info.run_id == result.mlflow_run_id)
+    assert child.info.status == "FINISHED" and child.data.tags[PARENT_RUN_TAG] == parent.run_id
+    norm_file = Path(client.download_artifacts(child.info.run_id, "losses/target_norm.json", str(tmp_path)))
+    assert set(TargetNorm.from_json(norm_file.read_text()).stats) >= {"latents", "depth"}
+    assert 0.01 < child.data.metrics["loss/ld"] < 100  # standardised: O(1), like loss/sft
+
+
+@pytest.mark.usefixtures("ray_cluster")
 def test_resubmitted_job_resumes_the_same_run(shards: str, tmp_path: Path) -> None:
     failing = _cfg(shards, tmp_path, "resub", *RESUME, "debug.fail_at_step=2", "run.max_failures=0")
     with pytest.raises(Exception, match="injected failure"):

@@ -21,15 +21,20 @@ cross-entropy with soft targets (``dyn_mask_mode="bce"``, our choice: bounded, w
 
 Modules: ``config.py`` (:class:`P4DLossConfig`, :data:`LOSS_PRESETS`, :func:`loss_preset`), ``terms.py`` (the
 per-term math: :func:`sft_loss`, :func:`latent_loss`, :func:`dense_task_loss`, :func:`elementwise_loss`) and
-``p4d.py`` (:func:`p4d_loss`, the weighted total, and :class:`LossTerms`). Import from this package.
+``p4d.py`` (:func:`p4d_loss`, the weighted total, and :class:`LossTerms`), ``normalise.py`` (:class:`TargetNorm`: per-channel
+standardisation of the targets, ``P4DLossConfig.normalize_targets``). Import from this package.
 """
 
 from rgpt4d_core.losses.config import DYN_MASK_MODES, LOSS_KINDS, LOSS_PRESETS, P4DLossConfig, loss_preset
+from rgpt4d_core.losses.normalise import ChannelStats, MomentAccumulator, TargetNorm
 from rgpt4d_core.losses.p4d import LossTerms, p4d_loss
 from rgpt4d_core.losses.terms import dense_task_loss, elementwise_loss, latent_loss, sft_loss
 
 __all__ = [
     "DYN_MASK_MODES",
+    "ChannelStats",
+    "MomentAccumulator",
+    "TargetNorm",
     "LOSS_KINDS",
     "LOSS_PRESETS",
     "LossTerms",

@@ -27,6 +27,8 @@ class P4DLossConfig:
         dyn_mask_mode: ``"bce"`` or ``"sigmoid_regression"`` (module docstring).
         depth_eps: ε of log(depth + ε), metres.
         log_zero_weight_terms: compute weight-0 terms (detached) so they can be logged.
+        normalize_targets: compare standardised targets and predictions (``rgpt4d_core/losses/normalise.py``):
+            each term is then O(1) like L_SFT; :func:`~rgpt4d_core.losses.p4d_loss` needs the statistics.
     """
 
     ld_weight: float = 0.01
@@ -40,6 +42,7 @@ class P4DLossConfig:
     dyn_mask_mode: str = "bce"
     depth_eps: float = 1e-8
     log_zero_weight_terms: bool = True
+    normalize_targets: bool = False
 
     def __post_init__(self) -> None:
         for name in ("ld_kind", "ed_kind"):
@@ -96,6 +99,17 @@ LOSS_PRESETS: dict[str, P4DLossConfig] = {
         camray_weight=_PAPER_BETA * 0.05,
     ),
     "released_code": P4DLossConfig(),
+    # issue 16: every term on standardised targets, each weighted like L_SFT (a grid scales them: conf/ablate/)
+    "normalized": P4DLossConfig(
+        ld_weight=1.0,
+        ld_kind="mse",
+        ed_kind="smooth_l1",
+        depth_weight=1.0,
+        flow_weight=1.0,
+        dyn_mask_weight=1.0,
+        camray_weight=0.0,
+        normalize_targets=True,
+    ),
     "sft_only": P4DLossConfig(
         ld_weight=0.0,
         depth_weight=0.0,
@@ -108,7 +122,8 @@ LOSS_PRESETS: dict[str, P4DLossConfig] = {
 
 
 def loss_preset(name: str, **overrides: object) -> P4DLossConfig:
-    """The preset ``name`` (``paper``, ``released_code``, ``sft_only``) with optional field overrides."""
+    """The preset ``name`` (``paper``, ``released_code``, ``normalized``, ``sft_only``) with optional field
+    overrides."""
     if name not in LOSS_PRESETS:
         raise KeyError(f"unknown loss preset {name!r}; known: {sorted(LOSS_PRESETS)}")
     return replace(LOSS_PRESETS[name], **overrides)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from rgpt4d_core.experts.base import DENSE_TARGETS, LATENTS
 from rgpt4d_core.losses.config import P4DLossConfig
+from rgpt4d_core.losses.normalise import TargetNorm
 from rgpt4d_core.losses.terms import dense_task_loss, latent_loss, sft_loss
 
 
@@ -92,6 +93,7 @@ class _Inputs:
     target_masks: Mapping[str, Tensor]
     sample_mask: Tensor
     heads: nn.Module | None
+    norm: TargetNorm | None = None
 
     def skip_reason(self, target: str, weight: float) -> str | None:
         """Why the term of ``target`` (``LATENTS`` or a dense task) is absent, or ``None`` when it can be computed."""
@@ -122,6 +124,7 @@ def _add_latent_term(out: _Collector, x: _Inputs) -> None:
         targets[LATENTS][idx.to(targets[LATENTS].device)].to(device),
         cfg.ld_kind,
         cfg.smooth_l1_beta,
+        x.norm,
     )
     out.add("ld", cfg.ld_weight, idx, values, student)
 
@@ -165,7 +168,7 @@ def _add_dense_terms(out: _Collector, x: _Inputs) -> None:
         if idx.numel():
             pred = preds[task][keep] if weight > 0 else preds[task][keep].detach()
             target = targets[task][idx.to(targets[task].device)].to(device)
-            values = dense_task_loss(task, pred, target, cfg)
+            values = dense_task_loss(task, pred, target, cfg, x.norm)
         else:
             values = torch.zeros(0, dtype=torch.float32, device=device)
         out.add(name, weight, idx, values, student_latents)
@@ -181,6 +184,7 @@ def p4d_loss(
     target_masks: Mapping[str, Tensor] | None = None,
     sample_mask: Tensor | None = None,
     heads: nn.Module | None = None,
+    norm: TargetNorm | None = None,
 ) -> LossTerms:
     """All P4D terms of a batch of ``B`` samples and their weighted total.
 
@@ -193,10 +197,18 @@ def p4d_loss(
         target_masks: optional bool ``[B]`` per target name: which samples have that target (default all).
         sample_mask: optional bool ``[B]``: samples eligible for distillation (False for image-only samples).
         heads: the expert's frozen heads (``latents -> {task: prediction}``), needed for L_ED.
+        norm: the targets' statistics; required when ``cfg.normalize_targets`` (else ignored).
 
     Returns:
         :class:`LossTerms`.
+
+    Raises:
+        ValueError: ``cfg.normalize_targets`` without ``norm`` while a distillation term is on.
     """
+    if not cfg.normalize_targets:
+        norm = None
+    elif norm is None and cfg.distills:
+        raise ValueError("P4DLossConfig.normalize_targets needs the targets' statistics (norm=TargetNorm)")
     targets = targets or {}
     target_masks = target_masks or {}
     batch, device = logits.shape[0], logits.device
@@ -209,7 +221,7 @@ def p4d_loss(
         raise ValueError(f"sample_mask must be bool [B={batch}], got {tuple(sample_mask.shape)}")
     sample_mask = sample_mask.to(device=device, dtype=torch.bool)
 
-    inputs = _Inputs(cfg, student_latents, targets, target_masks, sample_mask, heads)
+    inputs = _Inputs(cfg, student_latents, targets, target_masks, sample_mask, heads, norm)
     _add_latent_term(out, inputs)
     _add_dense_terms(out, inputs)
     total = sft_mean + sum(out.weighted.values(), torch.zeros((), device=device))

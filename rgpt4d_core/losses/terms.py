@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rgpt4d_core.experts.base import DENSE_TARGETS
+from rgpt4d_core.experts.base import DENSE_TARGETS, LATENTS
 from rgpt4d_core.losses.config import LOSS_KINDS, P4DLossConfig
+from rgpt4d_core.losses.normalise import TargetNorm
 from rgpt4d_core.text.prompts import IGNORE_INDEX
 
 
@@ -57,12 +58,13 @@ def _per_sample_mean(x: Tensor) -> Tensor:
     return x.flatten(1).mean(dim=1)
 
 
-def latent_loss(student: Tensor, teacher: Tensor, kind: str, beta: float) -> Tensor:
+def latent_loss(student: Tensor, teacher: Tensor, kind: str, beta: float, norm: TargetNorm | None = None) -> Tensor:
     """Per-sample L_LD: Σ over hooks of the mean Δ over each hook's ``T'·h'·w'·C'`` elements.
 
     Args:
         student: float ``[B, K, T', h', w', C']`` D_4DP outputs.
         teacher: float, same shape: the expert's hook latents.
+        norm: when given, both sides are standardised per (hook, channel) first (``normalise.py``).
 
     Returns:
         float32 ``[B]``.
@@ -71,31 +73,36 @@ def latent_loss(student: Tensor, teacher: Tensor, kind: str, beta: float) -> Ten
         raise ValueError(
             f"L_LD: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}; both [B,K,T',h',w',C']"
         )
+    if norm is not None:
+        student, teacher = norm.standardise(LATENTS, student), norm.standardise(LATENTS, teacher)
     err = elementwise_loss(student, teacher, kind, beta)
     return err.flatten(2).mean(dim=2).sum(dim=1)
 
 
-def dense_task_loss(task: str, pred: Tensor, target: Tensor, cfg: P4DLossConfig) -> Tensor:
+def dense_task_loss(task: str, pred: Tensor, target: Tensor, cfg: P4DLossConfig,
+                    norm: TargetNorm | None = None) -> Tensor:  # fmt: skip
     """Per-sample L_ED,m for one dense task, float32 ``[B]`` (shapes in ``rgpt4d_core/experts/base.py``).
 
     ``depth`` [B,T,H,W] metres in log space; ``flow_2d_backward`` [B,T,H,W,2] pixels, frame 0 skipped;
-    ``dyn_mask`` student logits vs teacher probability [B,T,H,W]; ``camray`` [B,Tc,hc,wc,6].
+    ``dyn_mask`` student logits vs teacher probability [B,T,H,W]; ``camray`` [B,Tc,hc,wc,6]. With ``norm`` the
+    compared quantities (log-depth, flow, rays, the mask probability under ``sigmoid_regression``) are
+    standardised per channel first, and the mask's BCE is divided by H(p̄) (``normalise.py``).
     """
     if pred.shape != target.shape:
         raise ValueError(f"L_ED[{task}]: prediction {tuple(pred.shape)} vs target {tuple(target.shape)}")
     beta = cfg.smooth_l1_beta
     if task == "depth":
-        log_pred = torch.log(pred.float().clamp(min=0) + cfg.depth_eps)
-        log_target = torch.log(target.float().clamp(min=0) + cfg.depth_eps)
-        return _per_sample_mean(elementwise_loss(log_pred, log_target, cfg.ed_kind, beta))
-    if task == "flow_2d_backward":
-        return _per_sample_mean(elementwise_loss(pred[:, 1:], target[:, 1:], cfg.ed_kind, beta))
-    if task == "dyn_mask":
-        if cfg.dyn_mask_mode == "bce":
-            return _per_sample_mean(
-                F.binary_cross_entropy_with_logits(pred.float(), target.float(), reduction="none")
-            )
-        return _per_sample_mean(elementwise_loss(torch.sigmoid(pred.float()), target, cfg.ed_kind, beta))
-    if task == "camray":
-        return _per_sample_mean(elementwise_loss(pred, target, cfg.ed_kind, beta))
-    raise KeyError(f"unknown dense task {task!r}; known: {DENSE_TARGETS}")
+        pred = torch.log(pred.float().clamp(min=0) + cfg.depth_eps)
+        target = torch.log(target.float().clamp(min=0) + cfg.depth_eps)
+    elif task == "flow_2d_backward":
+        pred, target = pred[:, 1:], target[:, 1:]
+    elif task == "dyn_mask" and cfg.dyn_mask_mode == "bce":
+        bce = F.binary_cross_entropy_with_logits(pred.float(), target.float(), reduction="none")
+        return _per_sample_mean(bce) / (norm.bce_scale() if norm is not None else 1.0)
+    elif task == "dyn_mask":
+        pred = torch.sigmoid(pred.float())
+    elif task != "camray":
+        raise KeyError(f"unknown dense task {task!r}; known: {DENSE_TARGETS}")
+    if norm is not None:
+        pred, target = norm.standardise(task, pred), norm.standardise(task, target)
+    return _per_sample_mean(elementwise_loss(pred, target, cfg.ed_kind, beta))

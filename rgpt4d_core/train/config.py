@@ -96,17 +96,23 @@ class LossSection:
 
     Attributes:
         preset: preset of ``rgpt4d_core.losses.LOSS_PRESETS`` (``"released_code"``: the code's tuned weights,
-            ``"paper"``: Eq. A8's α/β·λ); the fields below, when not ``None``, override single weights.
+            ``"paper"``: Eq. A8's α/β·λ, ``"normalized"``: standardised targets, every weight 1); the fields below,
+            when not ``None``, override single weights.
         ld: weight of L_LD.
+        ed: weight of the depth, flow and dynamic-mask L_ED terms at once (the per-task fields override it).
         depth, flow_2d_backward, dyn_mask, camray: weights of the L_ED terms.
+        normalize: standardise the targets per channel (``rgpt4d_core/losses/normalise.py``; statistics of the
+            training shards, computed by the job's driver); ``None`` keeps the preset's choice.
     """
 
     preset: str = "released_code"
     ld: float | None = None
+    ed: float | None = None
     depth: float | None = None
     flow_2d_backward: float | None = None
     dyn_mask: float | None = None
     camray: float | None = None
+    normalize: bool | None = None
 
 
 @dataclass
@@ -215,12 +221,15 @@ class MLflowSection:
     tracking_uri: ``""`` = ``sqlite:///<storage_path>/<name>/mlflow.db``; or an ``http://`` MLflow server.
     experiment: experiment name.
     registered_model_name: name the final inference checkpoint is registered under (``""`` = do not register).
+    parent_run_id: nest the job's run under this MLflow run (``""`` = top level), e.g. an experiment's parent run
+        (``pipelines/ablate.py``); set when the run is created.
     """
 
     enabled: bool = True
     tracking_uri: str = ""
     experiment: str = "rgpt4d-distill"
     registered_model_name: str = "rgpt4d-student"
+    parent_run_id: str = ""
 
 
 @dataclass

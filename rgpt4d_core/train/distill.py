@@ -22,6 +22,7 @@ from torch import nn
 
 from rgpt4d_core.experts.base import Expert, ExpertSpec
 from rgpt4d_core.inputs import InputSpec, write_input_spec
+from rgpt4d_core.losses import TargetNorm
 from rgpt4d_core.model.checkpoint import load_student, save_student
 from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.student import Student
@@ -142,8 +143,10 @@ def build_heads(cfg: DistillJobConfig, device: torch.device) -> nn.Module | None
     return build_frozen_heads(heads_cfg)
 
 
-def build_setup(cfg: DistillJobConfig, expert_spec: ExpertSpec | None, device: torch.device) -> DistillSetup:
-    """Student + heads + collator + loss for one training process, on ``device`` (seeded by ``loop.seed``)."""
+def build_setup(cfg: DistillJobConfig, expert_spec: ExpertSpec | None, device: torch.device,
+                norm: TargetNorm | None = None) -> DistillSetup:  # fmt: skip
+    """Student + heads + collator + loss for one training process, on ``device`` (seeded by ``loop.seed``);
+    ``norm``: the targets' statistics, for a loss that standardises them."""
     torch.manual_seed(cfg.loop.seed)
     student = build_student(cfg, expert_spec).to(device)
     heads = build_heads(cfg, device)
@@ -167,7 +170,7 @@ def build_setup(cfg: DistillJobConfig, expert_spec: ExpertSpec | None, device: t
         from rgpt4d_core.experts.registry import build_expert
 
         online = build_expert(dataclasses.replace(cfg.expert, device=str(device)))
-    return DistillSetup(student, heads, tokenizer, collate, DistillLoss.from_config(cfg, heads), online)
+    return DistillSetup(student, heads, tokenizer, collate, DistillLoss.from_config(cfg, heads, norm), online)
 
 
 def _has_tokenizer(path: Path) -> bool:

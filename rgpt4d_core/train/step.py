@@ -14,6 +14,7 @@ as a :data:`LossFn`; this module only knows the accumulation mechanics:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rgpt4d_core.losses import P4DLossConfig, loss_preset, p4d_loss
+from rgpt4d_core.losses import P4DLossConfig, TargetNorm, loss_preset, p4d_loss
 from rgpt4d_core.train.optim import clip_gradients
 
 
@@ -135,6 +136,23 @@ def optimizer_step(
     )
 
 
+def loss_config(cfg: Any) -> P4DLossConfig:
+    """The loss of a ``DistillJobConfig``: ``losses.preset`` ⊕ ``losses.ed`` (depth, flow and dynamic-mask weights
+    at once) ⊕ single-weight overrides ⊕ ``losses.normalize`` ⊕ ``ablation.variant`` (which terms are on)."""
+    sec = cfg.losses
+    loss_cfg = loss_preset(sec.preset).with_weights(ld=sec.ld, depth=sec.ed, flow_2d_backward=sec.ed, dyn_mask=sec.ed)
+    loss_cfg = loss_cfg.with_weights(
+        depth=sec.depth, flow_2d_backward=sec.flow_2d_backward, dyn_mask=sec.dyn_mask, camray=sec.camray
+    )
+    if sec.normalize is not None:
+        loss_cfg = dataclasses.replace(loss_cfg, normalize_targets=bool(sec.normalize))
+    if not cfg.ablation.latent_distillation:
+        loss_cfg = loss_cfg.with_weights(ld=0.0)
+    if not cfg.ablation.explicit_distillation:
+        loss_cfg = loss_cfg.with_weights(depth=0.0, flow_2d_backward=0.0, dyn_mask=0.0, camray=0.0)
+    return loss_cfg
+
+
 def _floats(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in terms.items()}
 
@@ -147,26 +165,21 @@ class DistillLoss:
         loss_cfg: kinds and weights (a preset of ``rgpt4d_core.losses`` with the job's overrides and ablation).
         heads: the expert's frozen dense heads (``None``: no L_ED).
         compute_latents: run D_4DP (any distillation term on).
+        norm: the targets' statistics (needed when ``loss_cfg.normalize_targets``).
     """
 
-    def __init__(self, loss_cfg: P4DLossConfig, heads: nn.Module | None, compute_latents: bool) -> None:
+    def __init__(self, loss_cfg: P4DLossConfig, heads: nn.Module | None, compute_latents: bool,
+                 norm: TargetNorm | None = None) -> None:  # fmt: skip
         self.loss_cfg = loss_cfg
         self.heads = heads
         self.compute_latents = compute_latents
+        self.norm = norm
 
     @classmethod
-    def from_config(cls, cfg: Any, heads: nn.Module | None) -> DistillLoss:
-        """From a ``DistillJobConfig``: ``losses.preset`` ⊕ single-weight overrides ⊕ ``ablation.variant``."""
-        sec = cfg.losses
-        loss_cfg = loss_preset(sec.preset).with_weights(
-            ld=sec.ld, depth=sec.depth, flow_2d_backward=sec.flow_2d_backward, dyn_mask=sec.dyn_mask, camray=sec.camray
-        )
-        if not cfg.ablation.latent_distillation:
-            loss_cfg = loss_cfg.with_weights(ld=0.0)
-        if not cfg.ablation.explicit_distillation:
-            loss_cfg = loss_cfg.with_weights(depth=0.0, flow_2d_backward=0.0, dyn_mask=0.0, camray=0.0)
+    def from_config(cls, cfg: Any, heads: nn.Module | None, norm: TargetNorm | None = None) -> DistillLoss:
+        """From a ``DistillJobConfig`` (:func:`loss_config`)."""
         distills = cfg.ablation.latent_distillation or cfg.ablation.explicit_distillation
-        return cls(loss_cfg, heads, compute_latents=distills)
+        return cls(loss_config(cfg), heads, compute_latents=distills, norm=norm)
 
     def __call__(self, model: nn.Module, batch: Any) -> LossOutput:
         out = model(
@@ -188,6 +201,7 @@ class DistillLoss:
             targets=batch.targets,
             sample_mask=out.latent_mask,
             heads=self.heads,
+            norm=self.norm,
         )
         logged = {**terms.terms, **{f"weighted/{k}": v for k, v in terms.weighted.items()}}
         return LossOutput(
