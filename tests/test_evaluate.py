@@ -201,11 +201,11 @@ def test_predictor_uses_the_som_png_and_counts_decode_failures(r4d_root: Path, c
     items = list(load_benchmark(str(r4d_root)).items)
 
     prepared = predictor.prepare(items[0])
-    assert isinstance(prepared, PreparedRequest) and prepared.video.shape[0] == 16
+    assert isinstance(prepared, PreparedRequest) and prepared.inputs.video.shape[0] == 16
     som_bgr = cv2.imread(str(items[0].som_image))
     assert som_bgr is not None
     som = cv2.cvtColor(som_bgr, cv2.COLOR_BGR2RGB)
-    assert np.allclose(prepared.som_image.numpy(), frames_to_pixels(som, engine.image_size).numpy())
+    assert np.allclose(prepared.inputs.som_image.numpy(), frames_to_pixels(som, engine.image_size).numpy())
 
     preds = predictor.predict(items)
     assert [p.id for p in preds] == [i.id for i in items]

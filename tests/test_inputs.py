@@ -110,9 +110,9 @@ def test_engine_defaults_to_the_checkpoints_spec(exported: Path, video: Path) ->
     engine = VQAEngine(EngineConfig(checkpoint=str(exported), max_new_tokens=2, decode_threads=1))
     assert engine.input == SPEC
     prepared = engine.prepare(_request(video))
-    assert not isinstance(prepared, Exception) and hasattr(prepared, "video")
-    assert prepared.video.shape[0] == 8  # type: ignore[union-attr]
-    text = engine.tokenizer.decode(prepared.input_ids.tolist())  # type: ignore[union-attr]
+    assert not isinstance(prepared, Exception) and hasattr(prepared, "inputs")
+    assert prepared.inputs.video.shape[0] == 8  # type: ignore[union-attr]
+    text = engine.tokenizer.decode(prepared.inputs.input_ids.tolist())  # type: ignore[union-attr]
     assert DURATION_SENTENCE.split("{")[0].strip() not in text
 
 
@@ -149,7 +149,7 @@ def test_engine_without_the_som_image(old_checkpoint: Path, tmp_path: Path, vide
     [result] = engine.answer([_request(video)])
     assert isinstance(result, VQAResult) and result.num_frames == 4
     prepared = engine.prepare(_request(video))
-    text = engine.tokenizer.decode(prepared.input_ids.tolist())  # type: ignore[union-attr]
+    text = engine.tokenizer.decode(prepared.inputs.input_ids.tolist())  # type: ignore[union-attr]
     assert engine.tokenizer.image_token not in text
 
 

@@ -99,14 +99,14 @@ def test_engine_of_an_option_style_checkpoint_answers_by_likelihood(tmp_path: Pa
                          regions=(Region(obj_id=1, box=(0.05, 0.3, 0.4, 0.6)),), request_id="q")
     prepared = engine.prepare(request)
     assert isinstance(prepared, PreparedRequest)
-    assert ANSWER_WITH_OPTION in engine.tokenizer.decode(prepared.input_ids.tolist())
+    assert ANSWER_WITH_OPTION in engine.tokenizer.decode(prepared.inputs.input_ids.tolist())
     (result,) = engine.answer([request])
     assert isinstance(result, VQAResult) and result.method == "option_likelihood"
     tok = engine.tokenizer
     conts = [[torch.tensor(tok.encode(o) + [tok.im_end_id]) for o in OPTIONS]]
     (scores,) = option_log_likelihoods(
-        engine.model, [prepared.input_ids], conts, prepared.video[None], prepared.timestamps_s[None],
-        prepared.som_image[None],
+        engine.model, [prepared.inputs.input_ids], conts, prepared.inputs.video[None], prepared.inputs.timestamps_s[None],
+        prepared.inputs.som_image[None],
     )
     assert result.answer_index == int(scores.argmax()) and result.answer == OPTIONS[result.answer_index]
     assert result.raw_output == result.answer and result.answer_letter == "ABC"[result.answer_index]

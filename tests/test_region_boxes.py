@@ -102,36 +102,49 @@ def test_paper_preset_has_no_region_embedding_and_ignores_boxes() -> None:
     assert not math.isnan(float(a.detach().sum()))
 
 
-def test_training_collate_and_serving_engine_give_the_model_the_same_boxes(tmp_path) -> None:
-    """The boxes a student is trained with are the ones Serve gives it for the same question."""
+@pytest.mark.parametrize("answer_style", ["letter", "option"])
+def test_training_and_serving_give_the_model_the_same_inputs(tmp_path, answer_style: str) -> None:
+    """One sample-preparation path (``rgpt4d_core.sample_prep``): for the same clip and question the training collate
+    and the serving engine give the student the same prompt ids, token boxes, pixels, timestamps and SoM image."""
     import numpy as np
 
+    from rgpt4d_core.sample_prep import SampleFormat
     from rgpt4d_core.serve.checkpoints import write_random_checkpoint
     from rgpt4d_core.serve.engine import VQAEngine
     from rgpt4d_core.serve.engine_config import EngineConfig
-    from rgpt4d_core.serve.vqa_types import VQARequest
+    from rgpt4d_core.serve.vqa_types import PreparedRequest, VQARequest, VQAResult
     from rgpt4d_core.shards.batch import TrainingBatch
     from rgpt4d_core.train.collate import Collator
+    from rgpt4d_core.video.decode import decode_clip
     from rgpt4d_core.video.encode import encode_video
 
-    video = np.zeros((8, 64, 64, 3), np.uint8)
+    video = np.zeros((8, 48, 56, 3), np.uint8)  # not the vision tower's 64 x 64: the pixels are resized
     video[:, 20:30, 10:20] = 200
     encode_video(video, 4.0, tmp_path / "clip.mp4")
     question, options, answer = "Where is <obj_2> relative to <obj_5>?", ("left", "right"), "left"
-    ckpt = write_random_checkpoint(tmp_path / "ckpt", preset="tiny", seed=0)
+    ckpt = write_random_checkpoint(tmp_path / "ckpt", preset="tiny", seed=0, answer_style=answer_style)
     engine = VQAEngine(EngineConfig(checkpoint=str(ckpt), max_new_tokens=2, decode_threads=1, num_frames=8))
     assert engine.model.cfg.region_boxes  # the tiny recipe embeds region boxes
     prepared = engine.prepare(VQARequest(str(tmp_path / "clip.mp4"), question, options, REGIONS[:2]))
-    assert prepared.token_boxes is not None
-    batch = TrainingBatch(["s"], video[None], np.arange(8, dtype=np.float32)[None] / 4, np.array([2.0], np.float32),
-                          [REGIONS[:2]], ["SR"], [question], [options], [answer], {})  # fmt: skip
-    collate = Collator(engine.tokenizer, 64, engine.model.tokens_per_frame, include_duration=True, region_boxes=True)
-    trained = collate(batch)
-    assert trained.token_boxes is not None
-    prompt_len = len(prepared.input_ids)  # the training ids continue with the answer
-    assert torch.equal(trained.input_ids[0][:prompt_len], prepared.input_ids)
-    assert torch.equal(trained.token_boxes[0][:prompt_len].nan_to_num(-1), prepared.token_boxes.nan_to_num(-1))
-    assert int(torch.isfinite(prepared.token_boxes).all(dim=1).sum()) == 2
-    from rgpt4d_core.serve.vqa_types import VQAResult
-
-    assert isinstance(engine.run([prepared])[0], VQAResult)  # and the engine generates with them
+    assert isinstance(prepared, PreparedRequest)
+    served = prepared.inputs
+    # the training side: the same decoded clip as a shard batch, the format the distill job builds for this student
+    clip = decode_clip(str(tmp_path / "clip.mp4"), engine.input.decode_config())
+    batch = TrainingBatch(["s"], clip.frames[None], clip.timestamps_s[None].astype(np.float32),
+                          np.array([clip.duration_s], np.float32), [REGIONS[:2]], ["SR"], [question], [options],
+                          [answer], {})  # fmt: skip
+    fmt = SampleFormat.for_student(engine.tokenizer, engine.model.cfg, som_image=True, duration_sentence=True)
+    assert fmt == engine.format
+    trained = Collator(fmt, engine.model.tokens_per_frame)(batch)
+    prompt_len = len(served.input_ids)  # the training ids continue with the supervised answer
+    assert torch.equal(trained.input_ids[0][:prompt_len], served.input_ids)
+    assert (trained.labels[0][:prompt_len] == -100).all() and (trained.labels[0][prompt_len:] != -100).all()
+    assert trained.token_boxes is not None and served.token_boxes is not None
+    assert torch.equal(trained.token_boxes[0][:prompt_len].nan_to_num(-1), served.token_boxes.nan_to_num(-1))
+    assert int(torch.isfinite(served.token_boxes).all(dim=1).sum()) == 2
+    assert trained.videos.shape == (1, 8, 3, 64, 64) and torch.equal(trained.videos[0], served.video)
+    assert torch.equal(trained.timestamps_s[0], served.timestamps_s)
+    assert trained.images is not None and served.som_image is not None
+    assert torch.equal(trained.images[0], served.som_image)
+    assert not torch.equal(served.som_image, served.video[0])  # the marks are drawn
+    assert isinstance(engine.run([prepared])[0], VQAResult)  # and the engine answers with them

@@ -149,17 +149,17 @@ def test_prompt_has_som_image_video_and_switchable_duration(engine: VQAEngine, v
     with_dur = engine.prepare(base)
     without = engine.prepare(VQARequest(**{**base.__dict__, "include_duration": False}))
     assert isinstance(with_dur, PreparedRequest) and isinstance(without, PreparedRequest)
-    text = tok.decode(with_dur.input_ids.tolist())
+    text = tok.decode(with_dur.inputs.input_ids.tolist())
     assert text.count(tok.image_token) == 1 and text.count(tok.video_token) == 1
     assert text.index(tok.image_token) < text.index(tok.video_token) < text.index("Where does <obj_1> go?")
     assert DURATION_SENTENCE.split("{")[0] in text and "3.00 seconds" in text
-    assert DURATION_SENTENCE.split("{")[0] not in tok.decode(without.input_ids.tolist())
+    assert DURATION_SENTENCE.split("{")[0] not in tok.decode(without.inputs.input_ids.tolist())
     assert "(D) not moving" in text
     # Set-of-Marks changed frame 1 (the SoM image) but not the video's first frame
-    assert with_dur.som_image.shape == with_dur.video.shape[1:]
-    assert not torch.equal(with_dur.som_image, with_dur.video[0])
+    assert with_dur.inputs.som_image.shape == with_dur.inputs.video.shape[1:]
+    assert not torch.equal(with_dur.inputs.som_image, with_dur.inputs.video[0])
     unmarked = engine.prepare(VQARequest(video=str(video), question="What moves?", options=OPTIONS))
-    assert isinstance(unmarked, PreparedRequest) and torch.equal(unmarked.som_image, unmarked.video[0])
+    assert isinstance(unmarked, PreparedRequest) and torch.equal(unmarked.inputs.som_image, unmarked.inputs.video[0])
     rle = rle_encode(mask)
     assert rle["size"] == [32, 40]
 
@@ -176,8 +176,8 @@ def test_rotated_video_is_served_as_displayed(engine: VQAEngine, rotation: int) 
         for r in (0, rotation)
     )
     assert isinstance(upright, PreparedRequest) and isinstance(turned, PreparedRequest)
-    assert (turned.video - upright.video).abs().mean() < 0.04  # pixels in [-1, 1]: 0.04 is 5 grey levels
-    assert (turned.som_image - upright.som_image).abs().mean() < 0.04
+    assert (turned.inputs.video - upright.inputs.video).abs().mean() < 0.04  # pixels in [-1, 1]: 0.04 is 5 grey levels
+    assert (turned.inputs.som_image - upright.inputs.som_image).abs().mean() < 0.04
     if rotation == 180:
         return
     # A mask drawn on the stored (sideways) pixels is refused, not stretched onto the wrong place.

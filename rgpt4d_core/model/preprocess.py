@@ -40,17 +40,26 @@ def frames_to_pixels(frames: np.ndarray, size: int) -> torch.Tensor:
     return x[0] if single else x
 
 
-def preprocess_clip(clip: Clip, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pixels float32 [T, 3, size, size] in [-1, 1], timestamps_s float32 [T] seconds)`` of a clip."""
-    if len(clip.timestamps_s) != clip.frames.shape[0]:
-        raise ValueError(
-            f"clip {clip.uri}: {clip.frames.shape[0]} frames but {len(clip.timestamps_s)} timestamps"
-        )
+def video_pixels(
+    frames: np.ndarray, timestamps_s: np.ndarray, size: int, source: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixels float32 [T, 3, size, size] in [-1, 1], timestamps_s float32 [T] seconds)`` of sampled frames.
+
+    Args:
+        frames: uint8 ``[T, H, W, 3]`` RGB; timestamps_s: ``[T]`` seconds; source: names the clip in errors.
+    """
+    if len(timestamps_s) != frames.shape[0]:
+        raise ValueError(f"clip {source}: {frames.shape[0]} frames but {len(timestamps_s)} timestamps")
     try:
-        pixels = frames_to_pixels(clip.frames, size)
+        pixels = frames_to_pixels(frames, size)
     except ValueError as exc:
-        raise ValueError(f"clip {clip.uri}: {exc}") from exc
-    return pixels, torch.as_tensor(np.asarray(clip.timestamps_s, dtype=np.float32))
+        raise ValueError(f"clip {source}: {exc}") from exc
+    return pixels, torch.as_tensor(np.asarray(timestamps_s, dtype=np.float32))
+
+
+def preprocess_clip(clip: Clip, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`video_pixels` of a clip's frames and timestamps."""
+    return video_pixels(clip.frames, clip.timestamps_s, size, clip.uri)
 
 
 def stack_clips(clips: Sequence[Clip], size: int) -> tuple[torch.Tensor, torch.Tensor]:

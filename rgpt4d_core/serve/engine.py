@@ -3,8 +3,9 @@
 One call of :meth:`VQAEngine.answer` on ``B`` requests:
 
 1. **prepare** each request on its own (errors stay with that request): decode ``num_frames`` uniformly sampled
-   frames under the configured limits and timeout, draw Set-of-Marks on frame 1, build the R4D prompt
-   (``[SoM image][video]`` + optional duration sentence + question + options + answer-directly instruction);
+   frames under the configured limits and timeout, then the training collate's own sample preparation
+   (:func:`rgpt4d_core.sample_prep.prepare_sample`): Set-of-Marks on frame 1, the R4D prompt (``[SoM image][video]``
+   + optional duration sentence + question + options + instruction), region boxes and pixels;
 2. **one batched greedy generation** over the prepared requests (if the batch fails as a whole, each request is
    retried alone so that one bad request never takes its batch-mates down);
 3. **extract** the chosen option with the shared extractor (``rgpt4d_core.text.answers``).
@@ -29,15 +30,14 @@ import torch
 
 from rgpt4d_core.model.checkpoint import checkpoint_model_id, load_student
 from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods
-from rgpt4d_core.model.preprocess import frames_to_pixels, preprocess_clip
-from rgpt4d_core.regions import RegionError, draw_set_of_marks, fit_mask, validate_refs
+from rgpt4d_core.regions import RegionError, validate_refs
+from rgpt4d_core.sample_prep import SampleFormat, prepare_sample, stack_media
 from rgpt4d_core.serve.checkpoints import load_tokenizer, write_random_checkpoint
 from rgpt4d_core.serve.engine_config import EngineConfig, pick_device, pick_dtype
 from rgpt4d_core.serve.media import clip_media
 from rgpt4d_core.serve.vqa_types import PreparedRequest, VQAError, VQARequest, VQAResult
 from rgpt4d_core.text.answers import extract_answer
-from rgpt4d_core.text.prompts import OPTION_LETTERS, build_inference_ids, r4d_user_text
-from rgpt4d_core.text.region_refs import token_region_boxes
+from rgpt4d_core.text.prompts import OPTION_LETTERS
 from rgpt4d_core.video.decode import VideoDecodeError, decode_clip
 
 __all__ = [
@@ -82,6 +82,10 @@ class VQAEngine:
                              f"takes {self.image_size} pixels ({cfg.checkpoint})")  # fmt: skip
         #: ``"letter"``: generate and extract the option; ``"option"``: score each option's likelihood
         self.answer_style = self.model.cfg.answer_style
+        #: how a request is presented to the student: as in its training (``data.*`` of the distill job)
+        self.format = SampleFormat.for_student(self.tokenizer, self.model.cfg, som_image=self.input.som_image,
+                                               duration_sentence=self.input.duration_sentence,
+                                               show_labels=cfg.show_labels)  # fmt: skip
         self._decode_cfg = self.input.decode_config()
         self._pool = ThreadPoolExecutor(max(1, cfg.decode_threads), thread_name_prefix="vqa-decode")
 
@@ -98,29 +102,13 @@ class VQAEngine:
             if request.som_image is None:
                 validate_refs(request.question, request.regions)
             clip = decode_clip(request.video, self._decode_cfg)
-            if request.som_image is None:
-                height, width = clip.frames.shape[1:3]
-                regions = [fit_mask(r, height, width) for r in request.regions]
-                som = draw_set_of_marks(clip.frames[0], regions, show_labels=self.cfg.show_labels)
-            else:
-                som = request.som_image
-            video, timestamps = preprocess_clip(clip, self.image_size)
-            include = request.include_duration
-            if include is None:
-                include = self.input.duration_sentence
-            text = r4d_user_text(
-                self.tokenizer,
-                request.question,
-                request.options,
-                clip.duration_s,
-                with_som_image=self.input.som_image,
-                include_duration=include,
-                answer_style=self.answer_style,
-            )
-            ids = torch.tensor(build_inference_ids(self.tokenizer, text), dtype=torch.long)
-            boxes = None
-            if self.model.cfg.region_boxes:
-                boxes = token_region_boxes(self.tokenizer, ids.tolist(), request.regions)
+            som = request.som_image
+            if som is None:
+                som = self.format.mark(clip.frames[0], request.regions)
+            inputs = prepare_sample(self.format, frames=clip.frames, timestamps_s=clip.timestamps_s,
+                                    duration_s=clip.duration_s, question=request.question, options=request.options,
+                                    regions=request.regions, source=clip.uri, marked=som,
+                                    include_duration=request.include_duration)  # fmt: skip
             media = clip_media(clip, som) if request.include_media else None
         except VideoDecodeError as exc:
             return VQAError(request.request_id, f"video_{exc.reason}", f"video: {exc}", "video")
@@ -133,14 +121,10 @@ class VQAEngine:
             return VQAError(request.request_id, "internal", f"{type(exc).__name__}: {exc}")
         return PreparedRequest(
             request=request,
-            video=video,
-            timestamps_s=timestamps,
-            som_image=frames_to_pixels(som, self.image_size),
-            input_ids=ids,
+            inputs=inputs,
             duration_s=clip.duration_s,
             decode_ms=(time.perf_counter() - start) * 1e3,
             media=media,
-            token_boxes=boxes,
         )
 
     def run(self, prepared: Sequence[PreparedRequest | VQAError]) -> list[VQAResult | VQAError]:
@@ -167,33 +151,27 @@ class VQAEngine:
     # ------------------------------------------------------------------------------------------ generation
     def _media(
         self, items: Sequence[PreparedRequest]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Videos ``[B, T, 3, S, S]``, timestamps ``[B, T]`` and SoM images ``[B, 3, S, S]`` on the device (no
-        images when the input spec has ``som_image`` off)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Videos ``[B, T, 3, S, S]``, timestamps ``[B, T]``, SoM images ``[B, 3, S, S]`` and their owners ``[B]``
+        on the device (no images when the input spec has ``som_image`` off), batched as the training collate does."""
         device, dtype = self.device, self.dtype
-        videos = torch.stack([p.video for p in items]).to(device, dtype)
-        timestamps = torch.stack([p.timestamps_s for p in items]).to(device)
-        if not self.input.som_image:
-            return videos, timestamps, None
-        images = torch.stack([p.som_image for p in items]).to(device, dtype)
-        return videos, timestamps, images
+        videos, timestamps, images, owner = stack_media([p.inputs for p in items])
+        if images is None or owner is None:
+            return videos.to(device, dtype), timestamps.to(device), None, None
+        return videos.to(device, dtype), timestamps.to(device), images.to(device, dtype), owner.to(device)
 
     def _token_boxes(self, items: Sequence[PreparedRequest]) -> list[torch.Tensor] | None:
         """Per prompt, its tokens' region boxes on the device (``None`` unless the student embeds them)."""
-        if not self.model.cfg.region_boxes:
-            return None
-        nan = float("nan")
-        return [(torch.full((len(p.input_ids), 4), nan) if p.token_boxes is None else p.token_boxes).to(self.device)
-                for p in items]  # fmt: skip
+        boxes = [p.inputs.token_boxes for p in items]
+        return [b.to(self.device) for b in boxes if b is not None] if self.format.region_boxes else None
 
     def _generate(self, items: Sequence[PreparedRequest]) -> list[VQAResult]:
         if self.answer_style == "option":
             return self._score_options(items)
         start = time.perf_counter()
         device = self.device
-        videos, timestamps, images = self._media(items)
-        owner = torch.arange(len(items), device=device) if images is not None else None
-        ids = [p.input_ids.to(device) for p in items]
+        videos, timestamps, images, owner = self._media(items)
+        ids = [p.inputs.input_ids.to(device) for p in items]
         out = self.model.generate(
             ids,
             videos=videos,
@@ -217,7 +195,7 @@ class VQAEngine:
     def _score_options(self, items: Sequence[PreparedRequest]) -> list[VQAResult]:
         """The ``"option"`` answer style: the option whose text (+ ``<|im_end|>``) is most likely."""
         start = time.perf_counter()
-        videos, timestamps, images = self._media(items)
+        videos, timestamps, images, _ = self._media(items)
         end = [self.tokenizer.im_end_id]
         continuations = [
             [
@@ -228,7 +206,7 @@ class VQAEngine:
         ]
         scores = option_log_likelihoods(
             self.model,
-            [p.input_ids.to(self.device) for p in items],
+            [p.inputs.input_ids.to(self.device) for p in items],
             continuations,
             videos,
             timestamps,
@@ -257,7 +235,8 @@ class VQAEngine:
         batch_size: int,
         generate_ms: float,
     ) -> VQAResult:
-        visual = (item.video.shape[0] + 1) * self.model.tokens_per_frame
+        num_frames = int(item.inputs.video.shape[0])
+        visual = (num_frames + 1) * self.model.tokens_per_frame
         return VQAResult(
             request_id=item.request.request_id,
             answer=None if index is None else item.request.options[index],
@@ -267,8 +246,8 @@ class VQAEngine:
             raw_output=text,
             batch_size=batch_size,
             duration_s=item.duration_s,
-            num_frames=int(item.video.shape[0]),
-            prompt_tokens=int(item.input_ids.shape[0]) - 2 + visual,
+            num_frames=num_frames,
+            prompt_tokens=int(item.inputs.input_ids.shape[0]) - 2 + visual,
             completion_tokens=completion_tokens,
             decode_ms=item.decode_ms,
             generate_ms=generate_ms,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from rgpt4d_core.sample_prep import SampleInputs
 from rgpt4d_core.serve.media import ClipMedia
 from rgpt4d_core.types import Region, VQAItem
 
@@ -106,20 +106,15 @@ class PreparedRequest:
     """A request ready for generation (output of :meth:`VQAEngine.prepare`).
 
     Attributes:
-        video: float32 ``[T, 3, S, S]`` in ``[-1, 1]``; ``timestamps_s``: float32 ``[T]`` seconds;
-        som_image: float32 ``[3, S, S]`` in ``[-1, 1]``, frame 1 with Set-of-Marks;
-        input_ids: int64 ``[L]`` prompt ids (one image and one video placeholder);
-        media: JPEGs for the client when the request asked for them;
-        token_boxes: float32 ``[L, 4]`` region box of each prompt token that names a region, NaN elsewhere
-            (``None`` unless the student embeds region boxes).
+        request: the request it answers.
+        inputs: the student's inputs (prompt ids, pixels, timestamps, SoM image, token boxes), prepared by the
+            training collate's own path (:func:`rgpt4d_core.sample_prep.prepare_sample`, no answer).
+        duration_s: source video duration in seconds; ``decode_ms``: wall time of the decode and preparation.
+        media: JPEGs for the client when the request asked for them.
     """
 
     request: VQARequest
-    video: torch.Tensor
-    timestamps_s: torch.Tensor
-    som_image: torch.Tensor
-    input_ids: torch.Tensor
+    inputs: SampleInputs
     duration_s: float
     decode_ms: float
     media: ClipMedia | None = None
-    token_boxes: torch.Tensor | None = None

@@ -1,9 +1,11 @@
 """Shard batches → student inputs: chat-templated ids/labels, pixels, timestamps, SoM images, expert targets.
 
-Each shard row is one R4D-style multiple-choice question about one video. The user turn is
-``[SoM image][video] question + options + instruction`` (``rgpt4d_core.text.prompts``); the supervised answer is
-the option letter (``answer_style="letter"``) or the option's text (``"option"``). The Set-of-Marks image is
-frame 1 with the row's region boxes drawn on it (``rgpt4d_core.regions``). Expert targets stay float32 tensors in the layouts of ``experts/base.py``.
+Each shard row is one R4D-style multiple-choice question about one video; its inputs are prepared by
+:func:`rgpt4d_core.sample_prep.prepare_sample`, the path the serving engine uses too (so a student is served what
+it was trained on): the user turn ``[SoM image][video] question + options + instruction``, the supervised answer
+(the option letter for ``answer_style="letter"``, the option's text for ``"option"``), the Set-of-Marks image
+(frame 1 with the row's region boxes drawn), the pixels and the per-token region boxes. Expert targets stay float32
+tensors in the layouts of ``experts/base.py``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rgpt4d_core.model.preprocess import frames_to_pixels
-from rgpt4d_core.regions import draw_set_of_marks
-from rgpt4d_core.shards.reader import TrainingBatch
-from rgpt4d_core.text.prompts import build_training_example, mcq_target, r4d_user_text
-from rgpt4d_core.text.region_refs import token_region_boxes
-from rgpt4d_core.text.tokenizer import TextTokenizer
+from rgpt4d_core.sample_prep import SampleFormat, SampleInputs, prepare_sample, stack_media
+from rgpt4d_core.shards.batch import TrainingBatch
 
 
 @dataclass
@@ -73,76 +71,51 @@ class Collator:
     """Turns :class:`TrainingBatch` objects into :class:`StudentBatch` objects.
 
     Attributes:
-        tokenizer: the student's tokenizer.
-        image_size: the vision tower's input side ``S`` (pixels).
+        format: how each sample is presented to the student (prompt, SoM image, region boxes, pixel size).
         tokens_per_frame: visual tokens per frame/image after the projector (for token counts).
-        som_image: prepend the Set-of-Marks image (R4D-Bench's input format).
-        include_duration: add "These images are uniformly sampled from a video of X seconds." (the paper's
-            prompt trick; TPE makes it unnecessary).
-        answer_style: ``"letter"`` supervises the option letter, ``"option"`` the option's text (and the prompt
-            closes with the matching instruction; ``rgpt4d_core.text.prompts``).
-        region_boxes: also give each sample's per-token region boxes (for ``StudentConfig.region_boxes``).
     """
 
-    tokenizer: TextTokenizer
-    image_size: int
+    format: SampleFormat
     tokens_per_frame: int
-    som_image: bool = True
-    include_duration: bool = False
-    answer_style: str = "letter"
-    region_boxes: bool = False
 
     def __call__(self, batch: TrainingBatch) -> StudentBatch:
         if len(batch) == 0:
             raise ValueError("cannot collate an empty batch")
-        ids: list[torch.Tensor] = []
-        labels: list[torch.Tensor] = []
-        for i in range(len(batch)):
-            try:
-                user = r4d_user_text(
-                    self.tokenizer,
-                    batch.questions[i],
-                    batch.options[i],
-                    float(batch.duration_s[i]),
-                    with_som_image=self.som_image,
-                    include_duration=self.include_duration,
-                    answer_style=self.answer_style,
-                )
-                target = mcq_target(batch.options[i], batch.answers[i], self.answer_style)
-                example = build_training_example(self.tokenizer, user, target)
-            except ValueError as exc:
-                raise ValueError(
-                    f"sample {batch.sample_ids[i]}: cannot build the training example: {exc}"
-                ) from exc
-            ids.append(torch.tensor(example.input_ids, dtype=torch.long))
-            labels.append(torch.tensor(example.labels, dtype=torch.long))
-        frames = batch.frames  # uint8 [B, T, H, W, 3]
-        videos = torch.stack([frames_to_pixels(f, self.image_size) for f in frames])
-        images = owner = None
-        if self.som_image:
-            marked = np.stack(
-                [draw_set_of_marks(f[0], r) for f, r in zip(frames, batch.regions, strict=True)]
-            )
-            images = frames_to_pixels(marked, self.image_size)
-            owner = torch.arange(len(batch), dtype=torch.long)
-        visual_per_sample = self.tokens_per_frame * (frames.shape[1] + int(self.som_image))
+        samples = [self.sample(batch, i) for i in range(len(batch))]
+        videos, timestamps, images, owner = stack_media(samples)
+        ids = [s.input_ids for s in samples]
+        boxes = [s.token_boxes for s in samples if s.token_boxes is not None]
+        som = int(self.format.som_image)
+        visual_per_sample = self.tokens_per_frame * (videos.shape[1] + som)
         return StudentBatch(
             input_ids=ids,
-            labels=labels,
+            labels=[s.labels for s in samples if s.labels is not None],  # every training sample has labels
             videos=videos,
-            timestamps_s=torch.from_numpy(np.ascontiguousarray(batch.timestamps_s, dtype=np.float32)),
+            timestamps_s=timestamps,
             images=images,
             image_owner=owner,
             targets=_targets(batch.targets),
-            token_boxes=[
-                token_region_boxes(self.tokenizer, t.tolist(), r)
-                for t, r in zip(ids, batch.regions, strict=True)
-            ]
-            if self.region_boxes
-            else None,
+            token_boxes=boxes if self.format.region_boxes else None,
             # each media placeholder id is replaced by its visual tokens
-            num_tokens=sum(len(t) for t in ids) + (visual_per_sample - 1 - int(self.som_image)) * len(batch),
+            num_tokens=sum(len(t) for t in ids) + (visual_per_sample - 1 - som) * len(batch),
         )
+
+    def sample(self, batch: TrainingBatch, i: int) -> SampleInputs:
+        """The inputs of sample ``i`` of ``batch``, answer supervised."""
+        try:
+            return prepare_sample(
+                self.format,
+                frames=batch.frames[i],
+                timestamps_s=batch.timestamps_s[i],
+                duration_s=float(batch.duration_s[i]),
+                question=batch.questions[i],
+                options=batch.options[i],
+                regions=batch.regions[i],
+                source=batch.sample_ids[i],
+                answer=batch.answers[i],
+            )
+        except ValueError as exc:
+            raise ValueError(f"sample {batch.sample_ids[i]}: cannot build the training example: {exc}") from exc
 
 
 def _targets(targets: Mapping[str, np.ndarray | None]) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ from rgpt4d_core.model.checkpoint import load_student, save_student
 from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.student import Student
 from rgpt4d_core.model.tpe import TPEConfig
+from rgpt4d_core.sample_prep import SampleFormat
 from rgpt4d_core.shards.reader import TrainingBatch
 from rgpt4d_core.text.tokenizer import TOKENIZERS, TextTokenizer
 from rgpt4d_core.train.collate import Collator, StudentBatch
@@ -156,15 +157,10 @@ def build_setup(cfg: DistillJobConfig, expert_spec: ExpertSpec | None, device: t
     else:
         build = cast(Callable[[], TextTokenizer], TOKENIZERS[student.cfg.tokenizer])
         tokenizer = build()
-    collate = Collator(
-        tokenizer=tokenizer,
-        image_size=student.cfg.vision.image_size,
-        tokens_per_frame=student.tokens_per_frame,
-        som_image=cfg.data.som_image,
-        include_duration=cfg.data.duration_prompt,
-        answer_style=student.cfg.answer_style,
-        region_boxes=student.cfg.region_boxes,
+    sample_format = SampleFormat.for_student(
+        tokenizer, student.cfg, som_image=cfg.data.som_image, duration_sentence=cfg.data.duration_prompt
     )
+    collate = Collator(sample_format, student.tokens_per_frame)
     online = None
     if cfg.data.targets == "online":
         from rgpt4d_core.experts.registry import build_expert
