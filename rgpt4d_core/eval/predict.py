@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow as pa
 
 from rgpt4d_core import storage
+from rgpt4d_core.arrow_rows import row_of, row_schema
 from rgpt4d_core.eval.benchmark import uses_som_file
 from rgpt4d_core.eval.metrics import ScoredItem
 from rgpt4d_core.serve.engine import PreparedRequest, VQAEngine, VQAError, VQARequest, VQAResult
@@ -67,18 +67,24 @@ class Prediction:
     def correct(self) -> bool:
         return self.error_code is None and self.pred_index == self.answer_index
 
+    @property
+    def answer_letter(self) -> str:
+        """The correct option's letter (``"B"``)."""
+        return OPTION_LETTERS[self.answer_index]
+
+    @property
+    def pred_letter(self) -> str | None:
+        """The chosen option's letter, ``None`` when none was chosen."""
+        return None if self.pred_index is None else OPTION_LETTERS[self.pred_index]
+
     def scored(self) -> ScoredItem:
         """The :class:`ScoredItem` the metrics consume (errors count as wrong)."""
         error = None if self.error_code is None else f"{self.error_code}: {self.error}"
         return ScoredItem(id=self.id, task=self.task, num_options=self.num_options, correct=self.correct, error=error)
 
     def to_row(self) -> dict[str, Any]:
-        """A flat dict (Arrow/JSONL) with the letters and the correctness spelled out."""
-        row = asdict(self)
-        row["answer_letter"] = OPTION_LETTERS[self.answer_index]
-        row["pred_letter"] = None if self.pred_index is None else OPTION_LETTERS[self.pred_index]
-        row["correct"] = self.correct
-        return row
+        """A flat dict (Arrow/JSONL, :data:`PREDICTION_SCHEMA`) with the letters and the correctness spelled out."""
+        return row_of(self, ROW_PROPERTIES)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Prediction:
@@ -87,27 +93,10 @@ class Prediction:
         return cls(**{k: row[k] for k in names if k in row})
 
 
-#: Arrow schema of :meth:`Prediction.to_row` (one fixed schema for every Ray Data block)
-PREDICTION_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("task", pa.string()),
-        ("num_options", pa.int64()),
-        ("answer_index", pa.int64()),
-        ("pred_index", pa.int64()),
-        ("method", pa.string()),
-        ("raw_output", pa.string()),
-        ("error_code", pa.string()),
-        ("error", pa.string()),
-        ("duration_s", pa.float64()),
-        ("num_frames", pa.int64()),
-        ("decode_ms", pa.float64()),
-        ("generate_ms", pa.float64()),
-        ("answer_letter", pa.string()),
-        ("pred_letter", pa.string()),
-        ("correct", pa.bool_()),
-    ]
-)
+#: the properties :meth:`Prediction.to_row` spells out after the fields
+ROW_PROPERTIES = ("answer_letter", "pred_letter", "correct")
+#: Arrow schema of :meth:`Prediction.to_row` (one fixed schema for every Ray Data block), derived from the dataclass
+PREDICTION_SCHEMA = row_schema(Prediction, ROW_PROPERTIES)
 
 
 def _answer_index(item: VQAItem) -> int:
