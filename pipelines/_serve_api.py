@@ -74,20 +74,8 @@ class APIRoutes(VideoInputs):
         total_ms = (time.perf_counter() - start) * 1e3
         response.headers["Server-Timing"] = stages.header(result.decode_ms, result.generate_ms, total_ms)
         timings = api.Timings(decode_ms=result.decode_ms, generate_ms=result.generate_ms, total_ms=total_ms)
-        return api.VQAAnswer(
-            request_id=rid,
-            model=self.model_id,
-            answer=result.answer,
-            answer_index=result.answer_index,
-            answer_letter=result.answer_letter,
-            method=result.method,
-            raw_output=result.raw_output,
-            batch_size=result.batch_size,
-            duration_s=result.duration_s,
-            num_frames=result.num_frames,
-            timings=timings,
-            media=media_of(result),
-        )
+        return api.VQAAnswer.from_result(result, request_id=rid, model=self.model_id, timings=timings,
+                                         media=media_of(result))
 
     @api_router.post(
         "/v1/chat/completions",

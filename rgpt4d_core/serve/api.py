@@ -167,6 +167,15 @@ class VQAAnswer(BaseModel):
     timings: Timings
     media: Media | None = Field(default=None, description="only when the request set include_media")
 
+    @classmethod
+    def from_result(
+        cls, result: Any, *, request_id: str, model: str, timings: Timings, media: Media | None
+    ) -> VQAAnswer:
+        """The body of an engine's :class:`~rgpt4d_core.serve.vqa_types.VQAResult`: every field but the four
+        given here is the result's field of the same name (the result has more: token counts, stage timings)."""
+        given: dict[str, Any] = {"request_id": request_id, "model": model, "timings": timings, "media": media}
+        return cls(**given, **{name: getattr(result, name) for name in cls.model_fields if name not in given})
+
 
 class ErrorDetail(BaseModel):
     code: str
