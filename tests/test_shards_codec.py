@@ -14,6 +14,7 @@ from shards_testkit import SAMPLING, tiny_clip, tiny_item, tiny_spec, tiny_targe
 from rgpt4d_core.experts.base import DENSE_TARGETS, ExpertTargets
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.codec import ShardCodecError, make_clip_id, make_sample_id
+from rgpt4d_core.shards.requests import REQ_VIDEO, clip_fields, clip_of, target_fields, targets_of, to_table
 from rgpt4d_core.shards.rows import SampleSource, clip_error_row, clip_row, decode_row, question_row
 
 LIST_COLUMNS = (S.FRAME_INDICES, S.TIMESTAMPS_S, S.FRAMES, S.REGIONS, S.OPTIONS)
@@ -136,3 +137,26 @@ def test_bad_targets_raise_naming_clip_and_column() -> None:
         encode(ExpertTargets(latents=good.latents))
     with pytest.raises(ShardCodecError, match="frames_format"):
         encode(good, image_format="gif")
+
+
+def test_precompute_wire_format_carries_a_clip_and_its_targets_through_arrow() -> None:
+    """``shards/requests.py`` writes and reads the precompute steps' wire format: a clip and its fp16 targets come
+    back from an Arrow table of ``REQUEST_SCHEMA`` as they went in."""
+    spec = tiny_spec()
+    clip, targets = tiny_clip(), tiny_targets(spec)
+    req = {REQ_VIDEO: clip.uri, **clip_fields(clip), **target_fields(targets)}
+    [back] = to_table([req]).to_pylist()
+    got = clip_of(back)
+    assert got is not None and got.uri == clip.uri and got.fps == clip.fps
+    assert got.num_source_frames == clip.num_source_frames
+    for name in ("frames", "timestamps_s", "frame_indices"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(clip, name))
+    shapes = S.tensor_shapes(spec)
+    got_targets = targets_of(back, shapes)
+    for name, shape in shapes.items():
+        want = getattr(targets, name)
+        if shape is None or want is None:
+            assert getattr(got_targets, name) is None
+        else:
+            np.testing.assert_array_equal(getattr(got_targets, name), np.asarray(want, np.float16))
+    assert clip_of({REQ_VIDEO: "v.mp4"}) is None  # a request whose clip was not decoded

@@ -32,10 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from rgpt4d_core.experts.base import Expert, ExpertSpec, ExpertTargets
+from rgpt4d_core.experts.base import Expert, ExpertSpec
 from rgpt4d_core.shards import rows as R
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.codec import ShardCodecError, make_clip_id
@@ -62,7 +61,10 @@ from rgpt4d_core.shards.requests import (
     REQ_TIMESTAMPS,
     REQ_VIDEO,
     REQUEST_SCHEMA,
+    clip_fields,
     clip_of,
+    target_fields,
+    targets_of,
     to_table,
 )
 from rgpt4d_core.video.decode import DecodeConfig, VideoDecodeError, decode_clip
@@ -156,16 +158,7 @@ def decode_requests(requests: Sequence[Mapping[str, Any]], sampling: SamplingCon
         if req.get(REQ_CLIP_DONE) is None and any(r["error"] is None for r in records):
             try:
                 clip = decode_clip(req[REQ_VIDEO], cfg)
-                new.update(
-                    {
-                        REQ_FRAMES: np.ascontiguousarray(clip.frames).tobytes(),
-                        REQ_FRAMES_SHAPE: list(clip.frames.shape),
-                        REQ_TIMESTAMPS: [float(t) for t in clip.timestamps_s],
-                        REQ_INDICES: [int(i) for i in clip.frame_indices],
-                        REQ_FPS: float(clip.fps),
-                        REQ_NUM_SOURCE_FRAMES: int(clip.num_source_frames),
-                    }
-                )
+                new.update(clip_fields(clip))
             except VideoDecodeError as exc:
                 new[REQ_ERROR] = json.dumps([f"decode:{exc.reason}", str(exc)])
         out.append(new)
@@ -173,12 +166,6 @@ def decode_requests(requests: Sequence[Mapping[str, Any]], sampling: SamplingCon
 
 
 # ---- step 3: expert ------------------------------------------------------------------------------------------
-
-
-def _targets_to_wire(targets: ExpertTargets, req: dict[str, Any]) -> None:
-    for name in S.TENSOR_COLUMNS:
-        value = getattr(targets, name)
-        req[REQ_TARGET_PREFIX + name] = None if value is None else np.ascontiguousarray(value, "<f2").tobytes()
 
 
 def expert_requests(expert: Expert, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -194,25 +181,17 @@ def expert_requests(expert: Expert, requests: Sequence[Mapping[str, Any]]) -> li
     try:
         results = expert.encode([c for _, c in todo])
         for (req, _), targets in zip(todo, results, strict=True):
-            _targets_to_wire(targets, req)
+            req.update(target_fields(targets))
     except Exception:  # isolate the clip at fault; the rest of the batch still gets targets
         for req, clip in todo:
             try:
-                _targets_to_wire(expert.encode([clip])[0], req)
+                req.update(target_fields(expert.encode([clip])[0]))
             except Exception as exc:
                 req[REQ_ERROR] = json.dumps(["expert:error", f"{req[REQ_VIDEO]}: {type(exc).__name__}: {exc}"])
     return out
 
 
 # ---- step 4: rows --------------------------------------------------------------------------------------------
-
-
-def _request_targets(req: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...] | None]) -> ExpertTargets:
-    return ExpertTargets(**{
-        name: np.frombuffer(data, "<f2").reshape(shape)
-        for name, shape in shapes.items()
-        if shape is not None and (data := req.get(REQ_TARGET_PREFIX + name)) is not None
-    })  # fmt: skip
 
 
 def _clip_outcome(
@@ -230,7 +209,7 @@ def _clip_outcome(
     if clip is None:  # no valid record: nothing was decoded and no clip row is written
         return None, ["decode:skipped", "no clip"]
     try:
-        return R.clip_row(clip_id, video, spec, clip, _request_targets(req, S.tensor_shapes(spec)),
+        return R.clip_row(clip_id, video, spec, clip, targets_of(req, S.tensor_shapes(spec)),
                           S.tensor_shapes(spec), sampling.image_format, sampling.jpeg_quality), None  # fmt: skip
     except ShardCodecError as exc:
         error = ["encode:error", str(exc)]
