@@ -6,9 +6,12 @@
 Stages (the work itself is framework-free, in ``rgpt4d_core.shards.precompute``):
 read QA manifest / video list (driver) -> decode (CPU tasks) -> expert (``map_batches`` with a callable class on
 an actor pool; size, batch size, ``num_gpus`` from config) -> encode + write (CPU tasks, ``output.clips_per_file``
-videos each): one clip row per video into ``<output>/clips/part-*.parquet`` (row groups sized by bytes), then
-one question row per QA item into ``<output>/questions/part-*.parquet`` beside it, in the same clip order
-(schema v2, :mod:`rgpt4d_core.shards.schema`) -> ``_manifest.json`` covering both tables (last).
+videos each). That is the split layout (``compute.fuse_stages: false``, GPU nodes); by default the stages are
+fused: each expert actor decodes, runs the expert on, encodes and writes one part of ``output.clips_per_file``
+videos per call (``PartActor``), which is faster where CPUs are scarce (``_precompute_job.ComputeConfig``).
+Either way each part is one clip row per video into ``<output>/clips/part-*.parquet`` (row groups sized by
+bytes), then one question row per QA item into ``<output>/questions/part-*.parquet`` beside it, in the same clip
+order (schema v2, :mod:`rgpt4d_core.shards.schema`) -> ``_manifest.json`` covering both tables (last).
 
 Resume and exactly-once: a re-run into the same output first drops the manifest (the set is incomplete while it
 runs), deletes data files a killed writer left unreadable (no Parquet footer; S3 objects appear atomically),
@@ -62,6 +65,7 @@ __all__ = [
     "ExpertActor",
     "InputConfig",
     "OutputConfig",
+    "PartActor",
     "PrecomputeJob",
     "Summary",
     "estimated_clip_bytes",
@@ -98,13 +102,34 @@ class ExpertActor:
         return P.to_table(P.expert_requests(self.expert, batch.to_pylist()))
 
 
+class PartActor(ExpertActor):
+    """The fused stages (``compute.fuse_stages``): decodes a batch of requests (one part, ``output.clips_per_file``
+    videos), runs the expert on it ``compute.batch_size`` clips at a time, and encodes and writes the part."""
+
+    def __init__(self, expert: ExpertConfig, plugins: list[str], torch_threads: int, sampling: P.SamplingConfig,
+                 spec: dict[str, Any], root: str, rows_per_group: int, batch_size: int) -> None:  # fmt: skip
+        super().__init__(expert, plugins, torch_threads)
+        self.sampling, self.spec, self.root = sampling, ExpertSpec.from_dict(spec), root
+        self.rows_per_group, self.batch_size = rows_per_group, max(1, batch_size)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        decoded = P.decode_requests(batch.to_pylist(), self.sampling)
+        done = [r for i in range(0, len(decoded), self.batch_size)
+                for r in P.expert_requests(self.expert, decoded[i : i + self.batch_size])]  # fmt: skip
+        return _write_requests(done, self.spec, self.sampling, self.root, self.rows_per_group)
+
+
+def _write_requests(requests: list[dict[str, Any]], spec: ExpertSpec, sampling: P.SamplingConfig, root: str,
+                    rows_per_group: int) -> pa.Table:  # fmt: skip
+    clips, questions = P.rows_tables(*P.rows_from_requests(requests, spec, sampling), spec)
+    part = write_part(root, clips, questions, rows_per_group)
+    return pa.table({"clip_rows": [part.clip_rows], "question_rows": [part.question_rows]})
+
+
 def _encode_and_write(batch: pa.Table, spec: dict[str, Any], sampling: P.SamplingConfig, root: str,
                       rows_per_group: int) -> pa.Table:
     """Encode a batch of requests into clip and question rows and write them as one part of both tables."""
-    expert_spec = ExpertSpec.from_dict(spec)
-    clips, questions = P.rows_tables(*P.rows_from_requests(batch.to_pylist(), expert_spec, sampling), expert_spec)
-    part = write_part(root, clips, questions, rows_per_group)
-    return pa.table({"clip_rows": [part.clip_rows], "question_rows": [part.question_rows]})
+    return _write_requests(batch.to_pylist(), ExpertSpec.from_dict(spec), sampling, root, rows_per_group)
 
 
 def _spec_of(expert: ExpertConfig, plugins: list[str]) -> dict[str, Any]:
@@ -152,27 +177,36 @@ def estimated_clip_bytes(spec: ExpertSpec, sampling: P.SamplingConfig) -> int:
     return S.tensor_nbytes(S.tensor_shapes(spec)) + raw_frames // (10 if sampling.image_format == "jpeg" else 2)
 
 
-def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]]) -> None:
+def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]]) -> list[tuple[float, int]]:
+    """Run the dataset; returns ``(perf_counter time, clip rows)`` of each part as the driver receives it."""
     import ray
 
-    c = job.compute
+    c, per_part = job.compute, job.output.clips_per_file
     renv = job.ray_target().remote_args()
-    ds: Any = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // max(1, c.decode_batch_size)))
-    ds = ds.map_batches(_decode_batch, fn_kwargs={"sampling": job.sampling}, batch_size=c.decode_batch_size,
-                        batch_format="pyarrow", num_cpus=c.num_cpus_per_task, memory=c.decode_memory_mb << 20, **renv)
-    ds = ds.map_batches(
-        ExpertActor,
-        fn_constructor_kwargs={"expert": job.expert, "plugins": list(job.plugins), "torch_threads": c.torch_threads},
-        batch_size=c.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=c.num_actors),
-        num_gpus=c.num_gpus_per_actor, num_cpus=c.num_cpus_per_actor, **renv,
-    )
     rows_per_group = clip_rows_per_group(job.output.row_group_bytes, estimated_clip_bytes(spec, job.sampling))
-    ds = ds.map_batches(_encode_and_write, fn_kwargs={"spec": spec.to_dict(), "sampling": job.sampling,
-                        "root": job.output.uri, "rows_per_group": rows_per_group},
-                        batch_size=job.output.clips_per_file, batch_format="pyarrow", num_cpus=c.num_cpus_per_task,
-                        **renv)  # fmt: skip
-    for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        pass
+    actor_kwargs = {"expert": job.expert, "plugins": list(job.plugins), "torch_threads": c.torch_threads}
+    pool = {"compute": ray.data.ActorPoolStrategy(size=c.num_actors), "num_gpus": c.num_gpus_per_actor,
+            "num_cpus": c.num_cpus_per_actor, "batch_format": "pyarrow", **renv}  # fmt: skip
+    ds: Any
+    if c.fuse_stages:  # one block per part: each actor call decodes, runs the expert on and writes one part
+        ds = ray.data.from_items(requests, override_num_blocks=-(-len(requests) // per_part))
+        ds = ds.map_batches(PartActor, fn_constructor_kwargs={**actor_kwargs, "sampling": job.sampling,
+                            "spec": spec.to_dict(), "root": job.output.uri, "rows_per_group": rows_per_group,
+                            "batch_size": c.batch_size}, batch_size=per_part, **pool)  # fmt: skip
+    else:
+        ds = ray.data.from_items(requests, override_num_blocks=-(-len(requests) // max(1, c.decode_batch_size)))
+        ds = ds.map_batches(_decode_batch, fn_kwargs={"sampling": job.sampling}, batch_size=c.decode_batch_size,
+                            batch_format="pyarrow", num_cpus=c.num_cpus_per_task, memory=c.decode_memory_mb << 20,
+                            **renv)  # fmt: skip
+        ds = ds.map_batches(ExpertActor, fn_constructor_kwargs=actor_kwargs, batch_size=c.batch_size, **pool)
+        ds = ds.map_batches(_encode_and_write, fn_kwargs={"spec": spec.to_dict(), "sampling": job.sampling,
+                            "root": job.output.uri, "rows_per_group": rows_per_group},
+                            batch_size=per_part, batch_format="pyarrow", num_cpus=c.num_cpus_per_task,
+                            **renv)  # fmt: skip
+    parts = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        parts += [(time.perf_counter(), n) for n in batch.column("clip_rows").to_pylist()]
+    return parts
 
 
 def _resume_state(root: str, summary: Summary) -> tuple[WrittenState, set[tuple[str, str]], dict[str, list[Any]]]:
@@ -213,7 +247,11 @@ def run(job: PrecomputeJob) -> Summary:
         with polled(plan.num_records, "precompute", "sample",
                     poll=lambda: scan_written(root).questions.keys.num_rows - before,
                     interval_s=5.0, enabled=progress_wanted()):  # fmt: skip
-            _write(job, spec, plan.requests)
+            parts = _write(job, spec, plan.requests)
+        summary.startup_s = parts[0][0] - t0 if parts else 0.0
+        k = max(1, job.compute.num_actors)  # steady state: after the first round of parts (one per actor)
+        if len(parts) > k and parts[-1][0] > parts[k - 1][0]:
+            summary.steady_clips_per_s = sum(n for _, n in parts[k:]) / (parts[-1][0] - parts[k - 1][0])
     summary.wall_s = time.perf_counter() - t0
 
     final = scan_written(root)
@@ -228,7 +266,8 @@ def run(job: PrecomputeJob) -> Summary:
     summary.errors_by_reason = dict(Counter(r for _, s, r in new if s == S.STATUS_ERROR))
     extra = {"config": json.loads(json.dumps(asdict(job), default=str)), "last_run": {
         "videos": summary.videos, "records": summary.records, "wall_s": round(summary.wall_s, 3),
-        "clips_per_s": round(summary.clips_per_s, 4)}}  # fmt: skip
+        "clips_per_s": round(summary.clips_per_s, 4), "startup_s": round(summary.startup_s, 3),
+        "steady_clips_per_s": round(summary.steady_clips_per_s, 4)}}  # fmt: skip
     manifest = commit(root, scan_written(root), spec, sampling, extra)
     summary.total_rows, summary.total_clips = manifest.counts.total, manifest.clip_counts.total
     summary.total_bytes, summary.files = manifest.bytes, len(final.files)
