@@ -42,8 +42,8 @@ class ComputeConfig:
     * fused (the default, for CPU-only machines and any node where CPUs are scarce): each expert actor takes one
       part (``output.clips_per_file`` videos), decodes it, runs the expert ``batch_size`` clips at a time, encodes
       the rows and writes the part. No decode or write tasks compete with the actors for the cores, and no frames
-      or targets cross the object store. ``torch_threads`` 1 per actor and one actor per core is the fastest
-      CPU-only shape measured (``bench/precompute.py``).
+      or targets cross the object store. On CPUs: one actor per core with ``torch_threads`` 1 (the shape
+      ``bench/precompute.py`` sets against a plain loop).
     * split (``fuse_stages: false``, GPU nodes): decode CPU tasks (``num_cpus_per_task`` each,
       ``decode_batch_size`` videos) -> expert actors (``batch_size`` clips per call) -> encode + write CPU tasks,
       so that decoding fans out over the node's CPUs while the GPU runs only the expert (``docs/cluster.md``
@@ -55,7 +55,7 @@ class ComputeConfig:
         num_gpus_per_actor: GPUs per expert actor (0 on CPU).
         num_cpus_per_actor: logical CPUs per expert actor.
         num_cpus_per_task: logical CPUs per decode / encode task (split layout).
-        torch_threads: intra-op threads inside each expert actor (0 = leave torch's default).
+        torch_threads: intra-op threads of torch and OpenCV inside each expert actor (0 = the libraries' defaults).
         fuse_stages: the fused layout (see above) instead of the split one.
         decode_batch_size: videos per decode task (split layout).
         decode_memory_mb: memory each decode task reserves (split layout; also keeps Ray from fusing decode into

@@ -12,6 +12,9 @@ videos per call (``PartActor``), which is faster where CPUs are scarce (``_preco
 Either way each part is one clip row per video into ``<output>/clips/part-*.parquet`` (row groups sized by
 bytes), then one question row per QA item into ``<output>/questions/part-*.parquet`` beside it, in the same clip
 order (schema v2, :mod:`rgpt4d_core.shards.schema`) -> ``_manifest.json`` covering both tables (last).
+The expert's spec (recorded in ``_run.json`` and the manifest) is read on the driver where the expert tells it
+without its weights (``l4p``: preset + checkpoint hash), else by a one-off task that builds the expert; each
+actor checks that it builds the same spec.
 
 Resume and exactly-once: a re-run into the same output first drops the manifest (the set is incomplete while it
 runs), deletes data files a killed writer left unreadable (no Parquet footer; S3 objects appear atomically),
@@ -51,7 +54,7 @@ from pipelines._progress import polled
 from rgpt4d_core import config as config_lib
 from rgpt4d_core import storage
 from rgpt4d_core.experts.base import ExpertSpec
-from rgpt4d_core.experts.registry import ExpertConfig, build_expert
+from rgpt4d_core.experts.registry import ExpertConfig, build_expert, spec_without_weights
 from rgpt4d_core.inputs import check_expert_frames
 from rgpt4d_core.shards import manifest as M
 from rgpt4d_core.shards import precompute as P
@@ -88,15 +91,19 @@ def _decode_batch(batch: pa.Table, sampling: P.SamplingConfig) -> pa.Table:
 
 
 class ExpertActor:
-    """Holds one frozen expert (built inside the actor from config) and applies it to request batches."""
+    """Holds one frozen expert (built inside the actor from config) and applies it to request batches.
 
-    def __init__(self, expert: ExpertConfig, plugins: list[str], torch_threads: int) -> None:
+    ``spec`` is what the driver recorded for the output (``_expert_spec``); an expert that builds to another
+    spec here (other weights on this node) stops the job before it writes a row.
+    """
+
+    def __init__(self, expert: ExpertConfig, plugins: list[str], torch_threads: int, spec: dict[str, Any]) -> None:
         _import_plugins(plugins)
-        if torch_threads > 0:
-            import torch
-
-            torch.set_num_threads(torch_threads)
+        P.limit_threads(torch_threads)
         self.expert = build_expert(expert)
+        if self.expert.spec.to_dict() != spec:
+            raise RuntimeError(f"the expert built in this actor has spec {self.expert.spec.to_dict()}, the driver "
+                               f"recorded {spec} for {expert}: are the weights the same file on every node?")  # fmt: skip
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return P.to_table(P.expert_requests(self.expert, batch.to_pylist()))
@@ -106,10 +113,10 @@ class PartActor(ExpertActor):
     """The fused stages (``compute.fuse_stages``): decodes a batch of requests (one part, ``output.clips_per_file``
     videos), runs the expert on it ``compute.batch_size`` clips at a time, and encodes and writes the part."""
 
-    def __init__(self, expert: ExpertConfig, plugins: list[str], torch_threads: int, sampling: P.SamplingConfig,
-                 spec: dict[str, Any], root: str, rows_per_group: int, batch_size: int) -> None:  # fmt: skip
-        super().__init__(expert, plugins, torch_threads)
-        self.sampling, self.spec, self.root = sampling, ExpertSpec.from_dict(spec), root
+    def __init__(self, expert: ExpertConfig, plugins: list[str], torch_threads: int, spec: dict[str, Any],
+                 sampling: P.SamplingConfig, root: str, rows_per_group: int, batch_size: int) -> None:  # fmt: skip
+        super().__init__(expert, plugins, torch_threads, spec)
+        self.sampling, self.spec, self.root = sampling, self.expert.spec, root
         self.rows_per_group, self.batch_size = rows_per_group, max(1, batch_size)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -135,6 +142,20 @@ def _encode_and_write(batch: pa.Table, spec: dict[str, Any], sampling: P.Samplin
 def _spec_of(expert: ExpertConfig, plugins: list[str]) -> dict[str, Any]:
     _import_plugins(plugins)
     return build_expert(expert).spec.to_dict()
+
+
+def _expert_spec(job: PrecomputeJob) -> ExpertSpec:
+    """The expert's spec, read on the driver where the expert tells it without its weights (``l4p``: the
+    preset and the checkpoint's hash); otherwise from a one-off task that builds the expert where the actors will
+    run (a GPU, the plugins). The actors check that they build the same spec."""
+    import ray
+
+    spec = spec_without_weights(job.expert)
+    if spec is not None:
+        return spec
+    task = ray.remote(_spec_of).options(num_gpus=job.compute.num_gpus_per_actor, num_cpus=0,
+                                        **job.ray_target().remote_args())  # fmt: skip
+    return ExpertSpec.from_dict(ray.get(task.remote(job.expert, list(job.plugins))))
 
 
 # ---- driver --------------------------------------------------------------------------------------------------
@@ -184,15 +205,16 @@ def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]])
     c, per_part = job.compute, job.output.clips_per_file
     renv = job.ray_target().remote_args()
     rows_per_group = clip_rows_per_group(job.output.row_group_bytes, estimated_clip_bytes(spec, job.sampling))
-    actor_kwargs = {"expert": job.expert, "plugins": list(job.plugins), "torch_threads": c.torch_threads}
+    actor_kwargs = {"expert": job.expert, "plugins": list(job.plugins), "torch_threads": c.torch_threads,
+                    "spec": spec.to_dict()}  # fmt: skip
     pool = {"compute": ray.data.ActorPoolStrategy(size=c.num_actors), "num_gpus": c.num_gpus_per_actor,
             "num_cpus": c.num_cpus_per_actor, "batch_format": "pyarrow", **renv}  # fmt: skip
     ds: Any
-    if c.fuse_stages:  # one block per part: each actor call decodes, runs the expert on and writes one part
-        ds = ray.data.from_items(requests, override_num_blocks=-(-len(requests) // per_part))
+    if c.fuse_stages:  # one block of exactly one part's requests per actor call (the last part may be smaller)
+        ds = ray.data.from_arrow([P.to_table(requests[i : i + per_part]) for i in range(0, len(requests), per_part)])
         ds = ds.map_batches(PartActor, fn_constructor_kwargs={**actor_kwargs, "sampling": job.sampling,
-                            "spec": spec.to_dict(), "root": job.output.uri, "rows_per_group": rows_per_group,
-                            "batch_size": c.batch_size}, batch_size=per_part, **pool)  # fmt: skip
+                            "root": job.output.uri, "rows_per_group": rows_per_group, "batch_size": c.batch_size},
+                            batch_size=per_part, **pool)  # fmt: skip
     else:
         ds = ray.data.from_items(requests, override_num_blocks=-(-len(requests) // max(1, c.decode_batch_size)))
         ds = ds.map_batches(_decode_batch, fn_kwargs={"sampling": job.sampling}, batch_size=c.decode_batch_size,
@@ -225,14 +247,11 @@ def _resume_state(root: str, summary: Summary) -> tuple[WrittenState, set[tuple[
 
 def run(job: PrecomputeJob) -> Summary:
     """Run the job (Ray must be initialised, see :func:`main`); returns the summary after the manifest is written."""
-    import ray
-
     t0 = time.perf_counter()
     root = job.output.uri
     summary = Summary(output=root)
     _import_plugins(job.plugins)
-    spec_task = ray.remote(_spec_of).options(num_gpus=job.compute.num_gpus_per_actor, num_cpus=0, **job.ray_target().remote_args())
-    spec = ExpertSpec.from_dict(ray.get(spec_task.remote(job.expert, list(job.plugins))))
+    spec = _expert_spec(job)
     check_expert_frames(job.sampling.num_frames, spec.name, spec.num_frames)  # before any video is decoded
     sampling = job.sampling.to_dict()
     M.claim_directory(root, spec, sampling)

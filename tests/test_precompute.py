@@ -130,6 +130,17 @@ def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path, layou
     assert open_shards(job.output.uri).manifest.files == m.files
 
 
+def test_an_actor_whose_expert_builds_to_another_spec_refuses_to_start() -> None:
+    from pipelines.precompute import ExpertActor
+    from rgpt4d_core.experts.registry import ExpertConfig
+
+    cfg = ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu")
+    spec = build_expert(cfg).spec.to_dict()
+    assert ExpertActor(cfg, [], 0, spec).expert.spec.to_dict() == spec
+    with pytest.raises(RuntimeError, match="same file on every node"):
+        ExpertActor(cfg, [], 0, {**spec, "revision": "0123456789abcdef"})
+
+
 @pytest.mark.usefixtures("ray_cluster")
 def test_bad_inputs_become_error_rows_and_good_samples_are_written(tmp_path: Path) -> None:
     data = tmp_path / "ds"
