@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from precompute import EXPERT_ARGS, Timing, job_for, make_clips, ray_job
+from precompute import EXPERT_ARGS, Timing, job_for, make_clips, ray_job, start_ray_data
 
 from pipelines._ray import simulated_cluster
 
@@ -45,6 +45,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, simulated_cluster(head) as cluster:
         data = make_clips(Path(tmp, "ds"), args.clips)
         ray.init(address=cluster.address, log_to_driver=False)
+        cluster.add_node(num_cpus=per, object_store_memory=100 << 20)
+        start_ray_data()
         for n in sorted(args.nodes):
             while len(cluster.worker_nodes) < n:
                 cluster.add_node(num_cpus=per, object_store_memory=100 << 20)
