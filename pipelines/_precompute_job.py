@@ -35,18 +35,31 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class ComputeConfig:
-    """Ray resources. On a 2-core dev box keep actors at 0.5 CPU so decode/encode tasks still get scheduled.
+    """Ray resources and how the stages are laid out on them.
+
+    Two layouts (``fuse_stages``):
+
+    * fused (the default, for CPU-only machines and any node where CPUs are scarce): each expert actor takes one
+      part (``output.clips_per_file`` videos), decodes it, runs the expert ``batch_size`` clips at a time, encodes
+      the rows and writes the part. No decode or write tasks compete with the actors for the cores, and no frames
+      or targets cross the object store. On CPUs: one actor per core with ``torch_threads`` 1 (the shape
+      ``bench/precompute.py`` sets against a plain loop).
+    * split (``fuse_stages: false``, GPU nodes): decode CPU tasks (``num_cpus_per_task`` each,
+      ``decode_batch_size`` videos) -> expert actors (``batch_size`` clips per call) -> encode + write CPU tasks,
+      so that decoding fans out over the node's CPUs while the GPU runs only the expert (``docs/cluster.md``
+      sizes the decode CPUs per GPU actor).
 
     Attributes:
         num_actors: expert actor-pool size.
         batch_size: clips per expert call.
         num_gpus_per_actor: GPUs per expert actor (0 on CPU).
         num_cpus_per_actor: logical CPUs per expert actor.
-        num_cpus_per_task: logical CPUs per decode / encode task.
-        torch_threads: intra-op threads inside each expert actor (0 = leave torch's default).
-        decode_batch_size: videos per decode task.
-        decode_memory_mb: memory each decode task reserves (also keeps Ray from fusing decode into the expert
-            actors, so decoding overlaps the expert instead of running inside it).
+        num_cpus_per_task: logical CPUs per decode / encode task (split layout).
+        torch_threads: intra-op threads of torch and OpenCV inside each expert actor (0 = the libraries' defaults).
+        fuse_stages: the fused layout (see above) instead of the split one.
+        decode_batch_size: videos per decode task (split layout).
+        decode_memory_mb: memory each decode task reserves (split layout; also keeps Ray from fusing decode into
+            the expert actors, so decoding overlaps the expert instead of running inside it).
     """
 
     num_actors: int = 1
@@ -55,6 +68,7 @@ class ComputeConfig:
     num_cpus_per_actor: float = 0.5
     num_cpus_per_task: float = 0.5
     torch_threads: int = 1
+    fuse_stages: bool = True
     decode_batch_size: int = 1
     decode_memory_mb: int = 512
 
@@ -110,7 +124,12 @@ class PrecomputeJob:
 
 @dataclass
 class Summary:
-    """What a run did (this run) and what the shard set holds (all runs)."""
+    """What a run did (this run) and what the shard set holds (all runs).
+
+    Timing: ``wall_s`` is the whole run; ``startup_s`` the time until the first part was written (expert spec
+    task, actor construction, the first part's work); ``steady_clips_per_s`` the clip rows per second after the
+    first round of parts (one per actor), 0 when the run wrote too few parts to tell.
+    """
 
     output: str
     videos: int = 0
@@ -128,6 +147,8 @@ class Summary:
     total_bytes: int = 0
     files: int = 0
     wall_s: float = 0.0
+    startup_s: float = 0.0
+    steady_clips_per_s: float = 0.0
 
     @property
     def clips_per_s(self) -> float:
@@ -138,6 +159,8 @@ class Summary:
             f"precompute -> {self.output}",
             f"  this run : {self.videos} videos, {self.records} samples ({self.written_ok} ok, "
             f"{self.written_error} error), {self.clips_per_s:.2f} clips/s over {self.wall_s:.1f} s",
+            f"  timing   : {self.startup_s:.1f} s to the first part (expert spec, actor start-up, first part), "
+            f"then {self.steady_clips_per_s:.2f} clips/s (steady state)",
             f"  clips    : {self.clips_written} written, {self.clips_reused} already written (their missing "
             f"questions added)",
             f"  skipped  : {self.skipped_written} already written, {self.skipped_duplicate} duplicate inputs, "

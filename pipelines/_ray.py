@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _ENV_DEFAULTS = {
@@ -139,3 +141,27 @@ def wait_for(stopping: threading.Event, poll_s: float = 1.0) -> None:
     """Block until ``stopping`` (from :func:`install_stop_signals`) is set."""
     while not stopping.wait(timeout=poll_s):
         pass
+
+
+@contextmanager
+def simulated_cluster(head_node_args: dict[str, Any]) -> Iterator[Any]:
+    """A ``ray.cluster_utils.Cluster`` of real Ray nodes on this machine (separate raylets and object stores, one
+    GCS): a head started with ``head_node_args``, worker nodes added with ``cluster.add_node``. On exit Ray is shut
+    down in this process, the nodes are stopped, and Ray's per-machine "current cluster" file (where ``Cluster()``
+    records its address) is put back as it was, so that a bare ``ray.init()`` elsewhere on this machine is not
+    pointed at a cluster that no longer exists."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    address_file = Path(ray._private.utils.get_ray_address_file(None))
+    previous_address = address_file.read_text() if address_file.is_file() else None
+    cluster = Cluster(initialize_head=True, head_node_args=head_node_args)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if previous_address is None:
+            address_file.unlink(missing_ok=True)
+        else:
+            address_file.write_text(previous_address)

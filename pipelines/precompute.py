@@ -6,9 +6,15 @@
 Stages (the work itself is framework-free, in ``rgpt4d_core.shards.precompute``):
 read QA manifest / video list (driver) -> decode (CPU tasks) -> expert (``map_batches`` with a callable class on
 an actor pool; size, batch size, ``num_gpus`` from config) -> encode + write (CPU tasks, ``output.clips_per_file``
-videos each): one clip row per video into ``<output>/clips/part-*.parquet`` (row groups sized by bytes), then
-one question row per QA item into ``<output>/questions/part-*.parquet`` beside it, in the same clip order
-(schema v2, :mod:`rgpt4d_core.shards.schema`) -> ``_manifest.json`` covering both tables (last).
+videos each). That is the split layout (``compute.fuse_stages: false``, GPU nodes); by default the stages are
+fused: each expert actor decodes, runs the expert on, encodes and writes one part of ``output.clips_per_file``
+videos per call (``PartActor``), which is faster where CPUs are scarce (``_precompute_job.ComputeConfig``).
+Either way each part is one clip row per video into ``<output>/clips/part-*.parquet`` (row groups sized by
+bytes), then one question row per QA item into ``<output>/questions/part-*.parquet`` beside it, in the same clip
+order (schema v2, :mod:`rgpt4d_core.shards.schema`) -> ``_manifest.json`` covering both tables (last).
+The expert's spec (recorded in ``_run.json`` and the manifest) is read on the driver where the expert tells it
+without its weights (``l4p``: preset + checkpoint hash), else by a one-off task that builds the expert; each
+actor checks that it builds the same spec.
 
 Resume and exactly-once: a re-run into the same output first drops the manifest (the set is incomplete while it
 runs), deletes data files a killed writer left unreadable (no Parquet footer; S3 objects appear atomically),
@@ -48,7 +54,7 @@ from pipelines._progress import polled
 from rgpt4d_core import config as config_lib
 from rgpt4d_core import storage
 from rgpt4d_core.experts.base import ExpertSpec
-from rgpt4d_core.experts.registry import ExpertConfig, build_expert
+from rgpt4d_core.experts.registry import ExpertConfig, build_expert, spec_without_weights
 from rgpt4d_core.inputs import check_expert_frames
 from rgpt4d_core.shards import manifest as M
 from rgpt4d_core.shards import precompute as P
@@ -62,6 +68,7 @@ __all__ = [
     "ExpertActor",
     "InputConfig",
     "OutputConfig",
+    "PartActor",
     "PrecomputeJob",
     "Summary",
     "estimated_clip_bytes",
@@ -84,32 +91,71 @@ def _decode_batch(batch: pa.Table, sampling: P.SamplingConfig) -> pa.Table:
 
 
 class ExpertActor:
-    """Holds one frozen expert (built inside the actor from config) and applies it to request batches."""
+    """Holds one frozen expert (built inside the actor from config) and applies it to request batches.
 
-    def __init__(self, expert: ExpertConfig, plugins: list[str], torch_threads: int) -> None:
+    ``spec`` is what the driver recorded for the output (``_expert_spec``); an expert that builds to another
+    spec here (other weights on this node) stops the job before it writes a row.
+    """
+
+    def __init__(self, expert: ExpertConfig, plugins: list[str], torch_threads: int, spec: dict[str, Any]) -> None:
         _import_plugins(plugins)
-        if torch_threads > 0:
-            import torch
-
-            torch.set_num_threads(torch_threads)
+        P.limit_threads(torch_threads)
         self.expert = build_expert(expert)
+        if self.expert.spec.to_dict() != spec:
+            raise RuntimeError(f"the expert built in this actor has spec {self.expert.spec.to_dict()}, the driver "
+                               f"recorded {spec} for {expert}: are the weights the same file on every node?")  # fmt: skip
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return P.to_table(P.expert_requests(self.expert, batch.to_pylist()))
 
 
+class PartActor(ExpertActor):
+    """The fused stages (``compute.fuse_stages``): decodes a batch of requests (one part, ``output.clips_per_file``
+    videos), runs the expert on it ``compute.batch_size`` clips at a time, and encodes and writes the part."""
+
+    def __init__(self, expert: ExpertConfig, plugins: list[str], torch_threads: int, spec: dict[str, Any],
+                 sampling: P.SamplingConfig, root: str, rows_per_group: int, batch_size: int) -> None:  # fmt: skip
+        super().__init__(expert, plugins, torch_threads, spec)
+        self.sampling, self.spec, self.root = sampling, self.expert.spec, root
+        self.rows_per_group, self.batch_size = rows_per_group, max(1, batch_size)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        decoded = P.decode_requests(batch.to_pylist(), self.sampling)
+        done = [r for i in range(0, len(decoded), self.batch_size)
+                for r in P.expert_requests(self.expert, decoded[i : i + self.batch_size])]  # fmt: skip
+        return _write_requests(done, self.spec, self.sampling, self.root, self.rows_per_group)
+
+
+def _write_requests(requests: list[dict[str, Any]], spec: ExpertSpec, sampling: P.SamplingConfig, root: str,
+                    rows_per_group: int) -> pa.Table:  # fmt: skip
+    clips, questions = P.rows_tables(*P.rows_from_requests(requests, spec, sampling), spec)
+    part = write_part(root, clips, questions, rows_per_group)
+    return pa.table({"clip_rows": [part.clip_rows], "question_rows": [part.question_rows]})
+
+
 def _encode_and_write(batch: pa.Table, spec: dict[str, Any], sampling: P.SamplingConfig, root: str,
                       rows_per_group: int) -> pa.Table:
     """Encode a batch of requests into clip and question rows and write them as one part of both tables."""
-    expert_spec = ExpertSpec.from_dict(spec)
-    clips, questions = P.rows_tables(*P.rows_from_requests(batch.to_pylist(), expert_spec, sampling), expert_spec)
-    part = write_part(root, clips, questions, rows_per_group)
-    return pa.table({"clip_rows": [part.clip_rows], "question_rows": [part.question_rows]})
+    return _write_requests(batch.to_pylist(), ExpertSpec.from_dict(spec), sampling, root, rows_per_group)
 
 
 def _spec_of(expert: ExpertConfig, plugins: list[str]) -> dict[str, Any]:
     _import_plugins(plugins)
     return build_expert(expert).spec.to_dict()
+
+
+def _expert_spec(job: PrecomputeJob) -> ExpertSpec:
+    """The expert's spec, read on the driver where the expert tells it without its weights (``l4p``: the
+    preset and the checkpoint's hash); otherwise from a one-off task that builds the expert where the actors will
+    run (a GPU, the plugins). The actors check that they build the same spec."""
+    import ray
+
+    spec = spec_without_weights(job.expert)
+    if spec is not None:
+        return spec
+    task = ray.remote(_spec_of).options(num_gpus=job.compute.num_gpus_per_actor, num_cpus=0,
+                                        **job.ray_target().remote_args())  # fmt: skip
+    return ExpertSpec.from_dict(ray.get(task.remote(job.expert, list(job.plugins))))
 
 
 # ---- driver --------------------------------------------------------------------------------------------------
@@ -152,27 +198,37 @@ def estimated_clip_bytes(spec: ExpertSpec, sampling: P.SamplingConfig) -> int:
     return S.tensor_nbytes(S.tensor_shapes(spec)) + raw_frames // (10 if sampling.image_format == "jpeg" else 2)
 
 
-def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]]) -> None:
+def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]]) -> list[tuple[float, int]]:
+    """Run the dataset; returns ``(perf_counter time, clip rows)`` of each part as the driver receives it."""
     import ray
 
-    c = job.compute
+    c, per_part = job.compute, job.output.clips_per_file
     renv = job.ray_target().remote_args()
-    ds: Any = ray.data.from_items(requests, override_num_blocks=max(1, len(requests) // max(1, c.decode_batch_size)))
-    ds = ds.map_batches(_decode_batch, fn_kwargs={"sampling": job.sampling}, batch_size=c.decode_batch_size,
-                        batch_format="pyarrow", num_cpus=c.num_cpus_per_task, memory=c.decode_memory_mb << 20, **renv)
-    ds = ds.map_batches(
-        ExpertActor,
-        fn_constructor_kwargs={"expert": job.expert, "plugins": list(job.plugins), "torch_threads": c.torch_threads},
-        batch_size=c.batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=c.num_actors),
-        num_gpus=c.num_gpus_per_actor, num_cpus=c.num_cpus_per_actor, **renv,
-    )
     rows_per_group = clip_rows_per_group(job.output.row_group_bytes, estimated_clip_bytes(spec, job.sampling))
-    ds = ds.map_batches(_encode_and_write, fn_kwargs={"spec": spec.to_dict(), "sampling": job.sampling,
-                        "root": job.output.uri, "rows_per_group": rows_per_group},
-                        batch_size=job.output.clips_per_file, batch_format="pyarrow", num_cpus=c.num_cpus_per_task,
-                        **renv)  # fmt: skip
-    for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        pass
+    actor_kwargs = {"expert": job.expert, "plugins": list(job.plugins), "torch_threads": c.torch_threads,
+                    "spec": spec.to_dict()}  # fmt: skip
+    pool = {"compute": ray.data.ActorPoolStrategy(size=c.num_actors), "num_gpus": c.num_gpus_per_actor,
+            "num_cpus": c.num_cpus_per_actor, "batch_format": "pyarrow", **renv}  # fmt: skip
+    ds: Any
+    if c.fuse_stages:  # one block of exactly one part's requests per actor call (the last part may be smaller)
+        ds = ray.data.from_arrow([P.to_table(requests[i : i + per_part]) for i in range(0, len(requests), per_part)])
+        ds = ds.map_batches(PartActor, fn_constructor_kwargs={**actor_kwargs, "sampling": job.sampling,
+                            "root": job.output.uri, "rows_per_group": rows_per_group, "batch_size": c.batch_size},
+                            batch_size=per_part, **pool)  # fmt: skip
+    else:
+        ds = ray.data.from_items(requests, override_num_blocks=-(-len(requests) // max(1, c.decode_batch_size)))
+        ds = ds.map_batches(_decode_batch, fn_kwargs={"sampling": job.sampling}, batch_size=c.decode_batch_size,
+                            batch_format="pyarrow", num_cpus=c.num_cpus_per_task, memory=c.decode_memory_mb << 20,
+                            **renv)  # fmt: skip
+        ds = ds.map_batches(ExpertActor, fn_constructor_kwargs=actor_kwargs, batch_size=c.batch_size, **pool)
+        ds = ds.map_batches(_encode_and_write, fn_kwargs={"spec": spec.to_dict(), "sampling": job.sampling,
+                            "root": job.output.uri, "rows_per_group": rows_per_group},
+                            batch_size=per_part, batch_format="pyarrow", num_cpus=c.num_cpus_per_task,
+                            **renv)  # fmt: skip
+    parts = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        parts += [(time.perf_counter(), n) for n in batch.column("clip_rows").to_pylist()]
+    return parts
 
 
 def _resume_state(root: str, summary: Summary) -> tuple[WrittenState, set[tuple[str, str]], dict[str, list[Any]]]:
@@ -191,14 +247,11 @@ def _resume_state(root: str, summary: Summary) -> tuple[WrittenState, set[tuple[
 
 def run(job: PrecomputeJob) -> Summary:
     """Run the job (Ray must be initialised, see :func:`main`); returns the summary after the manifest is written."""
-    import ray
-
     t0 = time.perf_counter()
     root = job.output.uri
     summary = Summary(output=root)
     _import_plugins(job.plugins)
-    spec_task = ray.remote(_spec_of).options(num_gpus=job.compute.num_gpus_per_actor, num_cpus=0, **job.ray_target().remote_args())
-    spec = ExpertSpec.from_dict(ray.get(spec_task.remote(job.expert, list(job.plugins))))
+    spec = _expert_spec(job)
     check_expert_frames(job.sampling.num_frames, spec.name, spec.num_frames)  # before any video is decoded
     sampling = job.sampling.to_dict()
     M.claim_directory(root, spec, sampling)
@@ -213,7 +266,11 @@ def run(job: PrecomputeJob) -> Summary:
         with polled(plan.num_records, "precompute", "sample",
                     poll=lambda: scan_written(root).questions.keys.num_rows - before,
                     interval_s=5.0, enabled=progress_wanted()):  # fmt: skip
-            _write(job, spec, plan.requests)
+            parts = _write(job, spec, plan.requests)
+        summary.startup_s = parts[0][0] - t0 if parts else 0.0
+        k = max(1, job.compute.num_actors)  # steady state: after the first round of parts (one per actor)
+        if len(parts) > k and parts[-1][0] > parts[k - 1][0]:
+            summary.steady_clips_per_s = sum(n for _, n in parts[k:]) / (parts[-1][0] - parts[k - 1][0])
     summary.wall_s = time.perf_counter() - t0
 
     final = scan_written(root)
@@ -228,7 +285,8 @@ def run(job: PrecomputeJob) -> Summary:
     summary.errors_by_reason = dict(Counter(r for _, s, r in new if s == S.STATUS_ERROR))
     extra = {"config": json.loads(json.dumps(asdict(job), default=str)), "last_run": {
         "videos": summary.videos, "records": summary.records, "wall_s": round(summary.wall_s, 3),
-        "clips_per_s": round(summary.clips_per_s, 4)}}  # fmt: skip
+        "clips_per_s": round(summary.clips_per_s, 4), "startup_s": round(summary.startup_s, 3),
+        "steady_clips_per_s": round(summary.steady_clips_per_s, 4)}}  # fmt: skip
     manifest = commit(root, scan_written(root), spec, sampling, extra)
     summary.total_rows, summary.total_clips = manifest.counts.total, manifest.clip_counts.total
     summary.total_bytes, summary.files = manifest.bytes, len(final.files)

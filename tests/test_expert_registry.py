@@ -63,3 +63,23 @@ def test_shipped_expert_yaml_loads_into_the_typed_config(path: Path) -> None:
 def test_config_typo_fails_before_anything_is_built() -> None:
     with pytest.raises(config.ConfigError, match="bach_size"):
         config.load(_Job, overrides=["expert.bach_size=3"])
+
+
+def test_spec_without_weights_is_the_built_experts_spec(tmp_path: Path) -> None:
+    from rgpt4d_core.experts.l4p import build_model, save_checkpoint
+    from rgpt4d_core.experts.registry import spec_without_weights
+
+    untrained = ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu")
+    assert spec_without_weights(untrained) == build_expert(untrained).spec
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model("l4p_tiny", seed=3), path, "l4p_tiny")
+    trained = ExpertConfig(name="l4p", preset="l4p_tiny", checkpoint=str(path), device="cpu")
+    spec = spec_without_weights(trained)
+    assert spec == build_expert(trained).spec and spec is not None and spec.revision not in ("", "untrained")
+    # a checkpoint that is not on this machine: the caller has to build the expert where it is
+    assert spec_without_weights(ExpertConfig(name="l4p", checkpoint=str(tmp_path / "elsewhere.safetensors"))) is None
+    assert spec_without_weights(ExpertConfig(name="classical")) is None  # no reader: build it
+    other = tmp_path / "vitg-labelled.safetensors"
+    save_checkpoint(build_model("l4p_tiny"), other, "l4p_vitg")
+    with pytest.raises(ValueError, match="saved for preset 'l4p_vitg'"):
+        spec_without_weights(ExpertConfig(name="l4p", preset="l4p_tiny", checkpoint=str(other)))

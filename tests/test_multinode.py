@@ -146,22 +146,14 @@ def _registered_checkpoint_step(run_dir: Path) -> int | None:
 def scenario(tmp: Path) -> dict[str, Any]:
     os.environ.update(ENV)
     import ray
-    from ray.cluster_utils import Cluster
 
     from pipelines import distill, make_synthetic, precompute
+    from pipelines._ray import simulated_cluster
     from rgpt4d_core.config import load
     from rgpt4d_core.train.config import DistillJobConfig
 
-    # Cluster() records its address in Ray's per-machine "current cluster" file; put back what was there after, so
-    # that a bare `ray.init()` elsewhere on this machine is not pointed at a cluster that no longer exists.
-    address_file = Path(ray._private.utils.get_ray_address_file(None))
-    previous_address = address_file.read_text() if address_file.is_file() else None
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": 150 * 1024**2},
-    )
-    marks = {"start": time.perf_counter()}
-    try:
+    with simulated_cluster({"num_cpus": 1, "include_dashboard": False, "object_store_memory": 150 * 1024**2}) as cluster:
+        marks = {"start": time.perf_counter()}
         workers = [
             cluster.add_node(num_cpus=1, resources={WORKER_RESOURCE: 1}, object_store_memory=100 * 1024**2)
             for _ in range(2)
@@ -226,13 +218,6 @@ def scenario(tmp: Path) -> dict[str, Any]:
             phase_seconds={k: round(marks[k] - marks["start"], 1) for k in marks},
         )
         return out
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        if previous_address is None:
-            address_file.unlink(missing_ok=True)
-        else:
-            address_file.write_text(previous_address)
 
 
 def _attempt_start_steps(tracking_uri: str, run_id: str | None) -> list[int]:

@@ -1,9 +1,10 @@
 """Precompute job end to end on the session's local Ray cluster: real mp4 files, the tiny L4P expert, Parquet.
 
 Covers: every column of every row of both tables (schema v2) against an independent decode + expert run, one
-clip row per video; the bad-input table; resume after a SIGKILL (exactly once per clip and per question, partial
-files removed, a clip written without its questions completed); S3 input and output on moto; manifest checks via
-the reader.
+clip row per video, in both stage layouts (split and fused); the bad-input table; resume after a SIGKILL
+(exactly once per clip and per question, partial files removed, a clip written without its questions
+completed); S3 input and output on moto; manifest checks via the reader. The tests other than the first run in
+the default (fused) layout.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ def _synthetic_world(root: str, num_scenes: int = 2) -> list[dict]:
 
 
 @pytest.mark.usefixtures("ray_cluster")
-def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", [
+    ("compute.fuse_stages=false", "output.clips_per_file=1"),  # decode tasks -> expert actors -> write tasks
+    ("compute.fuse_stages=true", "output.clips_per_file=3", "compute.batch_size=1"),  # one actor call per part
+], ids=["split", "fused"])  # fmt: skip
+def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path, layout: tuple[str, ...]) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -67,11 +72,11 @@ def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path) -> No
     qas = _synthetic_world(data)
     videos = {q["video"] for q in qas}
     assert len(videos) >= 2 and {q["_split"] for q in qas} >= {"train", "val"}
-    job = _job(data, str(tmp_path / "shards"), "output.clips_per_file=1", "input.splits=[train,val,test]")
+    job = _job(data, str(tmp_path / "shards"), *layout, "input.splits=[train,val,test]")
     summary = run(job)
     n = len(qas)
     assert (summary.videos, summary.records, summary.written_ok, summary.written_error) == (len(videos), n, n, 0)
-    assert f"{n} samples ({n} ok, 0 error)" in summary.text()
+    assert f"{n} samples ({n} ok, 0 error)" in summary.text() and 0 < summary.startup_s <= summary.wall_s
 
     shards = open_shards(job.output.uri)
     m = shards.manifest
@@ -123,6 +128,17 @@ def test_end_to_end_every_column_matches_decode_and_expert(tmp_path: Path) -> No
     again = run(job)
     assert (again.videos, again.skipped_written, again.total_rows) == (0, n, n)
     assert open_shards(job.output.uri).manifest.files == m.files
+
+
+def test_an_actor_whose_expert_builds_to_another_spec_refuses_to_start() -> None:
+    from pipelines.precompute import ExpertActor
+    from rgpt4d_core.experts.registry import ExpertConfig
+
+    cfg = ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu")
+    spec = build_expert(cfg).spec.to_dict()
+    assert ExpertActor(cfg, [], 0, spec).expert.spec.to_dict() == spec
+    with pytest.raises(RuntimeError, match="same file on every node"):
+        ExpertActor(cfg, [], 0, {**spec, "revision": "0123456789abcdef"})
 
 
 @pytest.mark.usefixtures("ray_cluster")

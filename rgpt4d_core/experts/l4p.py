@@ -266,7 +266,8 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: str | Pa
         )
 
 
-def _check_preset(meta: Mapping[str, str], preset: str, path: str | Path) -> None:
+def check_preset(meta: Mapping[str, str], preset: str, path: str | Path) -> None:
+    """Raise ``ValueError`` when a checkpoint's safetensors metadata names another preset than ``preset``."""
     if meta.get("preset") not in (None, preset):
         raise ValueError(f"{path}: checkpoint was saved for preset {meta['preset']!r}, config asks for {preset!r}")
 
@@ -279,7 +280,7 @@ def build_frozen_heads(cfg: ExpertConfig) -> FrozenHeads:
         heads = DenseHeads(get_preset(preset).heads)
     if cfg.checkpoint:
         state, meta = load_checkpoint_state(cfg.checkpoint, prefix="heads.")
-        _check_preset(meta, preset, cfg.checkpoint)
+        check_preset(meta, preset, cfg.checkpoint)
         _load_into(heads, {k.removeprefix("heads."): v for k, v in state.items()}, cfg.checkpoint)
     return FrozenHeads(heads.to(cfg.torch_device(), cfg.torch_dtype()))
 
@@ -305,7 +306,7 @@ class L4PExpert:
         if not cfg.checkpoint:
             return cls(build_model(preset), preset, UNTRAINED, cfg.torch_device(), cfg.torch_dtype(), cfg.batch_size)
         state, meta = load_checkpoint_state(cfg.checkpoint)
-        _check_preset(meta, preset, cfg.checkpoint)
+        check_preset(meta, preset, cfg.checkpoint)
         model = build_model(preset, device="meta")
         _load_into(model, state, cfg.checkpoint, assign=True)
         model.encoder.reset_buffers()

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from pathlib import Path
 
-from rgpt4d_core.experts.base import Expert
+from rgpt4d_core.experts.base import Expert, ExpertSpec
 from rgpt4d_core.experts.config import ExpertConfig
 
-__all__ = ["EXPERTS", "Builder", "ExpertConfig", "build_expert", "known_experts", "register_expert"]
+__all__ = ["EXPERTS", "SPEC_READERS", "Builder", "ExpertConfig", "build_expert", "known_experts",
+           "register_expert", "spec_without_weights"]  # fmt: skip
 
 
 Builder = Callable[[ExpertConfig], Expert]
@@ -43,6 +45,26 @@ def _build_classical(cfg: ExpertConfig) -> Expert:
 
     return ClassicalExpert.from_config(cfg)
 
+
+def _spec_l4p(cfg: ExpertConfig) -> ExpertSpec | None:
+    """The preset's shapes and the checkpoint's revision (SHA-256 of its bytes; its preset checked from the
+    safetensors header); ``None`` when the checkpoint is not a file on this machine."""
+    from safetensors import safe_open
+
+    from rgpt4d_core.experts.l4p import UNTRAINED, check_preset, file_revision, get_preset, spec_for_preset
+
+    preset = cfg.preset or "l4p_tiny"
+    if not cfg.checkpoint:
+        return spec_for_preset(get_preset(preset), UNTRAINED)
+    if not Path(cfg.checkpoint).is_file():
+        return None
+    with safe_open(cfg.checkpoint, framework="pt") as f:
+        check_preset(dict(f.metadata() or {}), preset, cfg.checkpoint)
+    return spec_for_preset(get_preset(preset), file_revision(cfg.checkpoint))
+
+
+#: name -> the spec read from the config (and the weights' file) without building the model, where that is cheap
+SPEC_READERS: dict[str, Callable[[ExpertConfig], ExpertSpec | None]] = {"l4p": _spec_l4p}
 
 #: name -> builder; extend with :func:`register_expert`
 EXPERTS: dict[str, Builder] = {"l4p": _build_l4p, "oracle": _build_oracle, "classical": _build_classical}
@@ -72,3 +94,14 @@ def build_expert(cfg: ExpertConfig) -> Expert:
             f"unknown expert.name={cfg.name!r}; known experts: {', '.join(known_experts())}.{hint}"
         )
     return EXPERTS[cfg.name](cfg)
+
+
+def spec_without_weights(cfg: ExpertConfig) -> ExpertSpec | None:
+    """``build_expert(cfg).spec`` without building the model or loading its weights, or ``None`` where the expert
+    cannot tell it that way (no reader in ``SPEC_READERS``, or its checkpoint is not on this machine).
+
+    Raises:
+        KeyError: unknown preset; ``ValueError``: a checkpoint saved for another preset (as ``build_expert``).
+    """
+    reader = SPEC_READERS.get(cfg.name)
+    return reader(cfg) if reader is not None else None

@@ -89,6 +89,7 @@ __all__ = [
     "clip_of",
     "decode_requests",
     "expert_requests",
+    "limit_threads",
     "qa_records",
     "resolve_video",
     "rows_from_requests",
@@ -140,6 +141,18 @@ class SamplingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def limit_threads(threads: int) -> None:
+    """Cap this process's intra-op threads for the steps below at ``threads`` (0: leave the libraries' defaults):
+    torch's (the expert) and OpenCV's (resizing, JPEG, the classical expert's flow), so that one worker per core
+    does not start a thread per core in each library."""
+    if threads > 0:
+        import cv2
+        import torch
+
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
 
 
 # ---- step 2: decode ------------------------------------------------------------------------------------------
