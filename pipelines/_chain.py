@@ -23,12 +23,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines._paths import REPO
 from rgpt4d_core.config import load, to_yaml
 from rgpt4d_core.inputs import INPUT_SPEC_FILE
 from rgpt4d_core.tracking import default_tracking_uri
+
+if TYPE_CHECKING:
+    from rgpt4d_core.train.config import DistillJobConfig
 
 STAMP = ".chain_stamp.json"
 #: what a distillation stage's export holds; part of its stamp, so that an export of an older layout is retrained
@@ -60,6 +63,15 @@ class VariantSection:
 def conf_files(paths: list[str]) -> list[str]:
     """Config paths as given when they exist from the working directory, else relative to the repository."""
     return [p if Path(p).exists() or Path(p).is_absolute() else str(REPO / p) for p in paths]
+
+
+def distill_settings(section: StageSection, *overrides: str) -> DistillJobConfig:
+    """The :class:`DistillJobConfig` of a distill stage section (placeholder shards and storage: for reading its
+    training settings, not for running it)."""
+    from rgpt4d_core.train.config import DistillJobConfig  # noqa: F811  (runtime import, kept lazy)
+
+    return load(DistillJobConfig, conf_files(section.config),
+                [*section.overrides, *overrides, "data.shards=x", "run.storage_path=x"])  # fmt: skip
 
 
 @dataclass(frozen=True)

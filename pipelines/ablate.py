@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 
 from pipelines import _ablate_report as R
 from pipelines._ablate_report import ALL, BEGIN, END, LOSS_KEYS, Outcome  # noqa: F401  (the module's API)
-from pipelines._chain import Chain, StageSection, Trained, VariantSection, conf_files
+from pipelines._chain import Chain, StageSection, Trained, VariantSection, conf_files, distill_settings
 from pipelines._cli import job_from_args, job_parser
 from pipelines._paths import CONF
 from pipelines._ray import RayTarget
@@ -161,8 +161,7 @@ def final_losses(chain: Chain, trained: Trained) -> dict[str, float]:
 
 
 def _distill_config(job: AblateJob, *overrides: str) -> DistillJobConfig:
-    return load(DistillJobConfig, conf_files(job.distill.config),
-                [*job.distill.overrides, *overrides, "data.shards=x", "run.storage_path=x"])  # fmt: skip
+    return distill_settings(job.distill, *overrides)
 
 
 def size_questions(job: AblateJob, chain: Chain, size: str) -> int:
