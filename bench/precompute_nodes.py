@@ -60,13 +60,14 @@ def main() -> None:
 def print_nodes(results: dict[int, Timing], clips: int, expert: str, cores: int, per: int) -> None:
     print(f"\nthroughput by node count ({clips} clips, expert={expert}; load = 1-min load average beside each figure)")
     print(f"  {'nodes':>5} {'start-up':>8} {'load':>5} | {'steady':>13} {'load':>5} {'/1 node':>7} {'ideal':>6} | "
-          f"{'wall clock':>20}")  # fmt: skip
+          f"{'wall clock':>20} {'/1 node':>7}")  # fmt: skip
     base = results[min(results)]
     for n, r in results.items():
         ratio = r.steady_clips_per_s / base.steady_clips_per_s if base.steady_clips_per_s else float("nan")
         ideal = min(n * per, cores) / min(min(results) * per, cores)  # what the shared cores allow at best
         print(f"  {n:5d} {r.startup_s:6.2f} s {r.startup_load:5.2f} | {r.steady_clips_per_s:6.2f} clips/s "
-              f"{r.steady_load:5.2f} x{ratio:5.2f} x{ideal:4.2f} | {r.wall_clips_per_s:6.2f} clips/s {r.wall_s:6.1f} s")
+              f"{r.steady_load:5.2f} x{ratio:5.2f} x{ideal:4.2f} | {r.wall_clips_per_s:6.2f} clips/s {r.wall_s:6.1f} s "
+              f"x{r.wall_clips_per_s / base.wall_clips_per_s:5.2f}")  # fmt: skip
     print("  start-up: expert spec + actor start-up + the first part (16 clips); steady: clips/s after the first part"
           " of each actor;\n  ideal: the steady ratio the machine's cores allow (the nodes share them).")
 
