@@ -63,6 +63,19 @@ def test_embedding_adds_only_at_named_tokens_and_checks_shapes() -> None:
         emb(text, boxes[:1])
 
 
+def test_a_batch_naming_no_region_still_gives_the_projection_a_gradient() -> None:
+    """DDP (find_unused_parameters=False) needs every parameter's gradient in every step: a micro-batch whose
+    questions name no region (micro_batch_size=1 makes that common) must not drop the projection from the graph."""
+    torch.manual_seed(0)
+    emb = RegionBoxEmbedding(8)
+    text = [torch.randn(4, 8, requires_grad=True)]
+    out = emb(text, [torch.full((4, 4), float("nan"))])
+    assert torch.equal(out[0].detach(), text[0].detach())  # the values are untouched
+    out[0].sum().backward()
+    grads = [p.grad for p in emb.parameters()]
+    assert all(g is not None and torch.count_nonzero(g) == 0 for g in grads), grads
+
+
 def _sample(tok):  # one prompt naming two regions, and its boxes
     text = r4d_user_text(tok, "where is <obj_2> relative to <obj_5>?", ["left", "right"], 2.0, with_som_image=False,
                          with_video=False)  # fmt: skip

@@ -60,7 +60,7 @@ class RegionBoxEmbedding(nn.Module):
         """
         if len(text) != len(token_boxes):
             raise ValueError(f"token_boxes has {len(token_boxes)} samples for a batch of {len(text)}")
-        out = []
+        out, used = [], False
         for emb, boxes in zip(text, token_boxes, strict=True):
             if boxes.shape != (emb.shape[0], 4):
                 raise ValueError(
@@ -72,4 +72,8 @@ class RegionBoxEmbedding(nn.Module):
                 continue
             add = self.proj(box_fourier_features(boxes[named].to(emb.dtype)))
             out.append(emb.index_add(0, torch.nonzero(named).flatten(), add))
+            used = True
+        if not used and out:  # keep the projection in the graph (zero gradient): DDP expects every parameter's
+            # gradient in every step (find_unused_parameters=False), also for a batch that names no region
+            out[0] = out[0] + 0.0 * (self.proj.weight.sum() + self.proj.bias.sum()).to(out[0].dtype)
         return out
