@@ -1,17 +1,18 @@
 """Precompute benchmark: single-process loop vs the Ray Data job (1 and 2 actors), streaming memory, shard bytes.
 
-    .venv/bin/python bench/precompute.py [--clips 96] [--split] [--skip-rss] [--rss-clips 50 500] [--expert l4p]
+    .venv/bin/python bench/precompute.py [--clips 288] [--split] [--skip-rss] [--rss-clips 50 500] [--expert l4p]
 
 In one run, on the same clips (small synthetic mp4s, 16 frames sampled at 64x64), in this order:
-(a) a plain loop in this process with 1 and with 2 torch/OpenCV threads: decode -> expert -> rows ->
-    ``pyarrow.parquet.ParquetWriter``, one video at a time, using the same framework-free steps as the job
-    (``rgpt4d_core.shards.precompute``);
+(a) a plain loop in this process with 1 and with 2 torch/OpenCV threads: the job's own part function
+    (``pipelines.precompute.PartActor``, called directly, no Ray) over parts of ``output.clips_per_file`` = 16
+    videos: decode -> expert (``compute.batch_size`` clips at a time) -> rows -> one Parquet part;
 (b) ``pipelines/precompute.run`` on a local 2-CPU Ray with 1 and 2 expert actors in the default fused layout
     (each actor decodes, runs the expert on and writes whole parts), and with ``--split`` also in the split layout
     (decode tasks -> expert actors -> write tasks).
-For each: start-up seconds (loop: building the expert + the first clip; job: the expert's spec, actor start-up
+For each: start-up seconds (loop: building the expert + the first part; job: the expert's spec, actor start-up
 and the first part of ``output.clips_per_file`` = 16 clips; Ray's own init is printed once, apart), the
-steady-state clips/s after it (job: after the first part of each actor) with its ratio to each loop, the wall
+steady-state clips/s after it (job: after the first part of each actor, timed where the work ran, see
+``pipelines/_precompute_timing.py``) with its ratio to each loop, the wall
 clock and the overhead it holds beyond the steady rate, each figure with the 1-minute load average when it was
 taken (the machine may be shared), then the ratios the targets name: steady-state 2 actors >= 1.6x the
 1-thread loop, >= 1.15x the 2-thread loop, >= 1.7x 1 actor. Then the peak memory (PSS of the job's whole
@@ -38,14 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from pipelines._ray import init_ray
-from pipelines.precompute import PrecomputeJob, estimated_clip_bytes, run
+from pipelines.precompute import PartActor, PrecomputeJob, estimated_clip_bytes, run
 from rgpt4d_core import config as config_lib
 from rgpt4d_core.experts.base import ExpertSpec
-from rgpt4d_core.experts.registry import build_expert
+from rgpt4d_core.experts.registry import build_expert, spec_without_weights
 from rgpt4d_core.shards import precompute as P
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.reader import open_shards
-from rgpt4d_core.shards.writer import clip_rows_per_group, write_part
+from rgpt4d_core.shards.writer import clip_rows_per_group
 from rgpt4d_core.video.encode import encode_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,24 +104,27 @@ class Timing:
 
 
 def loop_baseline(job: PrecomputeJob, torch_threads: int) -> Timing:
-    """The same work in one process, one video at a time; start-up = building the expert + the first clip."""
+    """The same work in one process without Ray: the job's own part function (decode ``output.clips_per_file``
+    videos, the expert ``compute.batch_size`` clips at a time, encode, write) over the parts in turn. Start-up =
+    building the expert + the first part, as for the job; steady = the remaining clips over their time."""
     P.limit_threads(torch_threads)  # torch and OpenCV, as in the job's actors
     t0 = time.perf_counter()
-    expert = build_expert(job.expert)
-    spec = expert.spec
+    spec = spec_without_weights(job.expert) or build_expert(job.expert).spec
     plan = P.build_requests(P.qa_records(
         Path(job.input.dataset_root or "", "questions", "train.jsonl").read_text(), "train",
         job.input.dataset_root, "train.jsonl"), set())  # fmt: skip
     rows_per_group = clip_rows_per_group(job.output.row_group_bytes, estimated_clip_bytes(spec, job.sampling))
+    part = PartActor(job.expert, [], torch_threads, spec.to_dict(), job.sampling, job.output.uri, rows_per_group,
+                     job.compute.batch_size)  # fmt: skip
+    per_part, n = job.output.clips_per_file, len(plan.requests)
     t_first, load_first = 0.0, 0.0
-    for i, req in enumerate(plan.requests):  # one part per video: the loop's own choice, the job bundles clips_per_file
-        decoded = P.decode_requests([req], job.sampling)
-        clips, questions = P.rows_from_requests(P.expert_requests(expert, decoded), spec, job.sampling)
-        write_part(job.output.uri, *P.rows_tables(clips, questions, spec), rows_per_group)
+    for i in range(0, n, per_part):
+        part(P.to_table(plan.requests[i : i + per_part]))
         if i == 0:
             t_first, load_first = time.perf_counter(), os.getloadavg()[0]
-    t_end, n = time.perf_counter(), len(plan.requests)
-    return Timing(t_first - t0, load_first, (n - 1) / (t_end - t_first), os.getloadavg()[0], t_end - t0, n)
+    t_end = time.perf_counter()
+    steady = (n - min(per_part, n)) / (t_end - t_first) if t_end > t_first else 0.0
+    return Timing(t_first - t0, load_first, steady, os.getloadavg()[0], t_end - t0, n)
 
 
 def start_ray_data() -> None:
@@ -186,7 +190,9 @@ def rss_child(n: int, expert: str) -> None:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--clips", type=int, default=96, help="clips per variant (>= 48 for a steady state)")
+    ap.add_argument("--clips", type=int, default=288,
+                    help="clips per variant: 288 = 18 parts of 16, 8 per actor after the first; at 96 the 2-actor"
+                         " steady window holds only 4 parts (about 2 s) and its rate is noisy")
     ap.add_argument("--split", action="store_true", help="also run the split layout (decode tasks, write tasks)")
     ap.add_argument("--rss-clips", type=int, nargs=2, default=[50, 500])
     ap.add_argument("--expert", default="l4p", choices=sorted(EXPERT_ARGS))
@@ -223,7 +229,7 @@ def print_throughput(results: dict[str, Timing]) -> None:
         print(f"  {name:<22} {r.startup_s:6.2f} s {r.startup_load:5.2f} | {steady:6.2f} clips/s {r.steady_load:5.2f} "
               f"x{steady / loop1.steady_clips_per_s:5.2f} x{steady / loop2.steady_clips_per_s:5.2f} | "
               f"{r.wall_clips_per_s:6.2f} clips/s {r.wall_s:6.1f} s {r.overhead_s:6.2f} s")  # fmt: skip
-    print("  start-up: loop = build the expert + the first clip; ray = expert spec + actor start-up + the first part"
+    print("  start-up: loop = build the expert + the first part; ray = expert spec + actor start-up + the first part"
           " (output.clips_per_file = 16 clips).\n  steady: clips/s after it (ray: after the first part of each"
           " actor). load: 1-min load average then.\n  overhead: wall clock - clips / steady rate (start-up and an"
           " uneven tail).")  # fmt: skip

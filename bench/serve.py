@@ -2,6 +2,7 @@
 
     python bench/serve.py [--batch 16] [--concurrency 1 8 16 32] [--requests 24 64 96 128] [--rounds 30]
     python bench/serve.py --classic-serve   # the same with Serve's default threads (server.lean_request_path=false)
+    python bench/serve.py --no-direct-ingress   # only through the proxy (server.direct_ingress=false)
 
 Starts a local Ray + Serve on 127.0.0.1 (free port) with an UNTRAINED seeded ``tiny`` student and sends the same
 real mp4 (base64 JSON; 16 decoded frames, Set-of-Marks, R4D prompt, greedy generation, shared extractor) at each
@@ -11,8 +12,10 @@ load. Prints throughput and p50/p99 latency per level, the throughput ratio at c
 batching gain at concurrency 16 vs 1 (batching on), and the model-only batching gain of the engine (one batched
 run vs single runs, same inputs).
 
-Serve's overhead is measured first, at concurrency 1 with batching ON (the deployed setting), for each way of
-sending the video (JSON base64, multipart upload, path under the media root), interleaved: per request, client
+Serve's overhead is measured first, at concurrency 1 with batching ON (the deployed setting), for each entry point
+(through Serve's HTTP proxy, and straight to the replica's own port with ``server.direct_ingress``, on by default
+here; the batching tables use the replica's port then) and each way of sending the video (JSON base64, multipart
+upload, path under the media root), interleaved: per request, client
 latency minus the engine's own decode + generate time for that request (the replica's ``Server-Timing`` header),
 split into outside the handler (proxy, Ray hops, HTTP) and inside it (body parse, thread hops, batch queue); and
 each HTTP call paired with a direct in-process ``VQAEngine.answer`` on the same source. Every figure carries the
@@ -117,21 +120,23 @@ def transports(body: dict[str, Any], video: bytes, path: str) -> dict[str, dict[
     }
 
 
-def overhead(url: str, calls: dict[str, dict[str, Any]], engine: Any, direct: dict[str, Any],
+def overhead(calls: dict[str, tuple[str, dict[str, Any]]], engine: Any, direct: dict[str, Any],
              rounds: int) -> dict[str, dict[str, float]]:
-    """Per transport, interleaved (same machine load): an HTTP call at concurrency 1, then a direct
-    ``engine.answer`` on the same source (``direct[name]``, a VQARequest).
+    """Per ``name: (base url, httpx.post keyword arguments)``, interleaved (same machine load): an HTTP call at
+    concurrency 1, then a direct ``engine.answer`` on the same source (``direct[name]``, a VQARequest).
 
     Per call, from the response's ``Server-Timing`` (``pipelines/_serve_http.py``): ``serve`` = client latency minus
     the engine's own time for that request (decode + generate, as the replica measured them): everything Serve and
     the HTTP layer add; ``outside`` = client minus the replica's handler time (proxy, Ray hops, HTTP, routing,
-    serialisation); ``inside`` = handler minus engine (body read and parse, thread hops, batch queue). ``paired`` =
+    serialisation); ``inside`` = handler minus engine (body read and parse, thread hops, batch queue), split into
+    ``read`` (body read and parsed), ``prep_hop`` (prepare minus decode: the hop to its thread, Set-of-Marks and
+    prompt) and ``batch_hop`` (batch minus generate: queue and the hop into ``engine.run``). ``paired`` =
     client minus the direct engine call made right after it. p50 and p90 in ms; the load average at each call."""
-    keys = ("client", "direct", "serve", "outside", "inside", "paired", "load")
+    keys = ("client", "direct", "serve", "outside", "inside", "read", "prep_hop", "batch_hop", "paired", "load")
     samples: dict[str, dict[str, list[float]]] = {n: {k: [] for k in keys} for n in calls}
     with httpx.Client(timeout=300) as client:
         for _ in range(rounds):
-            for name, kwargs in calls.items():
+            for name, (url, kwargs) in calls.items():
                 t0 = time.perf_counter()
                 r = client.post(f"{url}/v1/vqa", **kwargs)
                 latency = (time.perf_counter() - t0) * 1e3
@@ -144,10 +149,12 @@ def overhead(url: str, calls: dict[str, dict[str, Any]], engine: Any, direct: di
                 s = samples[name]
                 for key, value in (("client", latency), ("direct", direct_ms), ("serve", latency - engine_ms),
                                    ("outside", latency - stages["handler"]),
-                                   ("inside", stages["handler"] - engine_ms), ("paired", latency - direct_ms),
+                                   ("inside", stages["handler"] - engine_ms), ("read", stages["read"]),
+                                   ("prep_hop", stages["prepare"] - stages["decode"]),
+                                   ("batch_hop", stages["batch"] - stages["generate"]), ("paired", latency - direct_ms),
                                    ("load", os.getloadavg()[0])):
                     s[key].append(value)
-        sizes = {n: len(client.build_request("POST", f"{url}/v1/vqa", **kw).read()) for n, kw in calls.items()}
+        sizes = {n: len(client.build_request("POST", f"{u}/v1/vqa", **kw).read()) for n, (u, kw) in calls.items()}
     out = {}
     for name, s in samples.items():
         out[name] = {f"{k}_p{q}": pct(v, q) for k, v in s.items() for q in (50, 90)}
@@ -177,6 +184,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds for the overhead")
     parser.add_argument("--alternations", type=int, default=4, help="on/off alternations per concurrency level")
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--no-direct-ingress", dest="direct_ingress", action="store_false",
+                        help="server.direct_ingress=false: only the proxy (the overhead table then has no replica rows)")
     parser.add_argument("--classic-serve", action="store_true",
                         help="server.lean_request_path=false: Serve's default threads (compare in a second run)")
     args = parser.parse_args()
@@ -191,7 +200,7 @@ def main() -> None:
 
     from pipelines._ray import init_ray
     from pipelines._serve_job import serve_process_env
-    from pipelines.serve import load_job, start
+    from pipelines.serve import load_job, replica_urls, start
     from rgpt4d_core.serve.engine import EngineConfig, VQAEngine, VQARequest
     from tests.conftest import free_port
 
@@ -205,25 +214,31 @@ def main() -> None:
         "engine.torch_threads=1", "engine.decode_threads=2", f"server.port={free_port()}", "server.num_cpus=1",
         "server.max_ongoing_requests=64", f"server.max_batch_size={args.batch}",
         f"server.batch_wait_timeout_s={args.wait}", "server.app_name=bench", f"security.media_root={tmp / 'media'}",
-        f"server.lean_request_path={not args.classic_serve}",
+        f"server.lean_request_path={not args.classic_serve}", f"server.direct_ingress={args.direct_ingress}",
     ])
     with serve_process_env(job.server):  # as `python pipelines/serve.py` does: the proxy gets it too
         init_ray(num_cpus=2, object_store_memory=512 * 1024**2)
     settings = {"on": {"max_batch_size": args.batch, "batch_wait_timeout_s": args.wait},
                 "off": {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}}
-    url, handle = start(job, settings["on"])
+    proxy_url, handle = start(job, settings["on"])
+    replicas = replica_urls(job.server)  # direct ingress: the replica's own port (empty with --no-direct-ingress)
+    entries = {"via proxy": proxy_url, **({"direct to replica": replicas[0]} if replicas else {})}
+    url = replicas[0] if replicas else proxy_url  # the batching tables: the fastest entry point
     question = "Where does <obj_1> move?"
     body: dict[str, Any] = {"video": {"data_b64": base64.b64encode(video).decode()}, "question": question,
                             "options": OPTIONS, "regions": [{"obj_id": 1, "box": [0.05, 0.3, 0.4, 0.65]}]}
     engine = VQAEngine(EngineConfig(checkpoint=str(tmp / "ckpt"), max_new_tokens=tokens, torch_threads=1))
     request = VQARequest(video=video, question=question, options=tuple(OPTIONS),
                          regions=(Region(1, (0.05, 0.3, 0.4, 0.65)),))
-    direct = {"json base64": request, "multipart": request,
-              "media-root path": dataclasses.replace(request, video=str(tmp / "media" / "clip.mp4"))}
+    sources = {"json base64": request, "multipart": request,
+               "media-root path": dataclasses.replace(request, video=str(tmp / "media" / "clip.mp4"))}
+    calls = {f"{entry}, {name}": (base, kwargs) for entry, base in entries.items()
+             for name, kwargs in transports(body, video, "clip.mp4").items()}  # fmt: skip
+    direct = {key: sources[key.split(", ", 1)[1]] for key in calls}
     results: dict[tuple[str, int], dict[str, Any]] = {}
     try:
         asyncio.run(load(url, body, 8, 4))  # warm-up
-        over = overhead(url, transports(body, video, "clip.mp4"), engine, direct, args.rounds)  # batching on
+        over = overhead(calls, engine, direct, args.rounds)  # batching on
         for conc, n in zip(args.concurrency, args.requests, strict=True):
             chunks: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
             for _ in range(args.alternations):  # on and off alternate, so both see the same machine load
@@ -274,11 +289,13 @@ def report_overhead(args: argparse.Namespace, over: dict[str, dict[str, float]])
           f"{args.wait}), {args.rounds} interleaved rounds; Serve overhead = client latency minus the engine's own "
           "time for the same request (decode + generate, from its Server-Timing header), target p50 <= 10 ms:")
     print("| video sent as | body bytes | client ms p50 / p90 | Serve overhead ms p50 / p90 | outside handler ms p50 | "
-          "inside handler ms p50 | client minus direct engine call ms p50 / p90 | load avg |")
+          "inside handler ms p50 (read / prepare hop / batch hop) | client minus direct engine call ms p50 / p90 | "
+          "load avg |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, o in over.items():
         print(f"| {name} | {o['bytes']:.0f} | {o['client_p50']:.1f} / {o['client_p90']:.1f} | "
-              f"{o['serve_p50']:.1f} / {o['serve_p90']:.1f} | {o['outside_p50']:.1f} | {o['inside_p50']:.1f} | "
+              f"{o['serve_p50']:.1f} / {o['serve_p90']:.1f} | {o['outside_p50']:.1f} | {o['inside_p50']:.1f} ({o['read_p50']:.1f} / "
+              f"{o['prep_hop_p50']:.1f} / {o['batch_hop_p50']:.1f}) | "
               f"{o['paired_p50']:.1f} / {o['paired_p90']:.1f} | load {o['load_p50']:.2f} |")
 
 

@@ -6,6 +6,7 @@
 
 import importlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,13 @@ class ServerConfig:
             saves cross-thread hand-offs per request (each ASGI message crossed threads). Replicas get it
             through their ``runtime_env``; the proxy only when this process starts Ray (``python
             pipelines/serve.py``); on a running cluster export the variables before ``ray start``.
+        direct_ingress: each replica also serves HTTP itself, on a port of its own (Ray Serve's direct ingress,
+            :data:`DIRECT_INGRESS_ENV`; ports from 30000 per node, listed by :func:`replica_urls` and printed at
+            start): a request sent there skips the proxy's hop and the replica's extra call back to the proxy for
+            the body, about 9 ms of the 14 ms Serve adds at concurrency 1 on 2 cores (``bench/serve.py``). The
+            proxy on ``port`` keeps working. A Ray Serve feature flag in Ray 2.60 (experimental); a load balancer
+            in front of the replica ports is the user's (Serve's HAProxy mode is not wired here). Like
+            ``lean_request_path``, Serve's controller reads it only when this process starts Ray.
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +55,7 @@ class ServerConfig:
     batch_wait_timeout_s: float = 0.05
     request_timeout_s: float = 120.0
     lean_request_path: bool = True
+    direct_ingress: bool = False
 
 
 #: Ray Serve settings of :attr:`ServerConfig.lean_request_path` (read by Ray when its processes start):
@@ -56,9 +65,42 @@ class ServerConfig:
 LEAN_SERVE_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
+#: Ray Serve settings of :attr:`ServerConfig.direct_ingress`: the flag, and a drain of 5 s (Ray's default, 30 s, waits
+#: for an external load balancer to notice a stopping replica: set it back where one runs).
+DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5"}
+
+
 def serve_env(server: ServerConfig) -> dict[str, str]:
-    """The environment variables ``server`` asks of Ray Serve's processes (empty unless ``lean_request_path``)."""
-    return dict(LEAN_SERVE_ENV) if server.lean_request_path else {}
+    """The environment variables ``server`` asks of Ray Serve's processes (empty unless ``lean_request_path`` or
+    ``direct_ingress``)."""
+    return {**(LEAN_SERVE_ENV if server.lean_request_path else {}),
+            **(DIRECT_INGRESS_ENV if server.direct_ingress else {})}  # fmt: skip
+
+
+def replica_urls(server: ServerConfig, timeout_s: float = 60.0) -> list[str]:
+    """``http://host:port`` + route prefix of each running replica's own HTTP server (direct ingress), waiting up
+    to ``timeout_s`` for the first; ``[]`` when direct ingress is off. Asks Serve's controller for its target
+    groups, as Ray's own ``get_application_urls`` does (no public API lists them in Ray 2.60)."""
+    if not server.direct_ingress:
+        return []
+    import ray
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    if client is None:
+        raise RuntimeError("replica_urls: Serve is not running in this Ray (call start() first)")
+    controller = client._controller
+    deadline = time.monotonic() + timeout_s
+    while True:
+        groups = ray.get(controller.get_target_groups.remote(server.app_name))
+        targets = sorted({(t.ip, t.port) for g in groups if str(g.protocol).upper().endswith("HTTP")
+                          for t in g.targets})  # fmt: skip
+        wildcard = server.host in ("0.0.0.0", "::")  # replicas bind server.host: a node's own address only then
+        urls = [f"http://{ip if wildcard else server.host}:{port}{server.route_prefix.rstrip('/')}"
+                for ip, port in targets if port != server.port]  # fmt: skip
+        if urls or time.monotonic() > deadline:
+            return urls
+        time.sleep(0.5)
 
 
 @contextmanager

@@ -50,6 +50,7 @@ import pyarrow as pa
 from pipelines._cli import job_from_args, job_parser
 from pipelines._console import progress_wanted
 from pipelines._precompute_job import ComputeConfig, InputConfig, OutputConfig, PrecomputeJob, Summary
+from pipelines._precompute_timing import PartDone, startup_s, steady_clips_per_s
 from pipelines._progress import polled
 from rgpt4d_core import config as config_lib
 from rgpt4d_core import storage
@@ -120,23 +121,28 @@ class PartActor(ExpertActor):
         self.rows_per_group, self.batch_size = rows_per_group, max(1, batch_size)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.time()
         decoded = P.decode_requests(batch.to_pylist(), self.sampling)
         done = [r for i in range(0, len(decoded), self.batch_size)
                 for r in P.expert_requests(self.expert, decoded[i : i + self.batch_size])]  # fmt: skip
-        return _write_requests(done, self.spec, self.sampling, self.root, self.rows_per_group)
+        return _write_requests(done, self.spec, self.sampling, self.root, self.rows_per_group, started)
 
 
 def _write_requests(requests: list[dict[str, Any]], spec: ExpertSpec, sampling: P.SamplingConfig, root: str,
-                    rows_per_group: int) -> pa.Table:  # fmt: skip
+                    rows_per_group: int, started: float) -> pa.Table:  # fmt: skip
+    """Encode and write one part; returns one row: its clip and question rows and when its call started and
+    finished (``time.time()`` here, where the work ran: see :mod:`pipelines._precompute_timing`)."""
     clips, questions = P.rows_tables(*P.rows_from_requests(requests, spec, sampling), spec)
     part = write_part(root, clips, questions, rows_per_group)
-    return pa.table({"clip_rows": [part.clip_rows], "question_rows": [part.question_rows]})
+    return pa.table({"clip_rows": [part.clip_rows], "question_rows": [part.question_rows], "started": [started],
+                     "finished": [time.time()]})  # fmt: skip
 
 
 def _encode_and_write(batch: pa.Table, spec: dict[str, Any], sampling: P.SamplingConfig, root: str,
                       rows_per_group: int) -> pa.Table:
     """Encode a batch of requests into clip and question rows and write them as one part of both tables."""
-    return _write_requests(batch.to_pylist(), ExpertSpec.from_dict(spec), sampling, root, rows_per_group)
+    return _write_requests(batch.to_pylist(), ExpertSpec.from_dict(spec), sampling, root, rows_per_group,
+                           time.time())  # the split layout times only this stage: its steady rate is approximate
 
 
 def _spec_of(expert: ExpertConfig, plugins: list[str]) -> dict[str, Any]:
@@ -198,8 +204,8 @@ def estimated_clip_bytes(spec: ExpertSpec, sampling: P.SamplingConfig) -> int:
     return S.tensor_nbytes(S.tensor_shapes(spec)) + raw_frames // (10 if sampling.image_format == "jpeg" else 2)
 
 
-def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]]) -> list[tuple[float, int]]:
-    """Run the dataset; returns ``(perf_counter time, clip rows)`` of each part as the driver receives it."""
+def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]]) -> list[PartDone]:
+    """Run the dataset; returns each written part's timing, as its worker recorded it."""
     import ray
 
     c, per_part = job.compute, job.output.clips_per_file
@@ -227,7 +233,8 @@ def _write(job: PrecomputeJob, spec: ExpertSpec, requests: list[dict[str, Any]])
                             **renv)  # fmt: skip
     parts = []
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        parts += [(time.perf_counter(), n) for n in batch.column("clip_rows").to_pylist()]
+        cols = [batch.column(c).to_pylist() for c in ("started", "finished", "clip_rows")]
+        parts += [PartDone(*row) for row in zip(*cols, strict=True)]
     return parts
 
 
@@ -247,7 +254,7 @@ def _resume_state(root: str, summary: Summary) -> tuple[WrittenState, set[tuple[
 
 def run(job: PrecomputeJob) -> Summary:
     """Run the job (Ray must be initialised, see :func:`main`); returns the summary after the manifest is written."""
-    t0 = time.perf_counter()
+    t0, t0_epoch = time.perf_counter(), time.time()
     root = job.output.uri
     summary = Summary(output=root)
     _import_plugins(job.plugins)
@@ -267,10 +274,8 @@ def run(job: PrecomputeJob) -> Summary:
                     poll=lambda: scan_written(root).questions.keys.num_rows - before,
                     interval_s=5.0, enabled=progress_wanted()):  # fmt: skip
             parts = _write(job, spec, plan.requests)
-        summary.startup_s = parts[0][0] - t0 if parts else 0.0
-        k = max(1, job.compute.num_actors)  # steady state: after the first round of parts (one per actor)
-        if len(parts) > k and parts[-1][0] > parts[k - 1][0]:
-            summary.steady_clips_per_s = sum(n for _, n in parts[k:]) / (parts[-1][0] - parts[k - 1][0])
+        summary.startup_s = startup_s(t0_epoch, parts)
+        summary.steady_clips_per_s = steady_clips_per_s(parts, first_round=job.compute.num_actors)
     summary.wall_s = time.perf_counter() - t0
 
     final = scan_written(root)

@@ -42,6 +42,15 @@ from typing import Any
 if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
     import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
+if __name__ == "__main__":
+    # run the importable module's main, before this script defines anything: Serve pickles the app with its
+    # classes, which must be importable by name, and a second copy of this module (the script's, then the
+    # import's) would give the shared API router's routes to the script's app only: the deployed app had none
+    from pipelines.serve import main as _module_main
+
+    _module_main()
+    raise SystemExit(0)
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -66,6 +75,7 @@ from pipelines._serve_job import (
     ServerConfig,
     ensure_checkpoint,
     import_object,
+    replica_urls,
     serve_env,
     serve_process_env,
 )
@@ -84,6 +94,7 @@ __all__ = [
     "load_job",
     "main",
     "make_app",
+    "replica_urls",
     "start",
 ]
 
@@ -246,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
         f"rgpt4d VQA serving {job.engine.checkpoint} at {url}  (POST {url}/v1/vqa, page {url}/ui/)",
         flush=True,
     )
+    for replica in replica_urls(job.server):
+        print(f"  replica's own endpoint (server.direct_ingress, no proxy hop): {replica}/v1/vqa", flush=True)
     try:
         wait_for(stopping)
         print("shutting down", flush=True)
@@ -255,10 +268,3 @@ def main(argv: list[str] | None = None) -> None:
 
         ray.shutdown()  # the private Ray's processes (raylet, agents) go with it: no orphans
 
-
-if __name__ == "__main__":
-    # run the importable module's main: Serve pickles the app with its classes, which must be importable by
-    # name (classes of a `__main__` script are pickled by value and come back as altered copies)
-    from pipelines.serve import main as module_main
-
-    module_main()

@@ -25,3 +25,13 @@ def test_switching_the_bootstrap_off_loads_and_writes_nothing(override: str, tmp
 def test_the_documented_trained_checkpoint_override_is_the_one_tested_here() -> None:
     comment = next(line for line in Path(TINY).read_text().splitlines() if "Serve a trained checkpoint" in line)
     assert "bootstrap_preset=null" in comment and "engine.checkpoint=" in comment
+
+
+@pytest.mark.parametrize("lean, direct", [(True, False), (False, True), (True, True), (False, False)])
+def test_server_switches_ask_serve_for_their_env_and_nothing_else(lean: bool, direct: bool) -> None:
+    from pipelines._serve_job import DIRECT_INGRESS_ENV, LEAN_SERVE_ENV, serve_env
+
+    job = load_job([TINY], [f"server.lean_request_path={lean}", f"server.direct_ingress={direct}"])
+    env = serve_env(job.server)
+    expected = {**(LEAN_SERVE_ENV if lean else {}), **(DIRECT_INGRESS_ENV if direct else {})}
+    assert env == expected and (env.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") == "1") == direct

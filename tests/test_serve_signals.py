@@ -1,7 +1,10 @@
 """``python pipelines/serve.py`` stops on Ctrl-C (SIGINT) and on SIGTERM: Serve and its private Ray go, no orphans.
 
 Each case starts the real CLI with a private Ray in a new process session, waits for its "serving" line, sends the
-signal, and checks the exit and that no process of that session is left. Waits are bounded, never asserted on.
+signal, and checks the exit and that no process of that session is left. Before the signal it asks each printed
+endpoint for ``/v1/models`` (a script-run copy of the module once served an app without its API routes); the
+SIGTERM case runs with ``server.direct_ingress=true`` (it needs a Ray started by the CLI), so the replica's own
+port is asked too. Waits are bounded, never asserted on.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import free_port
@@ -37,11 +41,20 @@ def _session_members(sid: int) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_serve_cli_stops_cleanly_on_signal(sig: signal.Signals, tmp_path: Path) -> None:
+def _endpoints(lines: list[str]) -> list[str]:
+    """The base URLs the CLI printed: the proxy's, then each replica's own (``server.direct_ingress``)."""
+    proxy = [line.split(" at ", 1)[1].split()[0] for line in lines if "rgpt4d VQA serving" in line]
+    replicas = [line.split(": ", 1)[1].strip().removesuffix("/v1/vqa") for line in lines
+                if "replica's own endpoint" in line]  # fmt: skip
+    return proxy + replicas
+
+
+@pytest.mark.parametrize("sig, direct", [(signal.SIGINT, False), (signal.SIGTERM, True)],
+                         ids=["SIGINT", "SIGTERM-direct-ingress"])  # fmt: skip
+def test_serve_cli_stops_cleanly_on_signal(sig: signal.Signals, direct: bool, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a private Ray, not the session cluster
     cmd = [sys.executable, "pipelines/serve.py", "--config", "conf/serve/tiny.yaml", f"server.port={free_port()}",
-           f"engine.checkpoint={tmp_path / 'ckpt'}", "server.num_cpus=0.5"]  # fmt: skip
+           f"engine.checkpoint={tmp_path / 'ckpt'}", "server.num_cpus=0.5", f"server.direct_ingress={direct}"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     lines: list[str] = []
@@ -51,13 +64,18 @@ def test_serve_cli_stops_cleanly_on_signal(sig: signal.Signals, tmp_path: Path) 
         assert proc.stdout is not None
         for raw in proc.stdout:
             lines.append(raw.decode(errors="replace"))
-            if "rgpt4d VQA serving" in lines[-1]:
+            if "rgpt4d VQA serving" in lines[-1] and not direct or "replica's own endpoint" in lines[-1]:
                 serving.set()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
         assert serving.wait(timeout=240), "".join(lines)[-4000:]
+        urls = _endpoints(lines)  # the API answers through the proxy and (direct ingress) on the replica's port
+        assert len(urls) == 1 + direct, "".join(lines)[-4000:]
+        for url in urls:
+            models = httpx.get(f"{url}/v1/models", timeout=30)
+            assert models.status_code == 200 and models.json()["data"], (url, models.text)
         proc.send_signal(sig)
         rc = proc.wait(timeout=90)
         reader.join(timeout=10)
