@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,11 @@ from rgpt4d_core.train.distill import (
     trained_input_spec,
     trained_model_id,
 )
+from rgpt4d_core.train.loop import Cadence, StepDone, TrainingLoop
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
 from rgpt4d_core.train.parallel import all_reduce_stats, autocast, wrap_student
 from rgpt4d_core.train.step import StepStats, optimizer_step
+from rgpt4d_core.train.throughput import SteadyRate
 
 EXPORT_DIR = "export"
 
@@ -182,7 +185,9 @@ def _attach_tracker(wc: dict[str, Any], rank: int, start_step: int, nodes: list[
 
 
 class _Worker:
-    """One rank's training loop: epochs of micro-batches, accumulation, metrics, checkpoint cadence."""
+    """One rank's adapter to :class:`~rgpt4d_core.train.loop.TrainingLoop`: its micro-batches (its rows of the Ray
+    Data stream), its step (collate, bf16 loss, optimiser step, metrics reduced over ranks) and the hooks (MLflow,
+    fault injection, Ray Train checkpoint reports)."""
 
     def __init__(self, wc: dict[str, Any], cfg: DistillJobConfig, plan: StepPlan, rank: int, world: int,
                  device: torch.device, setup: DistillSetup, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -203,11 +208,13 @@ class _Worker:
         """Epochs until ``plan.total_steps`` optimiser steps, starting at ``position``."""
         self.last = time.perf_counter()
         self.steady = SteadyRate()
-        while position.optimizer_step < self.plan.total_steps:
-            position = self.epoch(shard, position)
+        loop = self.cfg.loop
+        cadence = Cadence(log_every_steps=loop.log_every_steps, checkpoint_every_steps=loop.checkpoint_every_steps)
+        batches = partial(self.batches, shard)
+        TrainingLoop(self.plan.loop_plan(), cadence, batches, self.step, self).run(position)
 
-    def batches(self, shard: Any, epoch: int) -> Iterator[pa.Table]:
-        """The epoch's micro-batches of this rank.
+    def batches(self, shard: Any, start: DataPosition) -> Iterator[pa.Table]:
+        """The micro-batches of this rank in the epoch ``start.epoch``, from its beginning.
 
         Every rank reads the whole question stream in order through the same seeded shuffle buffer, in groups of
         ``micro_batch_size x world`` rows, and keeps rows ``rank, rank + world, ...`` of each group: which rows a
@@ -220,55 +227,31 @@ class _Worker:
             drop_last=True,
             prefetch_batches=cfg.data.prefetch_batches,
             local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
-            local_shuffle_seed=shuffle_seed(cfg.loop.seed, epoch) if cfg.data.shuffle_buffer else None,
+            local_shuffle_seed=shuffle_seed(cfg.loop.seed, start.epoch) if cfg.data.shuffle_buffer else None,
         )
         for group in groups:
             table = _as_table(group)
             yield table if world == 1 else table.take(pa.array(range(self.rank, table.num_rows, world)))
 
-    def epoch(self, shard: Any, position: DataPosition) -> DataPosition:
-        """One epoch from ``position`` (skipping the micro-batches it already consumed); the position after it."""
-        plan, rank = self.plan, self.rank
-        epoch, skip = position.epoch, position.batches_in_epoch
-        step = position.optimizer_step
-        consumed, group = 0, []
-        for table in self.batches(shard, epoch):
-            if consumed >= plan.micro_batches_per_epoch or step >= plan.total_steps:
-                break
-            consumed += 1
-            if consumed <= skip:
-                continue
-            group.append(self.setup.prepare(self.store.batch(table), self.device))
-            if len(group) < plan.accumulation:
-                continue
-            position = self.step(group, position, epoch, consumed)
-            step, group = position.optimizer_step, []
-        if consumed < plan.micro_batches_per_epoch and step < plan.total_steps:
-            raise RuntimeError(
-                f"rank {rank}: epoch {epoch} yielded {consumed} micro-batches, expected {plan.micro_batches_per_epoch}"
-            )
-        return DataPosition(epoch + 1, 0, step, position.samples_seen) if position.epoch == epoch else position
+    def step(self, group: list[pa.Table], epoch: int) -> dict[str, float]:
+        """One optimiser step over ``group`` (question tables joined to their clips, collated onto the device)."""
+        batches = [self.setup.prepare(self.store.batch(table), self.device) for table in group]
+        max_norm = self.cfg.optim.max_grad_norm
+        stats = optimizer_step(self.model, batches, self.loss_fn, self.optimizer, self.scheduler, max_norm)
+        return self.metrics(stats, epoch)
 
-    def step(self, group: list[Any], position: DataPosition, epoch: int, consumed: int) -> DataPosition:
-        """One optimiser step over ``group``; logs, injects a debug failure, reports a checkpoint when due."""
-        cfg, plan = self.cfg, self.plan
-        stats = optimizer_step(self.model, group, self.loss_fn, self.optimizer, self.scheduler, cfg.optim.max_grad_norm)
-        step = position.optimizer_step + 1
-        metrics = self.metrics(stats, epoch)
-        position = DataPosition(epoch, consumed, step, position.samples_seen + int(metrics["samples"]))
-        if step % max(1, cfg.loop.log_every_steps) == 0 or step == plan.total_steps:
-            self.tracker.log_metrics(metrics, step=step)
-        if cfg.debug.fail_at_step == step and self.rank == cfg.debug.fail_rank % self.world and not self.resumed:
-            raise InjectedFailure(f"debug.fail_at_step={step}: injected failure on rank {self.rank}")
-        end_of_epoch = consumed == plan.micro_batches_per_epoch
-        every = cfg.loop.checkpoint_every_steps
-        final = step == plan.total_steps
-        if end_of_epoch:
-            position = DataPosition(epoch + 1, 0, step, position.samples_seen)
-        if final or end_of_epoch or (every > 0 and step % every == 0):
-            args = (self.model, self.setup, self.optimizer, self.scheduler, position, self.wc, self.rank)
-            _report(*args, metrics, step, final)
-        return position
+    def on_step(self, done: StepDone) -> None:
+        """Log the step's metrics when due; inject the debug failure."""
+        cfg = self.cfg
+        if done.log_due:
+            self.tracker.log_metrics(done.metrics, step=done.step)
+        if cfg.debug.fail_at_step == done.step and self.rank == cfg.debug.fail_rank % self.world and not self.resumed:
+            raise InjectedFailure(f"debug.fail_at_step={done.step}: injected failure on rank {self.rank}")
+
+    def save(self, done: StepDone) -> None:
+        """Report a checkpoint at ``done.position`` to Ray Train (with the inference export after the last step)."""
+        args = (self.model, self.setup, self.optimizer, self.scheduler, done.position, self.wc, self.rank)
+        _report(*args, done.metrics, done.step, done.final)
 
     def metrics(self, stats: StepStats, epoch: int) -> dict[str, float]:
         """The step's metrics: loss terms averaged over ranks, rates, learning rate, clip cache statistics."""
@@ -290,27 +273,6 @@ class _Worker:
             }
         )
         return metrics
-
-
-class SteadyRate:
-    """Samples/s and tokens/s since the end of this attempt's first step (start-up and warm-up excluded)."""
-
-    def __init__(self) -> None:
-        self.t0: float | None = None
-        self.samples = self.tokens = 0.0
-        self.t = 0.0
-
-    def add(self, samples: float, tokens: float, now: float) -> None:
-        if self.t0 is None:
-            self.t0 = now
-            return
-        self.samples, self.tokens, self.t = self.samples + samples, self.tokens + tokens, now
-
-    def rates(self) -> dict[str, float]:
-        if self.t0 is None or self.t <= self.t0:
-            return {}
-        span = self.t - self.t0
-        return {"throughput/steady_samples_per_s": self.samples / span, "throughput/steady_tokens_per_s": self.tokens / span}
 
 
 def _worker_nodes(world: int) -> list[str]:

@@ -122,6 +122,16 @@ class LoopHooks(Protocol):
         """A checkpoint is due: write the training state at ``done.position`` (and report it)."""
 
 
+class NoHooks:
+    """Hooks that do nothing: a loop without tracker or checkpoints (benchmarks)."""
+
+    def on_step(self, done: StepDone) -> None:
+        pass
+
+    def save(self, done: StepDone) -> None:
+        pass
+
+
 class ShortEpochError(RuntimeError):
     """An epoch's iterator ended before the plan's epoch length, or before one optimiser step."""
 
