@@ -1,7 +1,8 @@
 """The per-worker training loop of ``pipelines/distill.py`` (runs inside Ray Train V2 worker processes).
 
-Wiring only: the student, loss, collate and optimiser come from ``rgpt4d_core.train``; this file adds Ray Train's
-dataset shard, context, checkpoint and report calls, and the DDP / FSDP2 wrapping.
+Wiring only: the student, loss, collate, optimiser, DDP / FSDP2 wrapping (``parallel.py``), the loop (``loop.py``:
+accumulation, data position, checkpoint cadence) and the checkpoint format come from ``rgpt4d_core.train``; this
+file adds Ray Train's dataset shard, context, checkpoint and report calls, MLflow and fault injection.
 
 Data position and resume: each worker consumes exactly ``plan.micro_batches_per_epoch`` micro-batches of its
 equal share of *question* rows per epoch (every worker reads the whole question stream in order through the same
@@ -35,14 +36,8 @@ from rgpt4d_core.shards.reader import ShardSet
 from rgpt4d_core.tracking import MLflowTracker, NullTracker, Tracker
 from rgpt4d_core.train.checkpoint import (
     DataPosition,
-    TrainingState,
-    capture_rng_state,
-    gather_model_state,
-    gather_optimizer_state,
-    load_training_state,
-    restore_model_state,
-    restore_optimizer_state,
-    restore_rng_state,
+    capture_training_state,
+    resume_training_state,
     save_training_state,
 )
 from rgpt4d_core.train.config import DistillJobConfig, StepPlan, shuffle_seed
@@ -80,18 +75,10 @@ def _save_checkpoint(
 ) -> bool:
     """Write the training state on rank 0 (collective); with ``export_as`` (a model id, for the final
     checkpoint) also the inference export, recorded under that id."""
-    model_state = gather_model_state(model)
-    optim_state = gather_optimizer_state(model, optimizer)
+    extra = {"config_yaml": wc["config_yaml"], "plan": wc["plan"]}
+    state = capture_training_state(model, optimizer, scheduler, position, extra)
     if rank != 0:
         return False
-    state = TrainingState(
-        model=model_state,
-        optimizer=optim_state,
-        scheduler=scheduler.state_dict(),
-        position=position,
-        rng=capture_rng_state(),
-        extra={"config_yaml": wc["config_yaml"], "plan": wc["plan"]},
-    )
     save_training_state(directory, state)
     (directory / "config.yaml").write_text(wc["config_yaml"])
     if export_as is not None:
@@ -99,7 +86,7 @@ def _save_checkpoint(
         if sharded:  # FSDP2: rebuild on the meta device and take the gathered full weights
             with torch.device("meta"):
                 student = type(student)(student.cfg, student.expert_spec)
-            student.load_state_dict(model_state, assign=True)
+            student.load_state_dict(state.model, assign=True)
             student.llm.tie_weights()
         spec = _input_spec(wc, setup.student.cfg.vision.image_size)
         export_inference_checkpoint(
@@ -166,12 +153,7 @@ def _restore(checkpoint: Any, model: nn.Module, optimizer: torch.optim.Optimizer
     if checkpoint is None:
         return DataPosition()
     with checkpoint.as_directory() as d:
-        state = load_training_state(d)
-    restore_model_state(model, state.model)
-    restore_optimizer_state(model, optimizer, state.optimizer)
-    scheduler.load_state_dict(state.scheduler)
-    restore_rng_state(state.rng)
-    return state.position
+        return resume_training_state(d, model, optimizer, scheduler).position
 
 
 def _attach_tracker(wc: dict[str, Any], rank: int, start_step: int, nodes: list[str]) -> Tracker:

@@ -2,7 +2,11 @@
 
 Wiring only: model, loss and step come from ``rgpt4d_core.experts.l4p_training``, the optimiser and schedule from
 ``rgpt4d_core.train.optim``, the loop from ``rgpt4d_core.train.loop``; this file adds Ray Train's dataset shard,
-DDP, checkpoints, resume and reports.
+DDP, and checkpoint reports in the training-state format of ``rgpt4d_core.train.checkpoint`` (the distillation's).
+
+Resume: the examples reach the workers through Ray Data's ``streaming_split``, which does not hand a worker the same
+rows in every run, so an attempt restored from a checkpoint continues at its optimiser step (weights, optimiser,
+schedule) with a fresh pass over the examples (epoch 0), as this job always has.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,11 +22,16 @@ import ray.train.torch
 import torch
 
 from rgpt4d_core.config import from_yaml
-from rgpt4d_core.experts.l4p import L4PModel, build_model, load_checkpoint_state, save_checkpoint
+from rgpt4d_core.experts.l4p import build_model, load_checkpoint_state
 from rgpt4d_core.experts.l4p_training import init_output_priors, train_step
-from rgpt4d_core.experts.pretrain_config import CHECKPOINT_FILE, STATE_FILE, PretrainExpertJob
+from rgpt4d_core.experts.pretrain_config import PretrainExpertJob
 from rgpt4d_core.tracking import MLflowTracker
-from rgpt4d_core.train.checkpoint import DataPosition
+from rgpt4d_core.train.checkpoint import (
+    DataPosition,
+    capture_training_state,
+    resume_training_state,
+    save_training_state,
+)
 from rgpt4d_core.train.loop import Cadence, LoopPlan, ShortEpochError, StepDone, TrainingLoop
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
 
@@ -44,14 +52,10 @@ def train_worker(config: dict[str, Any]) -> None:
     resume = ray.train.get_checkpoint()
     if resume is not None:
         with resume.as_directory() as d:
-            model.load_state_dict(load_checkpoint_state(Path(d) / CHECKPOINT_FILE)[0])
-            state = torch.load(Path(d) / STATE_FILE, weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
+            step = resume_training_state(d, model, optimizer, scheduler).position.optimizer_step
     ddp = ray.train.torch.prepare_model(model)
     tracker = MLflowTracker.attach(config["tracking_uri"], config["run_id"]) if rank == 0 and config["run_id"] else None
-    worker = _Pretrainer(cfg, rank, model, ddp, optimizer, scheduler, tracker)
+    worker = _Pretrainer(cfg, config["config_yaml"], rank, ddp, optimizer, scheduler, tracker)
     loop = cfg.loop
     cadence = Cadence(loop.log_every_steps, loop.checkpoint_every_steps, checkpoint_at_epoch_end=False)
     batches = partial(worker.batches, ray.train.get_dataset_shard("train"))
@@ -68,9 +72,9 @@ class _Pretrainer:
     """One rank's adapter to :class:`~rgpt4d_core.train.loop.TrainingLoop`: its examples (Ray Data shard), the
     L4P step with seeded left-right flips, and the hooks (MLflow, Ray Train checkpoint reports)."""
 
-    def __init__(self, cfg: PretrainExpertJob, rank: int, model: L4PModel, ddp: torch.nn.Module,
+    def __init__(self, cfg: PretrainExpertJob, config_yaml: str, rank: int, ddp: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: Any, tracker: MLflowTracker | None) -> None:  # fmt: skip
-        self.cfg, self.rank, self.model, self.ddp, self.tracker = cfg, rank, model, ddp, tracker
+        self.cfg, self.config_yaml, self.rank, self.ddp, self.tracker = cfg, config_yaml, rank, ddp, tracker
         self.optimizer, self.scheduler = optimizer, scheduler
         self.flips = np.random.default_rng(cfg.loop.seed)
 
@@ -95,13 +99,12 @@ class _Pretrainer:
             self.tracker.log_metrics(done.metrics | {"train/lr": float(self.scheduler.get_last_lr()[0])}, done.step)
 
     def save(self, done: StepDone) -> None:
-        """Report the checkpoint (written by rank 0) to Ray Train."""
+        """Report the checkpoint (the training state at ``done.position``, written by rank 0) to Ray Train."""
+        extra = {"config_yaml": self.config_yaml, "preset": self.cfg.preset}
+        state = capture_training_state(self.ddp, self.optimizer, self.scheduler, done.position, extra)  # collective
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if self.rank == 0:
-                save_checkpoint(self.model, Path(d) / CHECKPOINT_FILE, self.cfg.preset)
-                state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                         "step": done.step}  # fmt: skip
-                torch.save(state, Path(d) / STATE_FILE)
+                save_training_state(d, state)
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report({"step": done.step, **done.metrics}, checkpoint=checkpoint)
