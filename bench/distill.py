@@ -17,6 +17,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +27,11 @@ import torch  # noqa: E402
 
 from pipelines.distill import count_usable_rows, run, with_absolute_paths  # noqa: E402
 from rgpt4d_core.config import load  # noqa: E402
-from rgpt4d_core.shards.reader import open_shards  # noqa: E402
+from rgpt4d_core.shards.reader import TrainingBatch, open_shards  # noqa: E402
+from rgpt4d_core.train.checkpoint import DataPosition  # noqa: E402
 from rgpt4d_core.train.config import DistillJobConfig, plan_steps  # noqa: E402
 from rgpt4d_core.train.distill import build_setup  # noqa: E402
+from rgpt4d_core.train.loop import Cadence, NoHooks, TrainingLoop  # noqa: E402
 from rgpt4d_core.train.meters import SteadyRate  # noqa: E402
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler  # noqa: E402
 from rgpt4d_core.train.step import optimizer_step  # noqa: E402
@@ -56,7 +59,8 @@ def config(shards: Path, storage: Path, workers: int, args: argparse.Namespace) 
 
 
 def plain_loop(cfg: DistillJobConfig) -> tuple[float, int]:
-    """(a): steady samples/s and optimiser steps of a single-process loop (no Ray, no DDP)."""
+    """(a): steady samples/s and optimiser steps of a single-process loop (no Ray, no DDP): the job's
+    :class:`~rgpt4d_core.train.loop.TrainingLoop` over the shard files, one epoch, no checkpoints."""
     cfg = with_absolute_paths(cfg)
     torch.set_num_threads(cfg.loop.torch_threads)
     shards = open_shards(cfg.data.shards)
@@ -65,17 +69,19 @@ def plain_loop(cfg: DistillJobConfig) -> tuple[float, int]:
     setup = build_setup(cfg, shards.manifest.expert_spec, device)
     optimizer = build_optimizer(setup.student, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, plan.total_steps)
-    steady, group, steps = SteadyRate(), [], 0
-    for batch in shards.iter_batches(cfg.loop.micro_batch_size, include_partial=False):
-        group.append(setup.prepare(batch, device))
-        if len(group) < plan.accumulation:
-            continue
-        stats = optimizer_step(setup.student, group, setup.loss, optimizer, scheduler, cfg.optim.max_grad_norm)
-        group, steps = [], steps + 1
+    steady = SteadyRate()
+
+    def step(group: list[TrainingBatch], epoch: int) -> dict[str, float]:
+        batches = [setup.prepare(batch, device) for batch in group]
+        stats = optimizer_step(setup.student, batches, setup.loss, optimizer, scheduler, cfg.optim.max_grad_norm)
         steady.add(stats.samples, stats.tokens, time.perf_counter())
-        if steps == plan.total_steps:
-            break
-    return steady.rates()["throughput/steady_samples_per_s"], steps
+        return {"samples": float(stats.samples)}
+
+    def micro_batches(start: DataPosition) -> Iterator[TrainingBatch]:
+        return shards.iter_batches(cfg.loop.micro_batch_size, include_partial=False)
+
+    end = TrainingLoop(plan.loop_plan(), Cadence(), micro_batches, step, NoHooks()).run(DataPosition())  # 1 epoch
+    return steady.rates()["throughput/steady_samples_per_s"], end.optimizer_step
 
 
 def main() -> None:

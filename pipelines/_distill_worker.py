@@ -1,7 +1,8 @@
 """The per-worker training loop of ``pipelines/distill.py`` (runs inside Ray Train V2 worker processes).
 
-Wiring only: the student, loss, collate and optimiser come from ``rgpt4d_core.train``; this file adds Ray Train's
-dataset shard, context, checkpoint and report calls, and the DDP / FSDP2 wrapping.
+Wiring only: the student, loss, collate, optimiser, DDP / FSDP2 wrapping (``parallel.py``), the loop (``loop.py``:
+accumulation, data position, checkpoint cadence) and the checkpoint format come from ``rgpt4d_core.train``; this
+file adds Ray Train's dataset shard, context, checkpoint and report calls, MLflow and fault injection.
 
 Data position and resume: each worker consumes exactly ``plan.micro_batches_per_epoch`` micro-batches of its
 equal share of *question* rows per epoch (every worker reads the whole question stream in order through the same
@@ -17,6 +18,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,8 @@ from rgpt4d_core.shards.reader import ShardSet
 from rgpt4d_core.tracking import MLflowTracker, NullTracker, Tracker
 from rgpt4d_core.train.checkpoint import (
     DataPosition,
-    TrainingState,
-    capture_rng_state,
-    gather_model_state,
-    gather_optimizer_state,
-    load_training_state,
-    restore_model_state,
-    restore_optimizer_state,
-    restore_rng_state,
+    capture_training_state,
+    resume_training_state,
     save_training_state,
 )
 from rgpt4d_core.train.config import DistillJobConfig, StepPlan, shuffle_seed
@@ -53,6 +49,7 @@ from rgpt4d_core.train.distill import (
     trained_input_spec,
     trained_model_id,
 )
+from rgpt4d_core.train.loop import Cadence, StepDone, TrainingLoop
 from rgpt4d_core.train.meters import InputWait, SteadyRate
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
 from rgpt4d_core.train.parallel import all_reduce_stats, autocast, wrap_student
@@ -79,18 +76,10 @@ def _save_checkpoint(
 ) -> bool:
     """Write the training state on rank 0 (collective); with ``export_as`` (a model id, for the final
     checkpoint) also the inference export, recorded under that id."""
-    model_state = gather_model_state(model)
-    optim_state = gather_optimizer_state(model, optimizer)
+    extra = {"config_yaml": wc["config_yaml"], "plan": wc["plan"]}
+    state = capture_training_state(model, optimizer, scheduler, position, extra)
     if rank != 0:
         return False
-    state = TrainingState(
-        model=model_state,
-        optimizer=optim_state,
-        scheduler=scheduler.state_dict(),
-        position=position,
-        rng=capture_rng_state(),
-        extra={"config_yaml": wc["config_yaml"], "plan": wc["plan"]},
-    )
     save_training_state(directory, state)
     (directory / "config.yaml").write_text(wc["config_yaml"])
     if export_as is not None:
@@ -98,7 +87,7 @@ def _save_checkpoint(
         if sharded:  # FSDP2: rebuild on the meta device and take the gathered full weights
             with torch.device("meta"):
                 student = type(student)(student.cfg, student.expert_spec)
-            student.load_state_dict(model_state, assign=True)
+            student.load_state_dict(state.model, assign=True)
             student.llm.tie_weights()
         spec = _input_spec(wc, setup.student.cfg.vision.image_size)
         export_inference_checkpoint(
@@ -166,12 +155,7 @@ def _restore(checkpoint: Any, model: nn.Module, optimizer: torch.optim.Optimizer
     if checkpoint is None:
         return DataPosition()
     with checkpoint.as_directory() as d:
-        state = load_training_state(d)
-    restore_model_state(model, state.model)
-    restore_optimizer_state(model, optimizer, state.optimizer)
-    scheduler.load_state_dict(state.scheduler)
-    restore_rng_state(state.rng)
-    return state.position
+        return resume_training_state(d, model, optimizer, scheduler).position
 
 
 def _attach_tracker(wc: dict[str, Any], rank: int, start_step: int, nodes: list[str]) -> Tracker:
@@ -185,7 +169,9 @@ def _attach_tracker(wc: dict[str, Any], rank: int, start_step: int, nodes: list[
 
 
 class _Worker:
-    """One rank's training loop: epochs of micro-batches, accumulation, metrics, checkpoint cadence."""
+    """One rank's adapter to :class:`~rgpt4d_core.train.loop.TrainingLoop`: its micro-batches (its rows of the Ray
+    Data stream), its step (collate, bf16 loss, optimiser step, metrics reduced over ranks) and the hooks (MLflow,
+    fault injection, Ray Train checkpoint reports)."""
 
     def __init__(self, wc: dict[str, Any], cfg: DistillJobConfig, plan: StepPlan, rank: int, world: int,
                  device: torch.device, setup: DistillSetup, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -207,11 +193,13 @@ class _Worker:
         """Epochs until ``plan.total_steps`` optimiser steps, starting at ``position``."""
         self.last = time.perf_counter()
         self.steady, self.input = SteadyRate(), InputWait()
-        while position.optimizer_step < self.plan.total_steps:
-            position = self.epoch(shard, position)
+        loop = self.cfg.loop
+        cadence = Cadence(log_every_steps=loop.log_every_steps, checkpoint_every_steps=loop.checkpoint_every_steps)
+        batches = partial(self.batches, shard)
+        TrainingLoop(self.plan.loop_plan(), cadence, batches, self.step, self).run(position)
 
-    def batches(self, shard: Any, epoch: int) -> Iterator[pa.Table]:
-        """The epoch's micro-batches of this rank.
+    def batches(self, shard: Any, start: DataPosition) -> Iterator[pa.Table]:
+        """The micro-batches of this rank in the epoch ``start.epoch``, from its beginning.
 
         Every rank reads the whole question stream in order through the same seeded shuffle buffer, in groups of
         ``micro_batch_size x world`` rows, and keeps rows ``rank, rank + world, ...`` of each group: which rows a
@@ -224,58 +212,34 @@ class _Worker:
             drop_last=True,
             prefetch_batches=cfg.data.prefetch_batches,
             local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
-            local_shuffle_seed=shuffle_seed(cfg.loop.seed, epoch) if cfg.data.shuffle_buffer else None,
+            local_shuffle_seed=shuffle_seed(cfg.loop.seed, start.epoch) if cfg.data.shuffle_buffer else None,
         )
         for group in self.input.iterate(groups):  # the time blocked here is data/wait_fraction
             table = _as_table(group)
             yield table if world == 1 else table.take(pa.array(range(self.rank, table.num_rows, world)))
 
-    def epoch(self, shard: Any, position: DataPosition) -> DataPosition:
-        """One epoch from ``position`` (skipping the micro-batches it already consumed); the position after it."""
-        plan, rank = self.plan, self.rank
-        epoch, skip = position.epoch, position.batches_in_epoch
-        step = position.optimizer_step
-        consumed, group = 0, []
-        for table in self.batches(shard, epoch):
-            if consumed >= plan.micro_batches_per_epoch or step >= plan.total_steps:
-                break
-            consumed += 1
-            if consumed <= skip:
-                continue
-            with self.input.joining():  # clips joined and collated on this thread: data/join_fraction
-                group.append(self.setup.prepare(self.store.batch(table), self.device))
-            if len(group) < plan.accumulation:
-                continue
-            position = self.step(group, position, epoch, consumed)
-            step, group = position.optimizer_step, []
-        if consumed < plan.micro_batches_per_epoch and step < plan.total_steps:
-            raise RuntimeError(
-                f"rank {rank}: epoch {epoch} yielded {consumed} micro-batches, expected {plan.micro_batches_per_epoch}"
-            )
-        return DataPosition(epoch + 1, 0, step, position.samples_seen) if position.epoch == epoch else position
+    def step(self, group: list[pa.Table], epoch: int) -> dict[str, float]:
+        """One optimiser step over ``group`` (question tables joined to their clips, collated onto the device)."""
+        with self.input.joining():  # clips joined and collated on this thread: data/join_fraction
+            batches = [self.setup.prepare(self.store.batch(table), self.device) for table in group]
+        max_norm = self.cfg.optim.max_grad_norm
+        stats = optimizer_step(self.model, batches, self.loss_fn, self.optimizer, self.scheduler, max_norm)
+        if self.cfg.debug.step_sleep_ms > 0:  # a slower step, simulated (bench/input_wait.py)
+            time.sleep(self.cfg.debug.step_sleep_ms / 1e3)
+        return self.metrics(stats, epoch)
 
-    def step(self, group: list[Any], position: DataPosition, epoch: int, consumed: int) -> DataPosition:
-        """One optimiser step over ``group``; logs, injects a debug failure, reports a checkpoint when due."""
-        cfg, plan = self.cfg, self.plan
-        stats = optimizer_step(self.model, group, self.loss_fn, self.optimizer, self.scheduler, cfg.optim.max_grad_norm)
-        if cfg.debug.step_sleep_ms > 0:  # a slower step, simulated (bench/input_wait.py)
-            time.sleep(cfg.debug.step_sleep_ms / 1e3)
-        step = position.optimizer_step + 1
-        metrics = self.metrics(stats, epoch)
-        position = DataPosition(epoch, consumed, step, position.samples_seen + int(metrics["samples"]))
-        if step % max(1, cfg.loop.log_every_steps) == 0 or step == plan.total_steps:
-            self.tracker.log_metrics(metrics, step=step)
-        if cfg.debug.fail_at_step == step and self.rank == cfg.debug.fail_rank % self.world and not self.resumed:
-            raise InjectedFailure(f"debug.fail_at_step={step}: injected failure on rank {self.rank}")
-        end_of_epoch = consumed == plan.micro_batches_per_epoch
-        every = cfg.loop.checkpoint_every_steps
-        final = step == plan.total_steps
-        if end_of_epoch:
-            position = DataPosition(epoch + 1, 0, step, position.samples_seen)
-        if final or end_of_epoch or (every > 0 and step % every == 0):
-            args = (self.model, self.setup, self.optimizer, self.scheduler, position, self.wc, self.rank)
-            _report(*args, metrics, step, final)
-        return position
+    def on_step(self, done: StepDone) -> None:
+        """Log the step's metrics when due; inject the debug failure."""
+        cfg = self.cfg
+        if done.log_due:
+            self.tracker.log_metrics(done.metrics, step=done.step)
+        if cfg.debug.fail_at_step == done.step and self.rank == cfg.debug.fail_rank % self.world and not self.resumed:
+            raise InjectedFailure(f"debug.fail_at_step={done.step}: injected failure on rank {self.rank}")
+
+    def save(self, done: StepDone) -> None:
+        """Report a checkpoint at ``done.position`` to Ray Train (with the inference export after the last step)."""
+        args = (self.model, self.setup, self.optimizer, self.scheduler, done.position, self.wc, self.rank)
+        _report(*args, done.metrics, done.step, done.final)
 
     def metrics(self, stats: StepStats, epoch: int) -> dict[str, float]:
         """The step's metrics: loss terms averaged over ranks, rates, learning rate, clip cache statistics, and this

@@ -1,13 +1,19 @@
 """The per-worker loop of ``pipelines/pretrain_expert.py`` (runs inside Ray Train V2 worker processes).
 
 Wiring only: model, loss and step come from ``rgpt4d_core.experts.l4p_training``, the optimiser and schedule from
-``rgpt4d_core.train.optim``; this file adds Ray Train's dataset shard, DDP, checkpoints, resume and reports.
+``rgpt4d_core.train.optim``, the loop from ``rgpt4d_core.train.loop``; this file adds Ray Train's dataset shard,
+DDP, and checkpoint reports in the training-state format of ``rgpt4d_core.train.checkpoint`` (the distillation's).
+
+Resume: the examples reach the workers through Ray Data's ``streaming_split``, which does not hand a worker the same
+rows in every run, so an attempt restored from a checkpoint continues at its optimiser step (weights, optimiser,
+schedule) with a fresh pass over the examples (epoch 0), as this job always has.
 """
 
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
+from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,10 +22,17 @@ import ray.train.torch
 import torch
 
 from rgpt4d_core.config import from_yaml
-from rgpt4d_core.experts.l4p import build_model, load_checkpoint_state, save_checkpoint
+from rgpt4d_core.experts.l4p import build_model, load_checkpoint_state
 from rgpt4d_core.experts.l4p_training import init_output_priors, train_step
-from rgpt4d_core.experts.pretrain_config import CHECKPOINT_FILE, STATE_FILE, PretrainExpertJob
+from rgpt4d_core.experts.pretrain_config import PretrainExpertJob
 from rgpt4d_core.tracking import MLflowTracker
+from rgpt4d_core.train.checkpoint import (
+    DataPosition,
+    capture_training_state,
+    resume_training_state,
+    save_training_state,
+)
+from rgpt4d_core.train.loop import Cadence, LoopPlan, ShortEpochError, StepDone, TrainingLoop
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
 
 
@@ -39,40 +52,59 @@ def train_worker(config: dict[str, Any]) -> None:
     resume = ray.train.get_checkpoint()
     if resume is not None:
         with resume.as_directory() as d:
-            model.load_state_dict(load_checkpoint_state(Path(d) / CHECKPOINT_FILE)[0])
-            state = torch.load(Path(d) / STATE_FILE, weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = int(state["step"])
+            step = resume_training_state(d, model, optimizer, scheduler).position.optimizer_step
     ddp = ray.train.torch.prepare_model(model)
     tracker = MLflowTracker.attach(config["tracking_uri"], config["run_id"]) if rank == 0 and config["run_id"] else None
-    shard = ray.train.get_dataset_shard("train")
-    epoch = 0
-    while step < cfg.loop.steps:
-        rng = np.random.default_rng([cfg.loop.seed, epoch, step])  # same flips on every rank
-        step_at_epoch_start = step
-        for batch in shard.iter_batches(batch_size=cfg.loop.batch_size, batch_format="numpy", drop_last=True,
-                                        local_shuffle_buffer_size=64, local_shuffle_seed=cfg.loop.seed + epoch):  # fmt: skip
-            losses = train_step(ddp, optimizer, batch, cfg.loss, flip=bool(rng.random() < cfg.loop.flip_prob),
-                                max_grad_norm=cfg.optim.max_grad_norm)  # fmt: skip
-            scheduler.step()
-            step += 1
-            if tracker is not None and (step % cfg.loop.log_every_steps == 0 or step == cfg.loop.steps):
-                tracker.log_metrics({f"train/{k}": v for k, v in losses.items()} | {"train/lr": float(scheduler.get_last_lr()[0])}, step)
-            if step % cfg.loop.checkpoint_every_steps == 0 or step == cfg.loop.steps:
-                with tempfile.TemporaryDirectory() as d:
-                    checkpoint = None
-                    if rank == 0:
-                        save_checkpoint(model, Path(d) / CHECKPOINT_FILE, cfg.preset)
-                        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step},
-                                   Path(d) / STATE_FILE)  # fmt: skip
-                        checkpoint = ray.train.Checkpoint.from_directory(d)
-                    ray.train.report({"step": step, **{f"train/{k}": v for k, v in losses.items()}}, checkpoint=checkpoint)
-            if step >= cfg.loop.steps:
-                break
-        if step == step_at_epoch_start:  # would loop forever: this worker's share cannot fill one batch
-            raise ValueError(
-                f"worker {rank}: its share of the training examples is smaller than loop.batch_size="
-                f"{cfg.loop.batch_size}; use more scenes or windows, fewer workers, or a smaller batch"
-            )
-        epoch += 1
+    worker = _Pretrainer(cfg, config["config_yaml"], rank, ddp, optimizer, scheduler, tracker)
+    loop = cfg.loop
+    cadence = Cadence(loop.log_every_steps, loop.checkpoint_every_steps, checkpoint_at_epoch_end=False)
+    batches = partial(worker.batches, ray.train.get_dataset_shard("train"))
+    try:  # an attempt starts a fresh pass over the examples (epoch 0) at the checkpoint's step
+        TrainingLoop(LoopPlan(loop.steps), cadence, batches, worker.step, worker).run(DataPosition(optimizer_step=step))
+    except ShortEpochError as exc:  # would loop forever: this worker's share cannot fill one batch
+        raise ValueError(
+            f"worker {rank}: its share of the training examples is smaller than loop.batch_size="
+            f"{loop.batch_size}; use more scenes or windows, fewer workers, or a smaller batch ({exc})"
+        ) from exc
+
+
+class _Pretrainer:
+    """One rank's adapter to :class:`~rgpt4d_core.train.loop.TrainingLoop`: its examples (Ray Data shard), the
+    L4P step with seeded left-right flips, and the hooks (MLflow, Ray Train checkpoint reports)."""
+
+    def __init__(self, cfg: PretrainExpertJob, config_yaml: str, rank: int, ddp: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, tracker: MLflowTracker | None) -> None:  # fmt: skip
+        self.cfg, self.config_yaml, self.rank, self.ddp, self.tracker = cfg, config_yaml, rank, ddp, tracker
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.flips = np.random.default_rng(cfg.loop.seed)
+
+    def batches(self, shard: Any, start: DataPosition) -> Iterable[dict[str, np.ndarray]]:
+        """The epoch ``start.epoch``'s batches of this worker; seeds the epoch's flips (the same on every rank)."""
+        seed = self.cfg.loop.seed
+        self.flips = np.random.default_rng([seed, start.epoch, start.optimizer_step])
+        return shard.iter_batches(batch_size=self.cfg.loop.batch_size, batch_format="numpy", drop_last=True,
+                                  local_shuffle_buffer_size=64, local_shuffle_seed=seed + start.epoch)  # fmt: skip
+
+    def step(self, group: list[dict[str, np.ndarray]], epoch: int) -> dict[str, float]:
+        """One optimiser step on the group's single batch (flipped with probability ``loop.flip_prob``)."""
+        cfg = self.cfg
+        (batch,) = group
+        flip = bool(self.flips.random() < cfg.loop.flip_prob)
+        losses = train_step(self.ddp, self.optimizer, batch, cfg.loss, flip=flip, max_grad_norm=cfg.optim.max_grad_norm)
+        self.scheduler.step()
+        return {f"train/{k}": v for k, v in losses.items()}
+
+    def on_step(self, done: StepDone) -> None:
+        if self.tracker is not None and done.log_due:
+            self.tracker.log_metrics(done.metrics | {"train/lr": float(self.scheduler.get_last_lr()[0])}, done.step)
+
+    def save(self, done: StepDone) -> None:
+        """Report the checkpoint (the training state at ``done.position``, written by rank 0) to Ray Train."""
+        extra = {"config_yaml": self.config_yaml, "preset": self.cfg.preset}
+        state = capture_training_state(self.ddp, self.optimizer, self.scheduler, done.position, extra)  # collective
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if self.rank == 0:
+                save_training_state(d, state)
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report({"step": done.step, **done.metrics}, checkpoint=checkpoint)

@@ -21,7 +21,6 @@ Driver (this process):
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 from pipelines._cli import job_from_args, job_parser
 from rgpt4d_core import storage
 from rgpt4d_core.config import to_yaml
-from rgpt4d_core.experts.pretrain_config import CHECKPOINT_FILE, PretrainExpertJob
+from rgpt4d_core.experts.pretrain_config import PretrainExpertJob
 
 # ---------------------------------------------------------------------------------------------------- data
 
@@ -92,9 +91,10 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     from pipelines._progress import mlflow_step_reader, polled
     from pipelines._ray import RayTarget
     from pipelines._tracking import closing_run, start_job_run
-    from rgpt4d_core.experts.l4p import build_model, load_checkpoint_state
+    from rgpt4d_core.experts.l4p import build_model, save_checkpoint
     from rgpt4d_core.experts.l4p_training import classical_flow_epe, evaluate, zero_flow_epe
     from rgpt4d_core.tracking import default_tracking_uri
+    from rgpt4d_core.train.checkpoint import load_model_state
 
     started = time.perf_counter()
     RayTarget(cfg.run.ray_address, cfg.run.ray_num_cpus).init()
@@ -130,11 +130,10 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
             raise result.error
         assert result.checkpoint is not None, "training reported no checkpoint"
         output = absolute(cfg.output)
-        with result.checkpoint.as_directory() as d:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(d) / CHECKPOINT_FILE, output)
         trained = build_model(cfg.preset)
-        trained.load_state_dict(load_checkpoint_state(output)[0])
+        with result.checkpoint.as_directory() as d:
+            trained.load_state_dict(load_model_state(d))
+        save_checkpoint(trained, output, cfg.preset)  # the file the frozen expert loads
         moving_px = cfg.loss.moving_px
         metrics: dict[str, float] = {f"heldout/{k}": v for k, v in evaluate(trained, heldout, moving_px=moving_px).items()}
         untrained = build_model(cfg.preset, seed=cfg.loop.seed)

@@ -79,16 +79,7 @@ class InputSpec:
 
     def decode_config(self) -> DecodeConfig:
         """The :class:`DecodeConfig` of one video under this spec (source size kept; the model resizes)."""
-        d = self.decode
-        return DecodeConfig(
-            num_frames=self.num_frames,
-            max_file_bytes=d.max_file_bytes,
-            max_pixels_per_frame=d.max_pixels_per_frame,
-            max_duration_s=d.max_duration_s,
-            max_source_frames=d.max_source_frames,
-            timeout_s=d.timeout_s,
-            allow_repeats=d.allow_repeats,
-        )
+        return DecodeConfig(num_frames=self.num_frames, **dataclasses.asdict(self.decode))  # same field names
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,9 +16,12 @@ from rgpt4d_core.train.checkpoint import (
     DataPosition,
     TrainingState,
     capture_rng_state,
+    capture_training_state,
     has_training_state,
+    load_model_state,
     load_training_state,
     restore_rng_state,
+    resume_training_state,
     save_training_state,
 )
 from rgpt4d_core.train.optim import OptimConfig, build_optimizer, build_scheduler
@@ -98,3 +101,30 @@ def test_incomplete_or_foreign_checkpoint_is_rejected(tmp_path: Path) -> None:
         load_training_state(tmp_path)
     with pytest.raises(TypeError, match="'optimizer.x'"):
         save_training_state(tmp_path / "b", TrainingState({}, {"x": object()}, {}, DataPosition(), {}))
+
+
+def test_capture_and_resume_continue_a_run_bit_exactly(tmp_path: Path) -> None:
+    """The one-call pair both training jobs use: capture (model, optimiser by parameter name, schedule, position,
+    RNG) → save → resume into freshly built objects → the same next steps; ``load_model_state`` gives the weights."""
+    torch.manual_seed(5)
+    cfg = OptimConfig(lr=1e-2, warmup_ratio=0.2, weight_decay=0.01)
+    model = _model()
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, total_steps=20)
+    _train(model, 4, opt, sched)
+    position = DataPosition(epoch=0, batches_in_epoch=8, optimizer_step=4, samples_seen=16)
+    save_training_state(tmp_path / "ck", capture_training_state(model, opt, sched, position, {"preset": "x"}))
+    _train(model, 3, opt, sched)  # the original goes on (its RNG draws continue from the capture)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+
+    model2 = _model()
+    opt2 = build_optimizer(model2, cfg)
+    sched2 = build_scheduler(opt2, cfg, total_steps=20)
+    resumed = resume_training_state(tmp_path / "ck", model2, opt2, sched2)
+    assert resumed.position == position and resumed.extra == {"preset": "x"}
+    assert load_model_state(tmp_path / "ck").keys() == resumed.model.keys()
+    _train(model2, 3, opt2, sched2)
+    assert all(torch.equal(v, expected[k]) for k, v in model2.state_dict().items())
+    (tmp_path / "ck" / "state.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="state.safetensors is missing"):
+        load_model_state(tmp_path / "ck")

@@ -14,9 +14,6 @@ from rgpt4d_core.experts.l4p_training import LossWeights
 from rgpt4d_core.synth.config import SynthConfig
 from rgpt4d_core.train.optim import OptimConfig
 
-CHECKPOINT_FILE = "model.safetensors"
-STATE_FILE = "train_state.pt"
-
 
 def _expert_world() -> SynthConfig:
     # the demo world's distribution (conf/synth/demo.yaml) with another seed: the expert never sees demo scenes

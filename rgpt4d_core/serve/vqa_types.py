@@ -22,7 +22,7 @@ class VQARequest:
         question: text with ``<obj_k>`` tokens for the regions.
         options: 1-8 option strings (index 0 = ``"A"``).
         regions: region prompts on frame 1 (masks may have any resolution; they are resized to the frame).
-        include_duration: overrides :attr:`EngineConfig.include_duration` when not ``None``.
+        include_duration: overrides the engine's ``duration_sentence`` (its input spec) when not ``None``.
         request_id: echoed in the result.
         som_image: an already marked frame 1, uint8 ``[H, W, 3]`` RGB (e.g. R4D-Bench's ``som_image`` file); when
             given it is used as is and ``regions`` are neither drawn nor required for the ``<obj_k>`` tokens.

@@ -183,10 +183,26 @@ def save_training_state(directory: str | Path, state: TrainingState) -> Path:
     return out
 
 
+def load_model_state(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a training checkpoint alone (names → CPU tensors), without the optimiser state.
+
+    Raises:
+        CheckpointError: if the directory is not a complete checkpoint.
+    """
+    _check_complete(Path(directory))
+    return load_file(str(Path(directory) / MODEL_FILE))
+
+
 def has_training_state(directory: str | Path) -> bool:
     """True if ``directory`` holds a complete training checkpoint."""
     d = Path(directory)
     return all((d / f).is_file() for f in (STATE_JSON_FILE, MODEL_FILE, STATE_TENSORS_FILE))
+
+
+def _check_complete(d: Path) -> None:
+    for f in (STATE_JSON_FILE, MODEL_FILE, STATE_TENSORS_FILE):
+        if not (d / f).is_file():
+            raise CheckpointError(f"training checkpoint {d} is incomplete: {f} is missing")
 
 
 def load_training_state(directory: str | Path) -> TrainingState:
@@ -196,9 +212,7 @@ def load_training_state(directory: str | Path) -> TrainingState:
         CheckpointError: if a file is missing or the format tag is unknown.
     """
     d = Path(directory)
-    for f in (STATE_JSON_FILE, MODEL_FILE, STATE_TENSORS_FILE):
-        if not (d / f).is_file():
-            raise CheckpointError(f"training checkpoint {d} is incomplete: {f} is missing")
+    _check_complete(d)
     doc = json.loads((d / STATE_JSON_FILE).read_text())
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"{d / STATE_JSON_FILE}: unknown format {doc.get('format')!r}, expected {FORMAT!r}")
@@ -261,3 +275,38 @@ def restore_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optim
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
     set_optimizer_state_dict(model, optimizer, state, options=_state_dict_options(loading=True))
+
+
+# -- one call each way for a training process --------------------------------------------------------------------
+
+
+def capture_training_state(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    position: DataPosition,
+    extra: dict[str, Any] | None = None,
+) -> TrainingState:
+    """The state to checkpoint at ``position`` of a plain, DDP or FSDP2 ``model`` (a collective under
+    ``torch.distributed``: call it on every rank; only rank 0's ``model`` and ``optimizer`` are filled)."""
+    return TrainingState(
+        model=gather_model_state(model),
+        optimizer=gather_optimizer_state(model, optimizer),
+        scheduler=scheduler.state_dict(),
+        position=position,
+        rng=capture_rng_state(),
+        extra=dict(extra or {}),
+    )
+
+
+def resume_training_state(
+    directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> TrainingState:
+    """Load the checkpoint in ``directory`` into the model, optimiser, scheduler and this process's RNGs; returns it
+    (its ``position`` is where training continues)."""
+    state = load_training_state(directory)
+    restore_model_state(model, state.model)
+    restore_optimizer_state(model, optimizer, state.optimizer)
+    scheduler.load_state_dict(state.scheduler)
+    restore_rng_state(state.rng)
+    return state

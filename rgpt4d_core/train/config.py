@@ -15,6 +15,7 @@ from omegaconf import MISSING
 
 from rgpt4d_core import storage
 from rgpt4d_core.experts.config import ExpertConfig
+from rgpt4d_core.train.loop import LoopPlan
 from rgpt4d_core.train.optim import OptimConfig
 
 #: P4D variants of the paper's ablations ([P] Tab. 5/6): which distillation terms are on
@@ -311,6 +312,10 @@ class StepPlan:
     accumulation: int
     steps_per_epoch: int
     total_steps: int
+
+    def loop_plan(self) -> LoopPlan:
+        """The :class:`~rgpt4d_core.train.loop.TrainingLoop` plan of this job (per worker)."""
+        return LoopPlan(self.total_steps, self.accumulation, self.micro_batches_per_epoch)
 
 
 def shuffle_seed(seed: int, epoch: int) -> int:
