@@ -29,11 +29,12 @@ from pipelines.distill import count_usable_rows, run, with_absolute_paths  # noq
 from rgpt4d_core.config import load  # noqa: E402
 from rgpt4d_core.shards.reader import TrainingBatch, open_shards  # noqa: E402
 from rgpt4d_core.train.checkpoint import DataPosition  # noqa: E402
-from rgpt4d_core.train.config import DistillJobConfig, plan_steps  # noqa: E402
+from rgpt4d_core.train.config import DistillJobConfig  # noqa: E402
 from rgpt4d_core.train.distill import build_setup  # noqa: E402
 from rgpt4d_core.train.loop import Cadence, NoHooks, TrainingLoop  # noqa: E402
 from rgpt4d_core.train.meters import SteadyRate  # noqa: E402
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler  # noqa: E402
+from rgpt4d_core.train.plan import plan_steps  # noqa: E402
 from rgpt4d_core.train.step import optimizer_step  # noqa: E402
 from tests.distill_testkit import write_shards  # noqa: E402
 

@@ -41,7 +41,7 @@ from rgpt4d_core.train.checkpoint import (
     resume_training_state,
     save_training_state,
 )
-from rgpt4d_core.train.config import DistillJobConfig, StepPlan, shuffle_seed
+from rgpt4d_core.train.config import DistillJobConfig
 from rgpt4d_core.train.distill import (
     DistillSetup,
     build_setup,
@@ -53,6 +53,7 @@ from rgpt4d_core.train.loop import Cadence, StepDone, TrainingLoop
 from rgpt4d_core.train.meters import InputWait, SteadyRate
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
 from rgpt4d_core.train.parallel import all_reduce_stats, autocast, wrap_student
+from rgpt4d_core.train.plan import StepPlan, shuffle_seed
 from rgpt4d_core.train.step import StepStats, optimizer_step
 
 EXPORT_DIR = "export"

@@ -43,7 +43,8 @@ from rgpt4d_core.shards.reader import ShardSet, open_shards
 from rgpt4d_core.shards.target_stats import target_norm_from_shards
 from rgpt4d_core.tracking import PARENT_RUN_TAG, NullTracker, Tracker, default_tracking_uri
 from rgpt4d_core.train.compat import check_manifest, expected_expert_spec
-from rgpt4d_core.train.config import DistillJobConfig, StepPlan, plan_steps
+from rgpt4d_core.train.config import DistillJobConfig
+from rgpt4d_core.train.plan import StepPlan, plan_steps
 from rgpt4d_core.train.step import loss_config
 
 EXPORT_DIR = "export"

@@ -10,9 +10,10 @@ import torch
 
 from rgpt4d_core.config import load
 from rgpt4d_core.shards.reader import open_shards
-from rgpt4d_core.train.config import DistillJobConfig, plan_steps
+from rgpt4d_core.train.config import DistillJobConfig
 from rgpt4d_core.train.distill import build_setup, online_targets
 from rgpt4d_core.train.optim import OptimConfig, build_optimizer, build_scheduler
+from rgpt4d_core.train.plan import plan_steps
 from rgpt4d_core.train.step import optimizer_step
 from tests.distill_testkit import write_shards
 
