@@ -70,8 +70,8 @@ def distill_settings(section: StageSection, *overrides: str) -> DistillJobConfig
     training settings, not for running it)."""
     from rgpt4d_core.train.config import DistillJobConfig  # noqa: F811  (runtime import, kept lazy)
 
-    return load(DistillJobConfig, conf_files(section.config),
-                [*section.overrides, *overrides, "data.shards=x", "run.storage_path=x"])  # fmt: skip
+    return load(DistillJobConfig, conf_files(section.config), [*section.overrides, *overrides],
+                {"data.shards": "x", "run.storage_path": "x"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ class Chain:
         from pipelines.make_synthetic import MakeSyntheticJob, generate
 
         root = self.out / "synth"
-        job = load(MakeSyntheticJob, conf_files(section.config), [*section.overrides, f"out={root}"])
+        job = load(MakeSyntheticJob, conf_files(section.config), section.overrides, {"out": root})
         key = digest(to_yaml(job.synth))
         with self.stage("synthetic world"):
             if self._reuse("synthetic world", root, key, root / "dataset.json") is None:
@@ -197,9 +197,9 @@ class Chain:
 
         directory = self.out / "expert"
         output = directory / "l4p_tiny.safetensors"
-        cfg = load(P.PretrainExpertJob, conf_files(section.config), [
-            *section.overrides, f"output={output}", f"data.root={directory / 'world'}",
-            f"run.storage_path={directory / 'runs'}", f"mlflow.tracking_uri={self.tracking_uri}"])  # fmt: skip
+        cfg = load(P.PretrainExpertJob, conf_files(section.config), section.overrides, {
+            "output": output, "data.root": directory / "world", "run.storage_path": directory / "runs",
+            "mlflow.tracking_uri": self.tracking_uri})  # fmt: skip
         # the preset's architecture too: a checkpoint of an older head layout must not be reused
         key = digest(to_yaml(cfg), repr(get_preset(cfg.preset)))
         with self.stage("pretrain expert"):
@@ -222,7 +222,7 @@ class Chain:
         from rgpt4d_core.experts.l4p import build_model, get_preset, save_checkpoint
 
         directory = self.out / "expert_untrained"
-        cfg = load(P.PretrainExpertJob, conf_files(section.config), [*section.overrides, "output=unused"])
+        cfg = load(P.PretrainExpertJob, conf_files(section.config), section.overrides, {"output": "unused"})
         output = directory / f"{cfg.preset}.safetensors"
         key = digest(cfg.preset, cfg.loop.seed, repr(get_preset(cfg.preset)))
         with self.stage("untrained expert"):
@@ -236,9 +236,9 @@ class Chain:
         from pipelines import precompute as P
 
         shards = self.out / name
-        job = load(P.PrecomputeJob, conf_files(section.config), [
-            *section.overrides, f"input.dataset_root={world}", "input.splits=[train]",
-            f"expert.checkpoint={expert}", f"output.uri={shards}"])  # fmt: skip
+        job = load(P.PrecomputeJob, conf_files(section.config), section.overrides, {
+            "input.dataset_root": world, "input.splits": ["train"], "expert.checkpoint": expert,
+            "output.uri": shards})  # fmt: skip
         key = digest(to_yaml(job), file_digest(expert), file_digest(world / "dataset.json"))
         stage = "precompute shards" if name == "shards" else f"precompute {name}"
         with self.stage(stage):
@@ -250,16 +250,19 @@ class Chain:
         return shards
 
     def distill(self, name: str, common: StageSection, variant: VariantSection, shards: Path, expert: Path,
-                seed: int = 0, extra: tuple[str, ...] = ()) -> Trained:  # fmt: skip
-        """Train one recipe on the shards (``<out>/runs/<name>``); returns its export and MLflow run."""
+                seed: int = 0, extra: tuple[str, ...] = (), values: dict[str, Any] | None = None) -> Trained:  # fmt: skip
+        """Train one recipe on the shards (``<out>/runs/<name>``); returns its export and MLflow run. ``extra``:
+        more ``key=value`` settings from the user's config (e.g. a training-set size); ``values``: typed settings
+        the calling program decides (e.g. ``mlflow.parent_run_id``)."""
         from pipelines import distill as D
         from rgpt4d_core.train.config import DistillJobConfig
 
         run_dir = self.out / "runs" / name
-        cfg = load(DistillJobConfig, conf_files([*common.config, *variant.config]), [
-            *common.overrides, *variant.overrides, *extra, f"data.shards={shards}", f"run.name={name}",
-            f"run.storage_path={self.out / 'runs'}", f"mlflow.tracking_uri={self.tracking_uri}",
-            f"expert.checkpoint={expert}", f"loop.seed={seed}"])  # fmt: skip
+        cfg = load(DistillJobConfig, conf_files([*common.config, *variant.config]),
+                   [*common.overrides, *variant.overrides, *extra], {
+                       "data.shards": shards, "run.name": name, "run.storage_path": self.out / "runs",
+                       "mlflow.tracking_uri": self.tracking_uri, "expert.checkpoint": expert, "loop.seed": seed,
+                       **(values or {})})  # fmt: skip
         key = digest(outputs_yaml(cfg), file_digest(shards / "_manifest.json"), EXPORT_LAYOUT)
         stage = f"distill {name}"
         with self.stage(stage):
@@ -285,11 +288,11 @@ class Chain:
         from rgpt4d_core.eval.report import TABLE_JSON, read_tables
 
         directory = self.out / "eval" / f"{trained.name}{tag}"
-        overrides = [*section.overrides, f"benchmark.path={world}", f"engine.checkpoint={trained.export}",
-                     f"output.dir={directory}", f"output.name={label}", f"mlflow.tracking_uri={self.tracking_uri}"]  # fmt: skip
+        values = {"benchmark.path": world, "engine.checkpoint": trained.export, "output.dir": directory,
+                  "output.name": label, "mlflow.tracking_uri": self.tracking_uri}  # fmt: skip
         if trained.run_id:
-            overrides.append(f"mlflow.run_id={trained.run_id}")
-        job = load(E.EvaluateJob, conf_files(section.config), overrides)
+            values["mlflow.run_id"] = trained.run_id
+        job = load(E.EvaluateJob, conf_files(section.config), section.overrides, values)
         key = digest(
             to_yaml(job), *(file_digest(Path(trained.export, f)) for f in ("config.json", INPUT_SPEC_FILE))
         )
@@ -301,14 +304,15 @@ class Chain:
         tables = read_tables(directory / TABLE_JSON)
         return tables
 
-    def serve_job(self, section: StageSection, world: Path, trained: Trained, *overrides: str) -> Any:
+    def serve_job(self, section: StageSection, world: Path, trained: Trained, **values: Any) -> Any:
         """The :class:`pipelines.serve.ServeJob` of ``trained`` (the section's config and overrides, then the chain's
-        paths: media root ``out``, the world's test split as the page's one-click examples; then ``overrides``)."""
+        paths: media root ``out``, the world's test split as the page's one-click examples; then ``values``, dotted
+        keys spelled with ``__``, e.g. ``server__port=8001``)."""
         from pipelines import serve as S
 
-        return S.load_job(conf_files(section.config), [
-            *section.overrides, f"engine.checkpoint={trained.export}", f"security.media_root={self.out}",
-            f"ui.examples={world}", *overrides])  # fmt: skip
+        return S.load_job(conf_files(section.config), section.overrides, {
+            "engine.checkpoint": trained.export, "security.media_root": self.out, "ui.examples": world,
+            **{key.replace("__", "."): value for key, value in values.items()}})  # fmt: skip
 
     def serve_one_question(self, section: StageSection, world: Path, trained: Trained) -> dict[str, Any]:
         """Start Ray Serve on ``trained`` and answer one region-level test question over HTTP; then shut down."""
@@ -319,7 +323,7 @@ class Chain:
 
         marked = [i for i in load_benchmark(str(world), "test").items if i.regions]
         item = next((i for i in marked if i.task == "T"), marked[0])  # a motion question reads best in a demo
-        job = self.serve_job(section, world, trained, f"server.port={free_port()}")
+        job = self.serve_job(section, world, trained, server__port=free_port())
         payload = {
             "video": {"path": str(Path(item.video).relative_to(self.out))},
             "question": item.question,

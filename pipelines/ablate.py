@@ -205,9 +205,9 @@ class _Experiment:
         job, chain = self.job, self.chain
         variant = job.variants[cell.variant]
         expert, shards = self.teacher(variant.teacher)
-        parent = (f"mlflow.parent_run_id={self.parent.run_id}",) if self.parent.run_id else ()
+        parent = {"mlflow.parent_run_id": self.parent.run_id} if self.parent.run_id else {}
         trained = chain.distill(run_name(cell), job.distill, variant, shards, expert, seed=cell.seed,
-                                extra=(*job.sizes.get(cell.size, []), *parent))  # fmt: skip
+                                extra=tuple(job.sizes.get(cell.size, [])), values=parent)  # fmt: skip
         nest_under(chain.tracking_uri, trained.run_id, self.parent.run_id)
         where = "" if cell.size == ALL else f", size {cell.size}"
         label = f"{variant.label} (seed {cell.seed}{where})"

@@ -212,10 +212,11 @@ def make_app(job: ServeJob, user_config: dict[str, Any] | None = None) -> serve.
     ).bind(job)
 
 
-def load_job(config: str | list[str] | None = None, overrides: list[str] | None = None) -> ServeJob:
-    """:class:`ServeJob` from YAML file(s) and ``key=value`` overrides."""
+def load_job(config: str | list[str] | None = None, overrides: list[str] | None = None,
+             values: dict[str, Any] | None = None) -> ServeJob:  # fmt: skip
+    """:class:`ServeJob` from YAML file(s), ``key=value`` overrides and typed ``values`` (``rgpt4d_core.config.load``)."""
     files = [config] if isinstance(config, str) else list(config or [])
-    job = load(ServeJob, files, overrides or [])
+    job = load(ServeJob, files, overrides or [], values)
     # replicas may run in another working directory: pin relative local paths to where the job was launched
     engine = dataclasses.replace(job.engine, checkpoint=absolute(job.engine.checkpoint))
     security = dataclasses.replace(job.security, media_root=absolute(job.security.media_root))

@@ -5,7 +5,8 @@ code). ``load`` merges, in increasing precedence:
 
 1. the dataclass defaults (``OmegaConf.structured``), which fixes the set of keys and their types;
 2. one or more YAML files (short deltas, see ``conf/``);
-3. command-line ``key=value`` overrides (dotted paths, e.g. ``train.lr=1e-4``).
+3. command-line ``key=value`` overrides (dotted paths, e.g. ``train.lr=1e-4``);
+4. typed ``values`` a program sets (``{"data.shards": Path(...)}``), never parsed from text.
 
 Unknown keys and values of the wrong type raise :class:`ConfigError` naming the offending key, so a typo in
 a YAML file fails before any Ray worker starts.
@@ -14,8 +15,8 @@ a YAML file fails before any Ray worker starts.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
@@ -38,13 +39,17 @@ def _merge_one(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
     return merged
 
 
-def load(job_cls: type[T], files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> T:
-    """Build a ``job_cls`` instance from defaults, YAML ``files`` and ``key=value`` ``overrides``.
+def load(job_cls: type[T], files: Sequence[str | Path] = (), overrides: Sequence[str] = (),
+         values: Mapping[str, Any] | None = None) -> T:  # fmt: skip
+    """Build a ``job_cls`` instance from defaults, YAML ``files``, ``key=value`` ``overrides`` and typed ``values``.
 
     Args:
         job_cls: a dataclass type; its defaults are the base layer.
         files: YAML files merged in order (later wins).
-        overrides: ``dotted.key=value`` strings merged last (highest precedence).
+        overrides: ``dotted.key=value`` strings (a user's command line), merged after the files.
+        values: ``{"dotted.key": value}`` with Python values (paths, numbers, lists), merged last and checked
+            against the fields' types like the rest, never parsed from text: how a program that chains jobs
+            sets the paths it decides (``pipelines/_chain.py``).
 
     Returns:
         An instance of ``job_cls`` (nested dataclasses are real dataclass instances, not DictConfigs).
@@ -72,6 +77,8 @@ def load(job_cls: type[T], files: Sequence[str | Path] = (), overrides: Sequence
     if overrides:
         dotlist = OmegaConf.from_dotlist(list(overrides))
         cfg = _merge_one(cfg, dotlist, "command line")
+    if values:
+        cfg = _merge_one(cfg, OmegaConf.create(_nested(values)), "values set by the program")
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"mandatory config keys without a value: {', '.join(missing)}")
@@ -81,6 +88,18 @@ def load(job_cls: type[T], files: Sequence[str | Path] = (), overrides: Sequence
         raise ConfigError(f"invalid config: {exc}") from exc
     assert isinstance(obj, job_cls)
     return obj
+
+
+def _nested(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1, "a.c": 2}`` -> ``{"a": {"b": 1, "c": 2}}`` (paths become ``str``)."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = str(value) if isinstance(value, PurePath) else value
+    return tree
 
 
 def to_yaml(cfg: Any) -> str:

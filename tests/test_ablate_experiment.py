@@ -41,10 +41,10 @@ class FakeChain(Chain):
         return self.out / name / expert.parent.name
 
     def distill(self, name: str, common: StageSection, variant: VariantSection, shards: Path, expert: Path,
-                seed: int = 0, extra: tuple[str, ...] = ()) -> Trained:  # fmt: skip
-        parent = [e.split("=", 1)[1] for e in extra if e.startswith("mlflow.parent_run_id=")]
+                seed: int = 0, extra: tuple[str, ...] = (), values: dict[str, Any] | None = None) -> Trained:  # fmt: skip
+        parent = (values or {}).get("mlflow.parent_run_id")
         # the distill job tags its run with the parent it is given; a run "trained before parents existed" is not
-        tags = {PARENT_RUN_TAG: parent[0]} if parent and name != "abl-sft-2k-s0" else {}
+        tags = {PARENT_RUN_TAG: parent} if parent and name != "abl-sft-2k-s0" else {}
         run = MLflowTracker.start(self.tracking_uri, "rgpt4d-distill", name, f"{self.out}/runs/{name}", tags=tags)
         run.log_metrics({"loss/sft": 0.5}, step=10)
         run.set_terminated()

@@ -102,3 +102,14 @@ def test_to_yaml_from_yaml_round_trip(tmp_path: Path) -> None:
     assert load(Job, [dumped]) == job
     flat = to_flat_dict(job)
     assert flat["optim.lr"] == 0.25 and flat["decode.num_frames"] == 16 and flat["name"] == "rt"
+
+
+def test_typed_values_come_last_and_are_never_parsed_as_override_text(tmp_path: Path) -> None:
+    odd = tmp_path / "a dir=with,commas[1]" / "out"  # would split or fail as `output=<path>` override text
+    job = load(Job, [], ["seed=3", "output=runs/x"], {"output": odd, "optim.betas": [0.8, 0.9], "decode.num_frames": 4})
+    assert job.output == str(odd) and job.seed == 3  # a program's value beats the command line; the rest stays
+    assert job.optim.betas == [0.8, 0.9] and job.decode.num_frames == 4 and job.optim.lr == 1e-3
+    with pytest.raises(ConfigError, match="optim.nope"):
+        load(Job, values={"optim.nope": 1})
+    with pytest.raises(ConfigError, match="seed"):
+        load(Job, values={"seed": "three"})
