@@ -68,12 +68,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--answer-style", choices=["letter", "option"], default="option")
     p.add_argument("--train-vision", action="store_true", help="train the vision tower (tiny preset: frozen)")
     p.add_argument("--blind", action="store_true", help="question text only: no video, no SoM image")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--beta2", type=float, default=0.99)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    for flag, kind, default in (("--steps", int, 2000), ("--batch", int, 8), ("--lr", float, 1e-3),
+                                ("--beta2", float, 0.99), ("--seed", int, 0), ("--threads", int, 2)):  # fmt: skip
+        p.add_argument(flag, type=kind, default=default)
     p.add_argument("--size", type=int, default=64, help="frame side, pixels")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--projector", default="mlp_downsample_3x3_fix")
@@ -104,6 +101,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "answer loss keeps its own mean; 0 = answer tokens only")
     p.add_argument("--no-region-boxes", action="store_true",
                    help="turn the tiny preset's region-box embedding off (StudentConfig.region_boxes)")
+    p.add_argument("--visual-positions", action="store_true",
+                   help="the region-box embedding of each visual token's cell added to it (visual_positions)")
     p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
     p.add_argument("--first-steps", type=int, default=0, help="steps on --first-tasks only before all tasks")
     p.add_argument("--tasks", default="", help="comma-separated categories to train and score (default: all)")
@@ -239,7 +238,7 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
     llm = dataclasses.replace(cfg.llm, num_layers=args.llm_layers or cfg.llm.num_layers)
     decoder = dataclasses.replace(cfg.decoder, hidden_layer=args.dense_layer)
     return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),
-                               answer_style=args.answer_style, decoder=decoder,
+                               answer_style=args.answer_style, decoder=decoder, visual_positions=args.visual_positions,
                                region_boxes=cfg.region_boxes and not args.no_region_boxes)  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rgpt4d_core.model.presets import tiny
-from rgpt4d_core.model.region_boxes import RegionBoxEmbedding, box_fourier_features
+from rgpt4d_core.model.region_boxes import RegionBoxEmbedding, box_fourier_features, grid_cell_boxes
 from rgpt4d_core.model.student import Student
 from rgpt4d_core.text.prompts import build_inference_ids, r4d_user_text
 from rgpt4d_core.text.region_refs import token_region_boxes
@@ -101,6 +101,31 @@ def test_student_reads_the_boxes_and_trains_the_projection() -> None:
     logits[0, -1].logsumexp(-1).backward()
     grad = model.region_box_embedding.proj.weight.grad
     assert grad is not None and float(grad.abs().sum()) > 0
+
+
+def test_grid_cells_tile_the_frame_row_major_and_clip_a_padded_last_cell() -> None:
+    boxes = grid_cell_boxes(3, 3 / 8)  # 8 patches padded to 9, 3 per token: the last cells reach 9/8, clipped
+    assert boxes.shape == (9, 4)
+    assert torch.allclose(boxes[0], torch.tensor([0.0, 0.0, 0.375, 0.375]))
+    assert torch.allclose(boxes[1], torch.tensor([0.375, 0.0, 0.75, 0.375]))  # row-major: next column first
+    assert torch.allclose(boxes[8], torch.tensor([0.75, 0.75, 1.0, 1.0]))
+
+
+def test_visual_positions_share_the_box_code_with_region_references() -> None:
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="region_boxes"):
+        dataclasses.replace(tiny(), region_boxes=False, visual_positions=True)
+    plain = Student(dataclasses.replace(tiny(), region_boxes=True))
+    coded = Student(dataclasses.replace(tiny(), region_boxes=True, visual_positions=True))
+    coded.load_state_dict(plain.state_dict())  # no new parameters: the region-box projection is shared
+    pixels = torch.rand(2, 3, 64, 64) * 2 - 1
+    grid, patches = coded.projector.output_grid(coded.vision.grid), coded.vision.grid
+    assert coded.region_box_embedding is not None
+    expected = coded.region_box_embedding.cell_codes(grid, -(-patches // grid) / patches, torch.float32)
+    with torch.no_grad():
+        diff = coded.encode_frames(pixels, None) - plain.encode_frames(pixels, None)
+    assert torch.allclose(diff, expected.expand_as(diff), atol=1e-5)  # the same cell code in every frame
+    assert not torch.allclose(expected[0], expected[-1])  # and a different one per place
 
 
 def test_paper_preset_has_no_region_embedding_and_ignores_boxes() -> None:

@@ -40,6 +40,15 @@ def box_fourier_features(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def grid_cell_boxes(grid: int, cell: float) -> torch.Tensor:
+    """Normalised boxes ``[grid * grid, 4]`` (row-major) of a token grid whose cells are ``cell`` of the frame wide
+    (a projector that pads the patch grid makes the last cells reach past the frame: clipped to 1)."""
+    edges = (torch.arange(grid + 1, dtype=torch.float32) * cell).clamp(max=1.0)
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    r, c = rows.flatten(), cols.flatten()
+    return torch.stack([edges[c], edges[r], edges[c + 1], edges[r + 1]], dim=-1)
+
+
 class RegionBoxEmbedding(nn.Module):
     """Adds ``Linear(box_fourier_features(box))`` to the text embedding at each token that names a region."""
 
@@ -77,3 +86,9 @@ class RegionBoxEmbedding(nn.Module):
             # gradient in every step (find_unused_parameters=False), also for a batch that names no region
             out[0] = out[0] + 0.0 * (self.proj.weight.sum() + self.proj.bias.sum()).to(out[0].dtype)
         return out
+
+    def cell_codes(self, grid: int, cell: float, dtype: torch.dtype) -> torch.Tensor:
+        """``[grid * grid, D]``: the embedding of each visual-token cell's box (``StudentConfig.visual_positions``),
+        added to the visual tokens of every frame so that they and the region references share one spatial code."""
+        boxes = grid_cell_boxes(grid, cell).to(self.proj.weight.device, dtype)
+        return self.proj(box_fourier_features(boxes))

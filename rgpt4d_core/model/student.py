@@ -98,6 +98,10 @@ class Student(nn.Module):
         tokens = self.projector(feats.to(self._param_dtype(self.projector)))
         if timestamps_s is not None and tpe.placement == "post_projector":
             tokens = add_timestamp_encoding(tokens, timestamps_s, tpe.base)
+        if self.cfg.visual_positions and self.region_box_embedding is not None:
+            grid, patches = self.projector.output_grid(self.vision.grid), self.vision.grid
+            cell = -(-patches // grid) / patches  # a token covers ceil(patches / grid) patches per side
+            tokens = tokens + self.region_box_embedding.cell_codes(grid, cell, tokens.dtype)
         return tokens
 
     @staticmethod

@@ -51,10 +51,16 @@ class StudentConfig:
     #: add a learned embedding of each region's frame-1 box to the tokens of its ``<obj_k>`` references
     #: (``model/region_boxes.py``; the ``tiny`` recipe's explicit region position; off in the paper preset)
     region_boxes: bool = False
+    #: also add the same box embedding (shared weights) of each visual token's grid cell to that token, so that a
+    #: region reference and the visual tokens at its place share a spatial code (``model/region_boxes.py``;
+    #: needs ``region_boxes``; an experiment option, off in every preset)
+    visual_positions: bool = False
 
     def __post_init__(self) -> None:
         if self.answer_style not in ANSWER_STYLES:
             raise ValueError(f"answer_style must be one of {ANSWER_STYLES}, got {self.answer_style!r}")
+        if self.visual_positions and not self.region_boxes:
+            raise ValueError("visual_positions shares the region-box embedding: set region_boxes too")
 
 
 @dataclass
