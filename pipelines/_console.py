@@ -158,3 +158,14 @@ def ray_logs_dir() -> str | None:
         return str(Path(node.get_session_dir_path()) / "logs") if node is not None else None
     except Exception:  # noqa: BLE001 - a path for a message only
         return None
+
+
+def start_ray(target: Any) -> None:
+    """Start or attach to the Ray of ``target`` (a ``pipelines._ray.RayTarget``) for a chained command (demo,
+    ablation): while engine output goes to a file (:func:`quiet`), workers' output stays in Ray's logs and Ray
+    Data's own progress bars are off (ours are drawn on the terminal instead)."""
+    target.init(log_to_driver=not quiet())
+    if quiet():
+        import ray
+
+        ray.data.DataContext.get_current().enable_progress_bars = False

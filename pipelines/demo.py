@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 
 from pipelines._chain import Chain, StageSection, Trained, VariantSection
 from pipelines._cli import job_from_args, job_parser
-from pipelines._console import engine_output_to, quiet, ray_logs_dir
+from pipelines._console import engine_output_to, ray_logs_dir, start_ray
 from pipelines._paths import CONF
 from pipelines._ray import RayTarget
 from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table
@@ -99,11 +99,7 @@ class DemoResult:
 def run(job: DemoJob, log: Any = print) -> DemoResult:
     """Run the whole chain (see the module docstring); Ray is started here unless already running."""
     start = time.perf_counter()
-    job.ray_target().init(log_to_driver=not quiet())  # quiet: workers' output stays in Ray's logs
-    if quiet():
-        import ray
-
-        ray.data.DataContext.get_current().enable_progress_bars = False  # ours are drawn on the terminal instead
+    start_ray(job.ray_target())
     chain = Chain(job.out, log=log)
     world = chain.synth(job.synth)
     expert = chain.expert(job.expert)

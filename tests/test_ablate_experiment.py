@@ -62,7 +62,7 @@ def test_parent_run_with_nested_children_and_the_untrained_teacher(tmp_path: Pat
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setattr(ablate, "Chain", FakeChain)
-    monkeypatch.setattr(ablate.AblateJob, "ray_target", lambda self: SimpleNamespace(init=lambda: None))
+    monkeypatch.setattr(ablate.AblateJob, "ray_target", lambda self: SimpleNamespace(init=lambda **_: None))
     FakeChain.calls = []
     overrides = [f"out={tmp_path / 'o'}", f"results_md={tmp_path / 'r.md'}", "seeds=[0]", f"curve_png={tmp_path / 'c.png'}",
                  "only=[sft,p4d,p4d_untrained]", "compare=[[p4d,sft],[p4d_untrained,sft]]"]  # fmt: skip
