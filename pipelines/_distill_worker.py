@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pipelines._train_ingest import rows_of_rank
 from rgpt4d_core.config import from_yaml
 from rgpt4d_core.experts.base import ExpertSpec
 from rgpt4d_core.inputs import InputSpec
@@ -203,8 +204,7 @@ class _Worker:
         """The micro-batches of this rank in the epoch ``start.epoch``, from its beginning.
 
         Every rank reads the whole question stream in order through the same seeded shuffle buffer, in groups of
-        ``micro_batch_size x world`` rows, and keeps rows ``rank, rank + world, ...`` of each group: which rows a
-        rank trains on depends only on the seed and the epoch, never on which worker asked for a block first.
+        ``micro_batch_size x world`` rows, and keeps its rows of each group (``pipelines/_train_ingest.py``).
         """
         cfg, world = self.cfg, self.world
         groups = shard.iter_batches(
@@ -216,8 +216,7 @@ class _Worker:
             local_shuffle_seed=shuffle_seed(cfg.loop.seed, start.epoch) if cfg.data.shuffle_buffer else None,
         )
         for group in self.input.iterate(groups):  # the time blocked here is data/wait_fraction
-            table = _as_table(group)
-            yield table if world == 1 else table.take(pa.array(range(self.rank, table.num_rows, world)))
+            yield rows_of_rank(group, self.rank, world)
 
     def step(self, group: list[pa.Table], epoch: int) -> dict[str, float]:
         """One optimiser step over ``group`` (question tables joined to their clips, collated onto the device)."""
@@ -289,7 +288,3 @@ def _report(model, setup, optimizer, scheduler, position, wc, rank, metrics, ste
         wrote = _save_checkpoint(model, setup, optimizer, scheduler, position, wc, rank, Path(tmp), export_as, sharded)
         ckpt = ray.train.Checkpoint.from_directory(tmp) if wrote else None
         ray.train.report({**metrics, "step": step}, checkpoint=ckpt)
-
-
-def _as_table(batch: Any) -> pa.Table:
-    return batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])

@@ -4,9 +4,10 @@ Wiring only: model, loss and step come from ``rgpt4d_core.experts.l4p_training``
 ``rgpt4d_core.train.optim``, the loop from ``rgpt4d_core.train.loop``; this file adds Ray Train's dataset shard,
 DDP, and checkpoint reports in the training-state format of ``rgpt4d_core.train.checkpoint`` (the distillation's).
 
-Resume: the examples reach the workers through Ray Data's ``streaming_split``, which does not hand a worker the same
-rows in every run, so an attempt restored from a checkpoint continues at its optimiser step (weights, optimiser,
-schedule) with a fresh pass over the examples (epoch 0), as this job always has.
+Data: every worker reads the whole example stream in order and keeps its rows of each group
+(``pipelines/_train_ingest.py``), so that a run repeats bit for bit. Resume: an attempt restored from a checkpoint
+continues at its optimiser step (weights, optimiser, schedule) with a fresh pass over the examples (epoch 0), as
+this job always has.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from pipelines._train_ingest import rows_of_rank
 from rgpt4d_core.config import from_yaml
 from rgpt4d_core.experts.l4p import build_model, load_checkpoint_state
 from rgpt4d_core.experts.l4p_training import init_output_priors, train_step
@@ -55,7 +57,8 @@ def train_worker(config: dict[str, Any]) -> None:
             step = resume_training_state(d, model, optimizer, scheduler).position.optimizer_step
     ddp = ray.train.torch.prepare_model(model)
     tracker = MLflowTracker.attach(config["tracking_uri"], config["run_id"]) if rank == 0 and config["run_id"] else None
-    worker = _Pretrainer(cfg, config["config_yaml"], rank, ddp, optimizer, scheduler, tracker)
+    world = ray.train.get_context().get_world_size()
+    worker = _Pretrainer(cfg, config["config_yaml"], (rank, world), ddp, optimizer, scheduler, tracker)
     loop = cfg.loop
     cadence = Cadence(loop.log_every_steps, loop.checkpoint_every_steps, checkpoint_at_epoch_end=False)
     batches = partial(worker.batches, ray.train.get_dataset_shard("train"))
@@ -72,18 +75,22 @@ class _Pretrainer:
     """One rank's adapter to :class:`~rgpt4d_core.train.loop.TrainingLoop`: its examples (Ray Data shard), the
     L4P step with seeded left-right flips, and the hooks (MLflow, Ray Train checkpoint reports)."""
 
-    def __init__(self, cfg: PretrainExpertJob, config_yaml: str, rank: int, ddp: torch.nn.Module,
+    def __init__(self, cfg: PretrainExpertJob, config_yaml: str, rank_world: tuple[int, int], ddp: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler: Any, tracker: MLflowTracker | None) -> None:  # fmt: skip
-        self.cfg, self.config_yaml, self.rank, self.ddp, self.tracker = cfg, config_yaml, rank, ddp, tracker
+        self.cfg, self.config_yaml, self.ddp, self.tracker = cfg, config_yaml, ddp, tracker
+        self.rank, self.world = rank_world
         self.optimizer, self.scheduler = optimizer, scheduler
         self.flips = np.random.default_rng(cfg.loop.seed)
 
     def batches(self, shard: Any, start: DataPosition) -> Iterable[dict[str, np.ndarray]]:
-        """The epoch ``start.epoch``'s batches of this worker; seeds the epoch's flips (the same on every rank)."""
+        """The epoch ``start.epoch``'s batches of this worker (its rows of each ``batch_size x world`` group of the
+        shared stream); seeds the epoch's flips (the same on every rank)."""
         seed = self.cfg.loop.seed
         self.flips = np.random.default_rng([seed, start.epoch, start.optimizer_step])
-        return shard.iter_batches(batch_size=self.cfg.loop.batch_size, batch_format="numpy", drop_last=True,
-                                  local_shuffle_buffer_size=64, local_shuffle_seed=seed + start.epoch)  # fmt: skip
+        groups = shard.iter_batches(batch_size=self.cfg.loop.batch_size * self.world, batch_format="numpy",
+                                    drop_last=True, local_shuffle_buffer_size=64,
+                                    local_shuffle_seed=seed + start.epoch)  # fmt: skip
+        return (rows_of_rank(group, self.rank, self.world) for group in groups)
 
     def step(self, group: list[dict[str, np.ndarray]], epoch: int) -> dict[str, float]:
         """One optimiser step on the group's single batch (flipped with probability ``loop.flip_prob``)."""

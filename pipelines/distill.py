@@ -35,6 +35,7 @@ from pipelines._paths import absolute
 from pipelines._progress import mlflow_step_reader, polled
 from pipelines._ray import RayTarget
 from pipelines._tracking import closing_run, start_job_run
+from pipelines._train_ingest import ordered_ingest
 from rgpt4d_core import storage
 from rgpt4d_core.config import to_yaml
 from rgpt4d_core.losses import TargetNorm
@@ -154,19 +155,6 @@ def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
     return ds
 
 
-def _ordered_ingest() -> Any:
-    """Ray Train's data config for ``train``: every worker gets the whole question stream, blocks delivered in read
-    order (Ray's default lets a fast block overtake a slow one), and takes its own rows of it
-    (``_distill_worker._Worker.batches``). Ray's ``streaming_split`` would hand blocks to whichever worker asks
-    first, which made multi-worker runs differ from one run to the next; question rows are small (clips are read
-    per worker through its ``ClipStore``), so reading them once per worker costs little."""
-    import ray.train
-
-    options = ray.train.DataConfig.default_ingest_options()
-    options.preserve_order = True
-    return ray.train.DataConfig(datasets_to_split=[], execution_options=options)
-
-
 def target_norm(cfg: DistillJobConfig, shards: ShardSet) -> TargetNorm | None:
     """The targets' statistics when the job's loss standardises them (``losses.normalize`` or a preset that does)
     and distils at all; ``None`` otherwise. Computed here, once per job, and handed to every worker."""
@@ -243,7 +231,7 @@ def run(cfg: DistillJobConfig) -> DistillResult:
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
         datasets={"train": _dataset(cfg, shards)},
-        dataset_config=_ordered_ingest(),
+        dataset_config=ordered_ingest(),
         run_config=RunConfig(
             name=cfg.run.name,
             storage_path=storage_path,

@@ -71,13 +71,19 @@ def _examples_fn(preset: str, windows: int, seed: int) -> Any:
 
 
 def examples_dataset(videos: list[str], cfg: PretrainExpertJob, windows: int) -> Any:
-    """Ray Dataset of examples (one Ray task per video), materialised."""
+    """Ray Dataset of examples (one Ray task per video), materialised in the videos' order: Ray Data would keep the
+    blocks in the order its tasks finished, which made two runs of the job train on differently ordered examples."""
     import ray.data
 
-    items = ray.data.from_items([{"video": v} for v in videos], override_num_blocks=max(1, len(videos)))
-    ds = items.flat_map(_examples_fn(cfg.preset, windows, cfg.loop.seed), num_cpus=0.5,
-                     compute=ray.data.TaskPoolStrategy(size=max(1, cfg.data.workers)))  # fmt: skip
-    return ds.materialize()
+    options = ray.data.DataContext.get_current().execution_options
+    saved, options.preserve_order = options.preserve_order, True  # a dataset copies the context when created
+    try:
+        items = ray.data.from_items([{"video": v} for v in videos], override_num_blocks=max(1, len(videos)))
+        ds = items.flat_map(_examples_fn(cfg.preset, windows, cfg.loop.seed), num_cpus=0.5,
+                            compute=ray.data.TaskPoolStrategy(size=max(1, cfg.data.workers)))  # fmt: skip
+        return ds.materialize()
+    finally:
+        options.preserve_order = saved
 
 
 # ---------------------------------------------------------------------------------------------------- driver
@@ -91,6 +97,7 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     from pipelines._progress import mlflow_step_reader, polled
     from pipelines._ray import RayTarget
     from pipelines._tracking import closing_run, start_job_run
+    from pipelines._train_ingest import ordered_ingest
     from rgpt4d_core.experts.l4p import build_model, save_checkpoint
     from rgpt4d_core.experts.l4p_training import classical_flow_epe, evaluate, zero_flow_epe
     from rgpt4d_core.tracking import default_tracking_uri
@@ -98,7 +105,6 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
 
     started = time.perf_counter()
     RayTarget(cfg.run.ray_address, cfg.run.ray_num_cpus).init()
-    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -117,7 +123,7 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
                                      resources_per_worker=dict(cfg.scaling.resources_per_worker)),  # fmt: skip
         torch_config=TorchConfig(backend="gloo"),
         datasets={"train": train_ds},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=ordered_ingest(),  # every worker reads it all and keeps its rows: runs repeat
         run_config=RunConfig(name=cfg.run.name, storage_path=storage_path,
                              failure_config=FailureConfig(max_failures=cfg.run.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),  # fmt: skip
