@@ -304,15 +304,16 @@ class Chain:
         tables = read_tables(directory / TABLE_JSON)
         return tables
 
-    def serve_job(self, section: StageSection, world: Path, trained: Trained, **values: Any) -> Any:
+    def serve_job(self, section: StageSection, world: Path, trained: Trained,
+                  values: dict[str, Any] | None = None) -> Any:  # fmt: skip
         """The :class:`pipelines.serve.ServeJob` of ``trained`` (the section's config and overrides, then the chain's
-        paths: media root ``out``, the world's test split as the page's one-click examples; then ``values``, dotted
-        keys spelled with ``__``, e.g. ``server__port=8001``)."""
+        paths: media root ``out``, the world's test split as the page's one-click examples; then ``values``, e.g.
+        ``{"server.port": 8001}``)."""
         from pipelines import serve as S
 
         return S.load_job(conf_files(section.config), section.overrides, {
             "engine.checkpoint": trained.export, "security.media_root": self.out, "ui.examples": world,
-            **{key.replace("__", "."): value for key, value in values.items()}})  # fmt: skip
+            **(values or {})})  # fmt: skip
 
     def serve_one_question(self, section: StageSection, world: Path, trained: Trained) -> dict[str, Any]:
         """Start Ray Serve on ``trained`` and answer one region-level test question over HTTP; then shut down."""
@@ -323,7 +324,7 @@ class Chain:
 
         marked = [i for i in load_benchmark(str(world), "test").items if i.regions]
         item = next((i for i in marked if i.task == "T"), marked[0])  # a motion question reads best in a demo
-        job = self.serve_job(section, world, trained, server__port=free_port())
+        job = self.serve_job(section, world, trained, {"server.port": free_port()})
         payload = {
             "video": {"path": str(Path(item.video).relative_to(self.out))},
             "question": item.question,
