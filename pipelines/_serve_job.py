@@ -93,8 +93,7 @@ def replica_urls(server: ServerConfig, timeout_s: float = 60.0) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while True:
         groups = ray.get(controller.get_target_groups.remote(server.app_name))
-        targets = sorted({(t.ip, t.port) for g in groups if str(g.protocol).upper().endswith("HTTP")
-                          for t in g.targets})  # fmt: skip
+        targets = sorted({(t.ip, t.port) for g in groups if g.protocol == "HTTP" for t in g.targets})  # a str enum
         wildcard = server.host in ("0.0.0.0", "::")  # replicas bind server.host: a node's own address only then
         urls = [f"http://{ip if wildcard else server.host}:{port}{server.route_prefix.rstrip('/')}"
                 for ip, port in targets if port != server.port]  # fmt: skip
