@@ -5,7 +5,10 @@
   ``ray job submit``, where ``RAY_ADDRESS`` is set by the job runner.
 
 Env defaults applied before Ray starts: token auth off for loopback-only dev/CI clusters unless the user set
-``RAY_AUTH_MODE`` (stack-notes §9.3), no usage stats, Hugging Face offline (weights only from local paths).
+``RAY_AUTH_MODE`` (stack-notes §9.3), no usage stats, Hugging Face offline (weights only from local paths). A
+private local Ray also has Ray Train's controller poll its workers every 0.5 s instead of 2 s (Ray's default suits
+large clusters; on one machine the poll is free, and a short job waited up to 2 s at each worker-group start, report
+and finish: 24.6 s → 16.4 s of ``fit`` for the 4-step test job on 2 cores).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ _ENV_DEFAULTS = {
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
+#: defaults for a Ray this process starts itself (inherited by its raylet, hence by the Train controller)
+_LOCAL_RAY_ENV_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 
 
 def apply_env_defaults() -> None:
@@ -74,6 +79,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
     runtime_env.setdefault("env_vars", {}).update({k: v for k, v in env_vars.items() if k not in runtime_env["env_vars"]})
     runtime_env = without_job_settings(runtime_env, job_runtime_env())
     if address is None and not os.environ.get("RAY_ADDRESS"):
+        for k, v in _LOCAL_RAY_ENV_DEFAULTS.items():
+            os.environ.setdefault(k, v)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
     else:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)

@@ -11,10 +11,27 @@ question rows and small worlds (``docs/cluster.md`` counts the clip reads it imp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+
+@contextmanager
+def ordered_datasets() -> Iterator[None]:
+    """Datasets created inside this block keep their blocks in read order when they execute (Ray Data would keep
+    them in task completion order). A dataset copies the driver's context when it is created, so only the datasets
+    created here are affected."""
+    import ray.data
+
+    options = ray.data.DataContext.get_current().execution_options
+    saved, options.preserve_order = options.preserve_order, True
+    try:
+        yield
+    finally:
+        options.preserve_order = saved
 
 
 def ordered_ingest() -> Any:

@@ -75,15 +75,13 @@ def examples_dataset(videos: list[str], cfg: PretrainExpertJob, windows: int) ->
     blocks in the order its tasks finished, which made two runs of the job train on differently ordered examples."""
     import ray.data
 
-    options = ray.data.DataContext.get_current().execution_options
-    saved, options.preserve_order = options.preserve_order, True  # a dataset copies the context when created
-    try:
+    from pipelines._train_ingest import ordered_datasets
+
+    with ordered_datasets():
         items = ray.data.from_items([{"video": v} for v in videos], override_num_blocks=max(1, len(videos)))
         ds = items.flat_map(_examples_fn(cfg.preset, windows, cfg.loop.seed), num_cpus=0.5,
                             compute=ray.data.TaskPoolStrategy(size=max(1, cfg.data.workers)))  # fmt: skip
         return ds.materialize()
-    finally:
-        options.preserve_order = saved
 
 
 # ---------------------------------------------------------------------------------------------------- driver

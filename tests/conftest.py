@@ -1,7 +1,7 @@
 """Shared fixtures: ONE session-scoped local Ray cluster, a moto S3 server on 127.0.0.1, real mp4 files.
 
 Environment defaults (set before Ray is imported anywhere): token auth off for loopback-only test clusters
-(stack-notes §9.3), no usage stats, offline Hugging Face.
+(stack-notes §9.3), no usage stats, offline Hugging Face, Ray Train's 0.5 s worker poll of a local Ray.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# what pipelines/_ray.py sets for a Ray it starts itself: the tests' clusters (in-process and `ray start`) poll
+# training workers every 0.5 s, not 2 s
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 def free_port() -> int:
