@@ -89,7 +89,7 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-#: settings of a distillation job that cannot change what it produces (which environment variables reach the
+#: settings of a training job that cannot change what it produces (which environment variables reach the
 #: workers, which MLflow run its run is nested under): left out of its stamp, so that adding or changing one does not retrain finished runs
 OPERATIONAL_KEYS: tuple[tuple[str, str], ...] = (("run", "forward_env"), ("mlflow", "parent_run_id"))
 

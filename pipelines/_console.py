@@ -11,6 +11,7 @@ warnings, notes on retried tasks), which Ray prints to stdout whatever ``log_to_
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
 import os
@@ -95,6 +96,22 @@ def engine_output_to(log_dir: str | Path, enabled: bool = True) -> Iterator[Path
             os.close(saved_fd)
         log_stream.close()
         _terminal = None
+
+
+def add_engine_logs_flag(parser: argparse.ArgumentParser) -> None:
+    """``--engine-logs`` of a chained command (demo, ablation): engine output on the terminal, not in a file."""
+    parser.add_argument("--engine-logs", action="store_true",
+                        help="show Ray's, MLflow's and the libraries' own output here instead of <out>/logs/engine.log")  # fmt: skip
+
+
+@contextmanager
+def chained_command_output(out: str | Path, show_engine_logs: bool) -> Iterator[Path | None]:
+    """A chained command's terminal: :func:`engine_output_to` ``<out>/logs`` unless ``--engine-logs``
+    (``show_engine_logs``), saying once where the engine output goes; yields the log file (``None`` when shown)."""
+    with engine_output_to(Path(out) / "logs", enabled=not show_engine_logs) as log_file:
+        if log_file is not None:
+            print(f"Ray's and the libraries' own output goes to {log_file} (--engine-logs shows it here)", flush=True)
+        yield log_file
 
 
 def _terminal_stream(original_stderr: TextIO, saved_fd: int) -> TextIO:

@@ -20,7 +20,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rgpt4d_core.train.job_sections import RunSection
 
 _ENV_DEFAULTS = {
     "RAY_AUTH_MODE": "disabled",
@@ -108,6 +111,11 @@ class RayTarget:
     address: str | None = None
     num_cpus: int | None = None
     forward_env: tuple[str, ...] = ()
+
+    @classmethod
+    def of_run(cls, run: RunSection) -> RayTarget:
+        """The Ray of a training job: its ``run`` section's ``ray_address``, ``ray_num_cpus`` and ``forward_env``."""
+        return cls(run.ray_address, run.ray_num_cpus, tuple(run.forward_env))
 
     def runtime_env(self) -> dict[str, Any]:
         """``{"env_vars": ...}`` of :attr:`forward_env` (see :func:`forwarded_env`)."""

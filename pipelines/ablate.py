@@ -42,7 +42,7 @@ from pipelines import _ablate_report as R
 from pipelines._ablate_report import ALL, BEGIN, END, LOSS_KEYS, Outcome  # noqa: F401  (the module's API)
 from pipelines._chain import Chain, StageSection, Trained, VariantSection, conf_files, distill_settings
 from pipelines._cli import job_from_args, job_parser
-from pipelines._console import engine_output_to, start_ray
+from pipelines._console import add_engine_logs_flag, chained_command_output, start_ray
 from pipelines._paths import CONF
 from pipelines._ray import RayTarget
 from rgpt4d_core.config import load
@@ -306,16 +306,13 @@ def write_report(job: AblateJob, chain: Chain, outcomes: list[Outcome], skipped:
 
 def main(argv: list[str] | None = None) -> list[Outcome]:
     parser = job_parser(__doc__, "conf/ablate/*.yaml, default conf/ablate/default.yaml", "seeds='[0]' deadline_minutes=20")
-    parser.add_argument("--engine-logs", action="store_true",
-                        help="show Ray's, MLflow's and the libraries' own output here instead of <out>/logs/engine.log")
+    add_engine_logs_flag(parser)
     args = parser.parse_args(argv)
     job = job_from_args(AblateJob, args, default_config=[CONF / "ablate" / "default.yaml"])
     if job is None:
         return []
     command = ".venv/bin/python -m pipelines.ablate " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    with engine_output_to(Path(job.out) / "logs", enabled=not args.engine_logs) as log_file:
-        if log_file is not None:
-            print(f"Ray's and the libraries' own output goes to {log_file} (--engine-logs shows it here)", flush=True)
+    with chained_command_output(job.out, args.engine_logs):
         outcomes, path = run(job, command.strip())
     tables, std = summary_tables(job, outcomes)
     print(markdown_table(tables, std), end="")

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 
 from pipelines._chain import Chain, StageSection, Trained, VariantSection
 from pipelines._cli import job_from_args, job_parser
-from pipelines._console import engine_output_to, ray_logs_dir, start_ray
+from pipelines._console import add_engine_logs_flag, chained_command_output, ray_logs_dir, start_ray
 from pipelines._paths import CONF
 from pipelines._ray import RayTarget
 from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table
@@ -182,17 +182,14 @@ def main(argv: list[str] | None = None) -> DemoResult | None:
     parser = job_parser(__doc__, "conf/demo/*.yaml, default conf/demo/default.yaml", "seed=1",
                         out_help="output root (overrides 'out')")  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="a very small run (conf/demo/smoke.yaml, out/demo_smoke)")
-    parser.add_argument("--engine-logs", action="store_true",
-                        help="show Ray's, MLflow's and the libraries' own output here instead of <out>/logs/engine.log")
+    add_engine_logs_flag(parser)
     parser.add_argument("--serve", action="store_true",
                         help="after the chain, keep serving the student and its web page (/ui/) until Ctrl-C")
     args = parser.parse_args(argv)
     job = job_from_args(DemoJob, args, default_config=[SMOKE_CONFIG if args.smoke else DEFAULT_CONFIG])
     if job is None:
         return None
-    with engine_output_to(Path(job.out) / "logs", enabled=not args.engine_logs) as log_file:
-        if log_file is not None:
-            print(f"Ray's and the libraries' own output goes to {log_file} (--engine-logs shows it here)", flush=True)
+    with chained_command_output(job.out, args.engine_logs) as log_file:
         result = run(job)
         print_summary(job, result, log_file)
         if args.serve:

@@ -118,7 +118,7 @@ def ray_target(cfg: DistillJobConfig) -> RayTarget:
     """The job's Ray: ``run.ray_address``, ``run.ray_num_cpus``, and ``run.forward_env`` as the job's runtime_env,
     which reaches every task and actor of the job (shard listing and reading, Train workers) when this job starts
     or attaches to Ray; a caller that initialised Ray itself must put them into its own ``ray.init(runtime_env=...)``."""
-    return RayTarget(cfg.run.ray_address, cfg.run.ray_num_cpus, tuple(cfg.run.forward_env))
+    return RayTarget.of_run(cfg.run)
 
 
 def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:

@@ -46,6 +46,7 @@ from rgpt4d_core.eval.report import ReportFiles, error_note, summary_of, write_r
 from rgpt4d_core.model.checkpoint import checkpoint_model_id
 from rgpt4d_core.serve.engine import EngineConfig
 from rgpt4d_core.tracking import MLflowTracker, NullTracker, Tracker, default_tracking_uri
+from rgpt4d_core.train.job_sections import MLflowSection
 
 
 @dataclass
@@ -90,17 +91,13 @@ class OutputSection:
 
 
 @dataclass
-class MLflowSection:
-    """Attributes:
-    enabled: log to MLflow.
-    tracking_uri: ``""`` = ``sqlite:///<parent of output.dir>/mlflow.db``; with ``run_id``, the training run's URI.
-    experiment: experiment of a new evaluation run.
+class EvalMLflowSection(MLflowSection):
+    """:class:`~rgpt4d_core.train.job_sections.MLflowSection` (``tracking_uri`` ``""`` = ``sqlite:///<parent of
+    output.dir>/mlflow.db``; with ``run_id``, the training run's URI) and:
     run_id: attach metrics and artifacts to this existing run (e.g. the distillation run) instead of a new run.
     metric_prefix: metric names are ``<prefix>/<column>`` (``eval/Avg``, ``eval/random/Avg``, ``eval/errors``).
     """
 
-    enabled: bool = True
-    tracking_uri: str = ""
     experiment: str = "rgpt4d-eval"
     run_id: str = ""
     metric_prefix: str = "eval"
@@ -114,7 +111,7 @@ class EvaluateJob:
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(torch_threads=1))
     compute: ComputeSection = field(default_factory=ComputeSection)
     output: OutputSection = field(default_factory=OutputSection)
-    mlflow: MLflowSection = field(default_factory=MLflowSection)
+    mlflow: EvalMLflowSection = field(default_factory=EvalMLflowSection)
     random_row: bool = True
     ray_address: str | None = None
     num_cpus: int | None = None

@@ -102,7 +102,8 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     from rgpt4d_core.train.checkpoint import load_model_state
 
     started = time.perf_counter()
-    RayTarget(cfg.run.ray_address, cfg.run.ray_num_cpus).init()
+    target = RayTarget.of_run(cfg.run)
+    target.init(runtime_env=target.runtime_env())
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -118,7 +119,8 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
         train_worker,
         train_loop_config={"config_yaml": to_yaml(cfg), "tracking_uri": tracking_uri, "run_id": tracker.run_id or ""},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=False,
-                                     resources_per_worker=dict(cfg.scaling.resources_per_worker)),  # fmt: skip
+                                     resources_per_worker=dict(cfg.scaling.resources_per_worker),
+                                     placement_strategy=cfg.scaling.placement_strategy),  # fmt: skip
         torch_config=TorchConfig(backend="gloo"),
         datasets={"train": train_ds},
         dataset_config=ordered_ingest(),  # every worker reads it all and keeps its rows: runs repeat

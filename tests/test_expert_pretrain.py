@@ -96,6 +96,18 @@ def test_flow_terms_over_all_and_over_moving_pixels() -> None:
         pretrain_losses(pred, target, LossWeights(flow_error="l1"))
 
 
+def test_dyn_mask_pos_weight_multiplies_the_moving_pixels_cross_entropy() -> None:
+    """One moving pixel of 8, predicted at probability 0.5 everywhere: each pixel costs ln 2, a moving one ``w`` times."""
+    mask = torch.zeros(1, 2, 2, 2)
+    mask[0, 1, 0, 0] = 1.0
+    target = {"depth": torch.ones(1, 2, 2, 2), "flow_2d_backward": torch.zeros(1, 2, 2, 2, 2), "dyn_mask": mask,
+              "camray": torch.zeros(1, 2, 1, 1, 6)}  # fmt: skip
+    pred = {**target, "dyn_mask": torch.zeros(1, 2, 2, 2)}
+    for w in (1.0, 5.0):
+        term = pretrain_losses(pred, target, LossWeights(dyn_mask_pos_weight=w))["dyn_mask"]
+        assert float(term) == pytest.approx((7 + w) * np.log(2) / 8)
+
+
 def test_moving_pixel_epe_of_a_no_motion_model_equals_the_zero_motion_baseline(
     examples: tuple[list[dict], list[dict]],
 ) -> None:

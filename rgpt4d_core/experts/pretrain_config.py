@@ -2,8 +2,9 @@
 
 Loaded with :func:`rgpt4d_core.config.load`: these defaults ⊕ YAML ⊕ ``key=value`` overrides. Sections: ``data`` (the
 synthetic world to train on), ``loss`` (:class:`~rgpt4d_core.experts.l4p_training.LossWeights`), ``optim``
-(:class:`~rgpt4d_core.train.optim.OptimConfig`), ``loop``, ``scaling`` (Ray Train workers), ``run`` (name,
-storage: re-submitting resumes) and ``mlflow``.
+(:class:`~rgpt4d_core.train.optim.OptimConfig`), ``loop``, and the sections every training job shares
+(:mod:`rgpt4d_core.train.job_sections`): ``scaling`` (Ray Train workers), ``run`` (name, storage: re-submitting
+resumes; Ray; forwarded env) and ``mlflow``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 
 from rgpt4d_core.experts.l4p_training import LossWeights
 from rgpt4d_core.synth.config import SynthConfig
+from rgpt4d_core.train.job_sections import MLflowSection, RunSection, WorkerScaling
 from rgpt4d_core.train.optim import OptimConfig
 
 
@@ -62,31 +64,6 @@ class LoopSection:
 
 
 @dataclass(frozen=True)
-class ScalingSection:
-    num_workers: int = 2
-    resources_per_worker: dict[str, float] = field(default_factory=lambda: {"CPU": 0.5})
-
-
-@dataclass(frozen=True)
-class RunSection:
-    """Attributes: ``name`` + ``storage_path`` identify the job (re-submitting resumes it); ``max_failures``: worker
-    group restarts (``FailureConfig``)."""
-
-    name: str = "pretrain_expert"
-    storage_path: str = "runs"
-    ray_address: str | None = None
-    ray_num_cpus: int | None = None
-    max_failures: int = 1
-
-
-@dataclass(frozen=True)
-class MLflowSection:
-    enabled: bool = True
-    tracking_uri: str = ""  # "" = sqlite:///<storage_path>/<name>/mlflow.db
-    experiment: str = "rgpt4d-expert"
-
-
-@dataclass(frozen=True)
 class PretrainExpertJob:
     """The whole job; ``output`` is the safetensors file the frozen expert loads (``conf/expert/l4p_tiny.yaml``)."""
 
@@ -98,6 +75,6 @@ class PretrainExpertJob:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=1e-4, warmup_ratio=0.05,
                                                                   min_lr_ratio=0.05, max_grad_norm=1.0))  # fmt: skip
     loop: LoopSection = field(default_factory=LoopSection)
-    scaling: ScalingSection = field(default_factory=ScalingSection)
-    run: RunSection = field(default_factory=RunSection)
-    mlflow: MLflowSection = field(default_factory=MLflowSection)
+    scaling: WorkerScaling = field(default_factory=WorkerScaling)
+    run: RunSection = field(default_factory=lambda: RunSection(name="pretrain_expert", storage_path="runs"))
+    mlflow: MLflowSection = field(default_factory=lambda: MLflowSection(experiment="rgpt4d-expert"))

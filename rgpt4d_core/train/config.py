@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from rgpt4d_core import storage
 from rgpt4d_core.experts.config import ExpertConfig
+from rgpt4d_core.train.job_sections import MLflowSection, RunSection, WorkerScaling
 from rgpt4d_core.train.optim import OptimConfig
 
 #: P4D variants of the paper's ablations ([P] Tab. 5/6): which distillation terms are on
@@ -161,27 +161,20 @@ class LoopConfig:
 
 
 @dataclass
-class ScalingSection:
-    """Attributes:
-    num_workers: Ray Train workers (one per GPU on GPU clusters).
+class ScalingSection(WorkerScaling):
+    """:class:`~rgpt4d_core.train.job_sections.WorkerScaling` and how the student is spread over it. Attributes:
     use_gpu: one GPU per worker.
-    resources_per_worker: Ray resources per worker; on a 2-CPU machine ``{"CPU": 0.5}`` leaves room for Ray Data
-        (stack-notes §9.2), on GPU nodes e.g. ``{"CPU": 8, "GPU": 1}``.
     strategy: ``"ddp"``, ``"fsdp"`` (FSDP2 ``fully_shard``) or ``"auto"`` (FSDP2 on GPUs, DDP on CPU).
     precision: ``"bf16"`` mixed precision, ``"fp32"``, or ``"auto"`` (bf16 on GPUs).
     activation_checkpointing: recompute LLM layer activations in backward (GPU memory for compute).
     find_unused_parameters: DDP flag for students whose trainable parts can be skipped by a batch.
-    placement_strategy: Ray placement of the workers: ``"PACK"`` (fill nodes) or ``"SPREAD"`` (one per node first).
     """
 
-    num_workers: int = 2
     use_gpu: bool = False
-    resources_per_worker: dict[str, float] = field(default_factory=lambda: {"CPU": 0.5})
     strategy: str = "auto"
     precision: str = "auto"
     activation_checkpointing: bool = False
     find_unused_parameters: bool = False
-    placement_strategy: str = "PACK"
 
     def resolved_strategy(self) -> str:
         return ("fsdp" if self.use_gpu else "ddp") if self.strategy == "auto" else self.strategy
@@ -191,42 +184,12 @@ class ScalingSection:
 
 
 @dataclass
-class RunSection:
-    """Attributes:
-    name: the job's name; re-submitting a job with the same ``name`` and ``storage_path`` resumes it.
-    storage_path: absolute directory or ``s3://`` URI holding checkpoints (and, by default, the MLflow db).
-    ray_address: ``None`` = start a local Ray (or attach under ``ray job submit``); else passed to ``ray.init``.
-    ray_num_cpus: logical CPUs of a locally started Ray (``None`` = all cores).
-    max_failures: worker-group restarts Ray Train may do (``FailureConfig``); -1 = unlimited.
-    forward_env: environment variables copied from the driver into the job's runtime_env when set (S3
-        endpoint/region by default), so that shard reading and the Train workers see them: workers of an already
-        running cluster do not see the driver's environment. Credentials named here can be read by anyone with
-        access to the cluster's dashboard; prefer credentials configured on the nodes.
+class DistillMLflowSection(MLflowSection):
+    """:class:`~rgpt4d_core.train.job_sections.MLflowSection` and: registered_model_name: name the final inference
+    checkpoint is registered under (``""`` = do not register); parent_run_id: nest the job's run under this MLflow
+    run (``""`` = top level), e.g. an experiment's parent run (``pipelines/ablate.py``); set when the run is created.
     """
 
-    name: str = "distill"
-    storage_path: str = MISSING
-    ray_address: str | None = None
-    ray_num_cpus: int | None = None
-    max_failures: int = 1
-    forward_env: list[str] = field(
-        default_factory=lambda: list(storage.S3_ENV_VARS)
-    )
-
-
-@dataclass
-class MLflowSection:
-    """Attributes:
-    enabled: track the job in MLflow.
-    tracking_uri: ``""`` = ``sqlite:///<storage_path>/<name>/mlflow.db``; or an ``http://`` MLflow server.
-    experiment: experiment name.
-    registered_model_name: name the final inference checkpoint is registered under (``""`` = do not register).
-    parent_run_id: nest the job's run under this MLflow run (``""`` = top level), e.g. an experiment's parent run
-        (``pipelines/ablate.py``); set when the run is created.
-    """
-
-    enabled: bool = True
-    tracking_uri: str = ""
     experiment: str = "rgpt4d-distill"
     registered_model_name: str = "rgpt4d-student"
     parent_run_id: str = ""
@@ -258,8 +221,8 @@ class DistillJobConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     scaling: ScalingSection = field(default_factory=ScalingSection)
-    run: RunSection = field(default_factory=RunSection)
-    mlflow: MLflowSection = field(default_factory=MLflowSection)
+    run: RunSection = field(default_factory=lambda: RunSection(name="distill"))
+    mlflow: DistillMLflowSection = field(default_factory=DistillMLflowSection)
     debug: DebugSection = field(default_factory=DebugSection)
 
     def validate(self) -> None:
