@@ -150,12 +150,13 @@ def pretrain_losses(pred: Mapping[str, torch.Tensor], target: Mapping[str, torch
     epe = torch.linalg.vector_norm(pred["flow_2d_backward"][:, 1:] - flow_gt, dim=-1)  # [B, T-1, h, w] px
     flow_err = epe if weights.flow_error == "epe" else epe.square()
     moving = torch.linalg.vector_norm(flow_gt, dim=-1) > weights.moving_px
+    # weight 1 takes torch's unweighted formula, bit for bit what the loss was before the weight existed
+    pos_weight = None if weights.dyn_mask_pos_weight == 1.0 else torch.tensor(weights.dyn_mask_pos_weight)
     terms = {
         "depth": (log_err * valid).sum() / valid.sum().clamp_min(1),
         "flow": flow_err.mean(),
         "flow_moving": (flow_err * moving).sum() / moving.sum().clamp_min(1),
-        "dyn_mask": F.binary_cross_entropy_with_logits(pred["dyn_mask"], target["dyn_mask"],
-                                                       pos_weight=torch.tensor(weights.dyn_mask_pos_weight)),
+        "dyn_mask": F.binary_cross_entropy_with_logits(pred["dyn_mask"], target["dyn_mask"], pos_weight=pos_weight),
         "camray": (pred["camray"] - target["camray"]).abs().mean(),
     }
     w = {"depth": weights.depth, "flow": weights.flow, "flow_moving": weights.flow_moving,

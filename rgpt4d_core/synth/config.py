@@ -29,7 +29,11 @@ class SynthConfig:
             (:mod:`rgpt4d_core.synth.balance`): no answer wins by prior. It drops the surplus of common classes
             (about half of all questions), so small worlds used only to exercise the code switch it off.
         depth_dtype: ``float32`` or ``float16`` for depth / flow in the ground-truth files.
-        crf: H.264 constant rate factor of the videos.
+        crf: H.264 constant rate factor of the videos; 0 (default) is lossless: the decoded frames are the rendered
+            ones (after 4:2:0 chroma subsampling), so the same seed gives the same pixels. A lossy rate (e.g. 18,
+            ≈ 4× smaller files, compression artefacts like real videos) does not: libx264's lossy bitstream varies
+            with the process's heap state (``tests/test_synth_writer.py``), and with it everything trained on the
+            world.
     """
 
     seed: int = 0
@@ -50,7 +54,7 @@ class SynthConfig:
     questions_per_category: int = 1
     balance_answers: bool = True
     depth_dtype: str = "float32"
-    crf: int = 18
+    crf: int = 0
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the configuration cannot work."""

@@ -10,9 +10,10 @@ Layout under ``<root>``::
     dataset.json                   card: seed, generator version, counts per task and split, ranges
 
 Same config → byte-identical ``gt``, ``som``, ``scenes`` and ``questions`` files (the npz archive is written
-with fixed timestamps). The mp4 is not byte-stable: libx264 occasionally emits a slightly different bitstream for
-the same frames (it depends on the process's heap state; see ``tests/test_synth_writer.py``), so the same seed gives
-the same frame count and frames equal to well within the encoding error, not the same bytes.
+with fixed timestamps). The mp4 is not byte-stable: libx264 occasionally emits a different bitstream for the same
+frames (it depends on the process's heap state; see ``tests/test_synth_writer.py``). With the default lossless
+encoding (``crf=0``) every such bitstream decodes to the same pixels, so the same seed gives the same decoded
+videos; with a lossy ``crf`` only frames equal to within the encoding error.
 """
 
 from __future__ import annotations
