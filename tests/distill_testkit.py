@@ -61,11 +61,12 @@ def _clip(rng: np.random.Generator, direction: int, uri: str) -> tuple[Clip, Reg
 
 
 def write_shards(root: Path, num_samples: int = 16, seed: int = 0, files: int = 2, questions_per_clip: int = 1,
-                 row_group_bytes: int = 8 << 20) -> Path:
+                 row_group_bytes: int = 8 << 20, reverse_clips: bool = False) -> Path:
     """Write a complete v2 shard set of ``num_samples`` ok questions under ``root`` (``files`` parts).
 
     Clip ``c`` gets questions ``c * questions_per_clip ...`` (the last clip may get fewer); questions about one
-    clip differ in wording, not in answer. The expert runs once per clip.
+    clip differ in wording, not in answer. The expert runs once per clip. ``reverse_clips`` puts the same clips
+    into the part files in reverse order (the same shard set's content, grouped as another precompute run might).
     """
     expert = build_expert(ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu"))
     spec = expert.spec
@@ -87,6 +88,8 @@ def write_shards(root: Path, num_samples: int = 16, seed: int = 0, files: int = 
                            regions=(region,), duration_s=clip.duration_s, fps=clip.fps)  # fmt: skip
             qs.append(rows.question_row(rows.SampleSource(item=item, split="train", scene_id=f"scene-{c}"), cid))
         question_rows.append(qs)
+    if reverse_clips:
+        clip_rows, question_rows = clip_rows[::-1], question_rows[::-1]
     per_file = -(-num_clips // files)
     rows_per_group = clip_rows_per_group(row_group_bytes, S.tensor_nbytes(shapes) + FRAMES * SIZE * SIZE * 3)
     for f in range(files):

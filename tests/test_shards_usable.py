@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pickle
-
 import pyarrow as pa
 
 from rgpt4d_core.shards import schema as S
-from rgpt4d_core.shards.usable import KeepUsable, usable_mask
+from rgpt4d_core.shards.usable import usable_mask
 
 
 def _table() -> pa.Table:
@@ -18,8 +16,3 @@ def _table() -> pa.Table:
 def test_mask_keeps_ok_rows_of_the_split_or_of_every_split() -> None:
     assert usable_mask(_table(), "train").to_pylist() == [True, False, False, True]
     assert usable_mask(_table(), "").to_pylist() == [True, False, True, True]
-
-
-def test_keep_usable_filters_a_batch_and_survives_pickling() -> None:
-    keep = pickle.loads(pickle.dumps(KeepUsable("test")))  # what Ray does to ship it to a task
-    assert keep(_table()).column("q").to_pylist() == [2]
