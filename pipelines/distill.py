@@ -124,24 +124,26 @@ def ray_target(cfg: DistillJobConfig) -> RayTarget:
 
 
 def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
-    """Ray Dataset of the usable *question* rows (training columns only, a few hundred bytes each), sorted by clip and
-    sample id. Each worker joins its questions to their clips through its own
+    """Ray Dataset of the usable *question* rows (training columns only, a few hundred bytes each), sorted by the
+    dataset's question id (then sample id). Each worker joins its questions to their clips through its own
     :class:`~rgpt4d_core.shards.clip_store.ClipStore` (``pipelines/_distill_worker.py``), so a clip's frames and
     targets cross the network and are decoded once per cache residency, not once per question.
 
     The rows are read once, here on the driver (≈ 300 B a row: the paper's 210k questions ≈ 60 MB), and put in the
     object store in blocks of :data:`QUESTION_BLOCK_ROWS`; every worker's every epoch iterates that copy (reading
     them with Ray Data tasks per worker and epoch cost a task process start each time, ≈ 7 s an epoch on a busy
-    2-core node). The sort makes the training order a function of the shard set's content: which clips share a
-    part file follows the order in which precompute's tasks finished, and two precompute runs over the same videos
-    grouped them differently, so two demo runs trained on differently ordered questions."""
+    2-core node). The sort makes the training order a function of the questions themselves: which clips share a
+    part file follows the order in which precompute's tasks finished (two precompute runs over the same videos
+    grouped them differently, so two demo runs trained on differently ordered questions), and clip ids hash the
+    videos' absolute paths (another output directory, another order). Question ids usually name their video first
+    (the synthetic world's ``<scene>_<task>_<n>``), which keeps a clip's questions together for the clip cache."""
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    columns = list(dict.fromkeys([*S.QUESTION_TRAIN_COLUMNS, S.SPLIT, S.CLIP_ID, S.SAMPLE_ID]))
+    columns = list(dict.fromkeys([*S.QUESTION_TRAIN_COLUMNS, S.SPLIT, S.QUESTION_ID, S.SAMPLE_ID]))
     table = shards.read_table(S.QUESTIONS, columns=columns)
     table = table.filter(usable_mask(table, cfg.data.split))
-    table = table.sort_by([(S.CLIP_ID, "ascending"), (S.SAMPLE_ID, "ascending")])
+    table = table.sort_by([(S.QUESTION_ID, "ascending"), (S.SAMPLE_ID, "ascending")])
     if cfg.data.max_samples > 0:
         table = table.slice(0, cfg.data.max_samples)
     blocks = [table.slice(i, QUESTION_BLOCK_ROWS) for i in range(0, table.num_rows, QUESTION_BLOCK_ROWS)]

@@ -79,6 +79,28 @@ def _perturbed_tiny(seed: int) -> torch.nn.Module:
     return model
 
 
+def test_revision_names_the_weights_not_the_order_of_the_safetensors_header(tmp_path: Path) -> None:
+    """safetensors writes its metadata map in an order that changes between processes; the revision must not."""
+    import json
+
+    path = tmp_path / "a.safetensors"
+    save_checkpoint(build_model("l4p_tiny", seed=0), path, "l4p_tiny")  # type: ignore[arg-type]
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    header["__metadata__"] = dict(reversed(list(header["__metadata__"].items())))
+    text = json.dumps(header, separators=(",", ":")).encode().ljust(size)  # same length: the data stays in place
+    reordered = tmp_path / "b.safetensors"
+    reordered.write_bytes(raw[:8] + text + raw[8 + size :])
+    assert reordered.read_bytes() != raw and file_revision(reordered) == file_revision(path)
+    other = tmp_path / "c.safetensors"
+    save_checkpoint(build_model("l4p_tiny", seed=1), other, "l4p_tiny")  # type: ignore[arg-type]
+    assert file_revision(other) != file_revision(path)
+    plain = tmp_path / "notes.txt"
+    plain.write_text("not a checkpoint")
+    assert len(file_revision(plain)) == 16
+
+
 def test_checkpoint_round_trip_reproduces_outputs_and_sets_the_revision(tmp_path: Path) -> None:
     model = _perturbed_tiny(3)
     path = tmp_path / "tiny.safetensors"

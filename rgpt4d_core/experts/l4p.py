@@ -44,11 +44,12 @@ The released file is a pickled Lightning checkpoint; convert it once (trusted fi
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
@@ -222,12 +223,38 @@ def from_l4p_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def file_revision(path: str | Path) -> str:
-    """First 16 hex digits of the SHA-256 of a file's bytes."""
+    """First 16 hex digits of a SHA-256 identifying a checkpoint's content.
+
+    For a safetensors file: over its header as canonical JSON (keys sorted) and its tensor bytes, so the same
+    weights and metadata give the same revision however the header was serialised (safetensors' writer keeps the
+    metadata in a hash map whose order changes from process to process: two bit-identical experts were written as
+    different bytes, hence different revisions, clip rows and shard sets). Any other file: over its bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
+        header = _safetensors_header(f)
+        if header is not None:
+            h.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+        else:
+            f.seek(0)
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def _safetensors_header(f: BinaryIO) -> dict | None:
+    """The parsed JSON header of an open safetensors file, leaving ``f`` at its first tensor byte; ``None`` (position
+    undefined) when the file is not safetensors."""
+    prefix = f.read(8)
+    if len(prefix) < 8:
+        return None
+    size = int.from_bytes(prefix, "little")
+    if not 2 <= size <= 100 << 20:
+        return None
+    try:
+        header = json.loads(f.read(size))
+    except ValueError:
+        return None
+    return header if isinstance(header, dict) else None
 
 
 def save_checkpoint(model: L4PModel, path: str | Path, preset: str) -> str:
