@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repository first on sys.path
     import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
@@ -123,31 +125,36 @@ def ray_target(cfg: DistillJobConfig) -> RayTarget:
     return RayTarget.of_run(cfg.run)
 
 
-def _dataset(cfg: DistillJobConfig, shards: ShardSet) -> Any:
-    """Ray Dataset of the usable *question* rows (training columns only, a few hundred bytes each), sorted by the
-    dataset's question id (then sample id). Each worker joins its questions to their clips through its own
-    :class:`~rgpt4d_core.shards.clip_store.ClipStore` (``pipelines/_distill_worker.py``), so a clip's frames and
-    targets cross the network and are decoded once per cache residency, not once per question.
+def usable_questions(cfg: DistillJobConfig, shards: ShardSet) -> pa.Table:
+    """The job's training questions: the usable rows of ``data.split`` (training columns only, a few hundred bytes
+    each), sorted by the dataset's question id (then sample id), at most ``data.max_samples``. Each worker joins its
+    questions to their clips through its own :class:`~rgpt4d_core.shards.clip_store.ClipStore`
+    (``pipelines/_distill_worker.py``), so a clip's frames and targets cross the network and are decoded once per
+    cache residency, not once per question.
 
-    The rows are read once, here on the driver (≈ 300 B a row: the paper's 210k questions ≈ 60 MB), and put in the
-    object store in blocks of :data:`QUESTION_BLOCK_ROWS`; every worker's every epoch iterates that copy (reading
-    them with Ray Data tasks per worker and epoch cost a task process start each time, ≈ 7 s an epoch on a busy
-    2-core node). The sort makes the training order a function of the questions themselves: which clips share a
-    part file follows the order in which precompute's tasks finished (two precompute runs over the same videos
-    grouped them differently, so two demo runs trained on differently ordered questions), and clip ids hash the
-    videos' absolute paths (another output directory, another order). Question ids usually name their video first
-    (the synthetic world's ``<scene>_<task>_<n>``), which keeps a clip's questions together for the clip cache."""
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    The rows are read once, on the driver (≈ 300 B a row: the paper's 210k questions ≈ 60 MB); the same table gives
+    the step plan and, through :func:`_dataset`, every worker's every epoch (reading them with Ray Data tasks per
+    worker and epoch cost a task process start each time, ≈ 7 s an epoch on a busy 2-core node). The sort makes the
+    training order a function of the questions themselves: which clips share a part file follows the order in which
+    precompute's tasks finished (two precompute runs over the same videos grouped them differently, so two demo runs
+    trained on differently ordered questions), and clip ids hash the videos' absolute paths (another output
+    directory, another order). Question ids usually name their video first (the synthetic world's
+    ``<scene>_<task>_<n>``), which keeps a clip's questions together for the clip cache."""
     columns = list(dict.fromkeys([*S.QUESTION_TRAIN_COLUMNS, S.SPLIT, S.QUESTION_ID, S.SAMPLE_ID]))
     table = shards.read_table(S.QUESTIONS, columns=columns)
     table = table.filter(usable_mask(table, cfg.data.split))
     table = table.sort_by([(S.QUESTION_ID, "ascending"), (S.SAMPLE_ID, "ascending")])
-    if cfg.data.max_samples > 0:
-        table = table.slice(0, cfg.data.max_samples)
-    blocks = [table.slice(i, QUESTION_BLOCK_ROWS) for i in range(0, table.num_rows, QUESTION_BLOCK_ROWS)]
-    return ray.data.from_arrow(blocks or [table])
+    return table.slice(0, cfg.data.max_samples) if cfg.data.max_samples > 0 else table
+
+
+def _dataset(questions: pa.Table) -> Any:
+    """The Ray Dataset the workers read: ``questions`` in the object store, in blocks of :data:`QUESTION_BLOCK_ROWS`."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    rows = questions.num_rows
+    return ray.data.from_arrow([questions.slice(i, QUESTION_BLOCK_ROWS) for i in range(0, rows, QUESTION_BLOCK_ROWS)]
+                               or [questions])  # fmt: skip
 
 
 def target_norm(cfg: DistillJobConfig, shards: ShardSet) -> TargetNorm | None:
@@ -201,7 +208,8 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     cfg.validate()
     shards = open_shards(cfg.data.shards)
     check_manifest(shards.manifest, expected_expert_spec(cfg), cfg)
-    plan = plan_steps(cfg, count_usable_rows(shards, cfg.data.split))
+    questions = usable_questions(cfg, shards)
+    plan = plan_steps(cfg, questions.num_rows)
     target = ray_target(cfg)
     target.init(runtime_env=target.runtime_env())
     ensure_cwd()
@@ -225,7 +233,7 @@ def run(cfg: DistillJobConfig) -> DistillResult:
             placement_strategy=cfg.scaling.placement_strategy,
         ),
         torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
-        datasets={"train": _dataset(cfg, shards)},
+        datasets={"train": _dataset(questions)},
         dataset_config=ordered_ingest(),
         run_config=RunConfig(
             name=cfg.run.name,

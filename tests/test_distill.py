@@ -198,7 +198,7 @@ def test_two_worker_runs_repeat_bit_for_bit_even_across_a_resume(shards: str, tm
 def test_training_order_depends_on_the_shard_sets_content_not_on_its_files(tmp_path: Path) -> None:
     """The same questions grouped into part files differently (as two precompute runs over the same videos do)
     give the job the same stream of rows."""
-    from pipelines.distill import _dataset
+    from pipelines.distill import _dataset, usable_questions
     from rgpt4d_core.shards import schema as S
     from rgpt4d_core.shards.reader import open_shards
 
@@ -206,7 +206,7 @@ def test_training_order_depends_on_the_shard_sets_content_not_on_its_files(tmp_p
     for name, reverse in (("a", False), ("b", True)):
         shards = open_shards(str(write_shards(tmp_path / name, num_samples=6, files=3, reverse_clips=reverse)))
         stored.append(shards.read_table(S.QUESTIONS, columns=[S.SAMPLE_ID]).column(S.SAMPLE_ID).to_pylist())
-        rows = _dataset(_cfg(str(tmp_path / name), tmp_path, "order"), shards).take_all()
+        rows = _dataset(usable_questions(_cfg(str(tmp_path / name), tmp_path, "order"), shards)).take_all()
         streams.append([r[S.SAMPLE_ID] for r in rows])
     assert sorted(stored[0]) == sorted(stored[1]) and stored[0] != stored[1]  # same content, other files and order
     assert streams[0] == streams[1] and len(streams[0]) == 6
