@@ -36,9 +36,10 @@ _ENV_DEFAULTS = {
 _LOCAL_RAY_ENV_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 
 
-def apply_env_defaults() -> None:
-    """Set the project's environment defaults without overriding anything the user exported."""
-    for k, v in _ENV_DEFAULTS.items():
+def apply_env_defaults(local_ray: bool = False) -> None:
+    """Set the project's environment defaults without overriding anything the user exported; with ``local_ray``
+    also those of a Ray this process starts itself."""
+    for k, v in {**_ENV_DEFAULTS, **(_LOCAL_RAY_ENV_DEFAULTS if local_ray else {})}.items():
         os.environ.setdefault(k, v)
 
 
@@ -82,8 +83,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
     runtime_env.setdefault("env_vars", {}).update({k: v for k, v in env_vars.items() if k not in runtime_env["env_vars"]})
     runtime_env = without_job_settings(runtime_env, job_runtime_env())
     if address is None and not os.environ.get("RAY_ADDRESS"):
-        for k, v in _LOCAL_RAY_ENV_DEFAULTS.items():
-            os.environ.setdefault(k, v)
+        apply_env_defaults(local_ray=True)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, **kwargs)
     else:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)

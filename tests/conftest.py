@@ -17,14 +17,11 @@ from collections.abc import Iterator
 
 import pytest
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# what pipelines/_ray.py sets for a Ray it starts itself: the tests' clusters (in-process and `ray start`) poll
-# training workers every 0.5 s, not 2 s
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+from pipelines._ray import apply_env_defaults  # imports no Ray
+
+# the project's defaults, including those of a Ray it starts itself: the tests' clusters (in-process and
+# `ray start`) are local ones
+apply_env_defaults(local_ray=True)
 
 
 def free_port() -> int:
