@@ -101,10 +101,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "answer loss keeps its own mean; 0 = answer tokens only")
     p.add_argument("--no-region-boxes", action="store_true",
                    help="turn the tiny preset's region-box embedding off (StudentConfig.region_boxes)")
+    p.add_argument("--tower-width", type=int, default=0, help="vision tower width (0 = the tiny preset's 32)")
+    p.add_argument("--tower-layers", type=int, default=0,
+                   help="vision tower blocks (0 = the tiny preset's 2; features from the second-to-last)")
+    p.add_argument("--conv-stem", action="store_true", help="a small convolutional stem (vision.conv_stem)")
+    p.add_argument("--motion-channels", action="store_true",
+                   help="the tower also reads each frame's difference from the previous one (vision.motion_channels)")
     p.add_argument("--visual-positions", action="store_true",
                    help="the region-box embedding of each visual token's cell added to it (visual_positions)")
     p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
     p.add_argument("--first-steps", type=int, default=0, help="steps on --first-tasks only before all tasks")
+    p.add_argument("--train-limit", type=int, default=0,
+                   help="keep only this many training questions (a fixed seeded sample; 0 = all): the 'can it fit a "
+                        "small set' check")
     p.add_argument("--tasks", default="", help="comma-separated categories to train and score (default: all)")
     p.add_argument("--out", default="", help="write the result JSON here")
     return p.parse_args(argv)
@@ -234,7 +243,10 @@ def answer_and_prompt_loss(logits: torch.Tensor, labels: torch.Tensor, answers: 
 
 def probe_config(args: argparse.Namespace) -> StudentConfig:
     cfg = tiny()
-    vision = dataclasses.replace(cfg.vision, image_size=args.size, patch_size=args.patch, frozen=not args.train_vision)
+    width, layers = args.tower_width or cfg.vision.hidden_size, args.tower_layers or cfg.vision.num_layers
+    vision = dataclasses.replace(cfg.vision, hidden_size=width, intermediate_size=2 * width, num_layers=layers,
+                                 num_heads=max(2, width // 32), image_size=args.size, patch_size=args.patch, frozen=not args.train_vision,
+                                 motion_channels=args.motion_channels, conv_stem=args.conv_stem)
     llm = dataclasses.replace(cfg.llm, num_layers=args.llm_layers or cfg.llm.num_layers)
     decoder = dataclasses.replace(cfg.decoder, hidden_layer=args.dense_layer)
     return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),
@@ -285,6 +297,8 @@ def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> d
     if args.tasks:
         keep = set(args.tasks.split(","))
         train, held = [q for q in train if q.task in keep], [q for q in held if q.task in keep]
+    if args.train_limit:
+        train = [train[i] for i in sorted(np.random.default_rng(7).permutation(len(train))[: args.train_limit])]
     print(f"[1/3] world {args.world}: {len(train)} training / {len(held)} held-out questions", flush=True)
     world = decode_world(args.world, sorted({q.video for q in train + held}), args.size, args.frames)
     probe = probe_cls(args, world)

@@ -21,6 +21,7 @@ frame at their frame-1 boxes; ``--no-video`` drops the video (prompt and tokens)
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import recipe_probe  # noqa: E402
+from perception_ceiling import in_window, object_crop  # noqa: E402
 from region_tokens import RegionContext, install  # noqa: E402
 
 from rgpt4d_core.regions import draw_set_of_marks, find_object_refs  # noqa: E402
@@ -52,6 +54,11 @@ def parse_variant(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--no-marks", action="store_true")
     p.add_argument("--marks-on-video", action="store_true")
     p.add_argument("--no-video", action="store_true")
+    p.add_argument("--object-crop", type=float, default=0.0,
+                   help="replace every video frame by a crop of this many times the question's first object's "
+                        "frame-1 box (at least a quarter of the frame), resampled to the frame size; 0 = off")
+    p.add_argument("--window-only", action="store_true",
+                   help="black out the video frames outside the question's 'Between a s and b s' window")
     p.add_argument("--no-video-steps", type=int, default=0,
                    help="train the first N steps without the video (SoM image only), then with it (curriculum)")
     p.add_argument(
@@ -127,6 +134,8 @@ def variant_media(
             for clip, q in zip(frames, qs, strict=True)
         ]
         frames = np.stack(marked)
+    if v.object_crop or v.window_only:
+        frames = np.stack([routed_frames(v, clip, world.timestamps_s[i], q) for clip, i, q in zip(frames, idx, qs, strict=True)])
     som = frames[:, 0].copy() if v.no_marks or v.marks_on_video else np.stack(
         [draw_set_of_marks(clip[0], q.regions) for clip, q in zip(frames, qs, strict=True)])  # fmt: skip
     if v.block:
@@ -138,6 +147,23 @@ def variant_media(
             if v.block_on_video:
                 frames[i, :, r : r + v.block, c : c + v.block] = colour
     return recipe_probe.media_tensors(world, idx, None if no_video else frames, som, size)
+
+
+def routed_frames(v: argparse.Namespace, clip: np.ndarray, stamps: np.ndarray, q: VQAItem) -> np.ndarray:
+    """``clip`` uint8 ``[T, S, S, 3]`` with the routing done for the student: cropped around the question's first
+    object (``--object-crop``) and/or blacked out outside the question's time window (``--window-only``)."""
+    out = clip
+    if v.object_crop:
+        ref = find_object_refs(q.question)[0]
+        box = next(r.box for r in q.regions if r.obj_id == ref)
+        video = torch.from_numpy(clip).permute(0, 3, 1, 2).float()
+        out = object_crop(video, box, v.object_crop, clip.shape[1]).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    if v.window_only:
+        window = re.search(r"Between ([\d.]+) s and ([\d.]+) s", q.question)
+        if window is not None:
+            out = out.copy()
+            out[~in_window(stamps, float(window.group(1)), float(window.group(2)))] = 0
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

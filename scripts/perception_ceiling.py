@@ -1,0 +1,167 @@
+"""Perception ceiling: can a plain supervised video CNN read a category's answer from the pixels the student sees?
+
+No language model, no option text: each question becomes a crop of the frames around its object's frame-1 box
+(every sampled frame, the same crop window, plus the whole frame downsampled for the camera's motion), a channel that
+marks the frames inside the question's time window, and the answer's class (T: direction of motion, R: rotation).
+A small 3-D CNN is trained on the training questions and scored on the held-out ones. If it generalises, the signal
+is in the pixels at the student's resolution and data size, and the student's failure is in getting it to the answer
+(routing through the LM); if it does not, the resolution or the data is the limit. Example::
+
+    .venv/bin/python scripts/perception_ceiling.py --world out/experiment/synth --task T --epochs 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_world import decode_world  # noqa: E402
+
+#: answer key (question meta) → class index, per category
+CLASSES = {
+    "T": ("left", "right", "away", "towards", "none"),
+    "R": ("cw", "ccw", "none"),
+}
+CROP = 32  # crop side, pixels
+
+
+def read_rows(root: str, split: str, task: str) -> list[dict[str, Any]]:
+    rows = [json.loads(x) for x in Path(root, "questions", f"{split}.jsonl").read_text().splitlines() if x.strip()]
+    return [r for r in rows if r["task"] == task and r["meta"].get("answer_key") in CLASSES[task]]
+
+
+def crop_boxes(box: Sequence[float], scale: float) -> tuple[float, float, float, float]:
+    """A square window ``scale`` × the box's larger side (at least 0.25 of the frame), centred on it; normalised."""
+    x0, y0, x1, y1 = box
+    side = max(scale * max(x1 - x0, y1 - y0), 0.25)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
+
+
+def object_crop(video: torch.Tensor, box: Sequence[float], scale: float, side: int) -> torch.Tensor:
+    """Every frame of ``video`` float ``[T, 3, S, S]`` cropped to :func:`crop_boxes` of ``box`` (normalised
+    ``x0, y0, x1, y1``), resampled to ``[T, 3, side, side]`` (bilinear; zeros outside the frame)."""
+    x0, y0, x1, y1 = crop_boxes(box, scale)
+    ys = torch.linspace(y0, y1, side) * 2 - 1
+    xs = torch.linspace(x0, x1, side) * 2 - 1
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1)  # [side, side, 2] as (x, y)
+    return F.grid_sample(video, grid[None].expand(len(video), -1, -1, -1), align_corners=True)
+
+
+def in_window(stamps: np.ndarray, t0: float, t1: float) -> np.ndarray:
+    """bool ``[T]``: the sampled frames whose timestamps (s) lie in ``[t0, t1]``."""
+    return (stamps >= t0 - 1e-6) & (stamps <= t1 + 1e-6)
+
+
+def inputs(frames: np.ndarray, stamps: np.ndarray, row: dict[str, Any], scale: float) -> torch.Tensor:
+    """``[7, T, CROP, CROP]``: the object's crop (3), the whole frame (3), the in-window mark (1); pixels in [-1, 1]."""
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1  # [T, 3, S, S]
+    region = next(r for r in row["regions"] if r["obj_id"] == row["meta"]["obj_id_in_prompt"])
+    crop = object_crop(video, region["box"], scale, CROP)
+    whole = F.interpolate(video, size=(CROP, CROP), mode="area")
+    t0, t1 = row["meta"].get("t0", 0.0), row["meta"].get("t1", float(stamps[-1]) + 1)
+    inside = torch.from_numpy(in_window(stamps, t0, t1).astype(np.float32))
+    mark = inside[:, None, None, None].expand(-1, 1, CROP, CROP)
+    return torch.cat([crop, whole, mark], 1).permute(1, 0, 2, 3)
+
+
+def prompt_obj(row: dict[str, Any]) -> int:
+    """The ``<obj_k>`` id the question names (the first reference in its text)."""
+    text = row["question"]
+    return int(text.split("<obj_", 1)[1].split(">", 1)[0])
+
+
+class VideoCNN(nn.Module):
+    """``[B, 7, T, 32, 32]`` → class logits ``[B, K]``."""
+
+    def __init__(self, classes: int, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.net = nn.Sequential(
+            nn.Conv3d(7, w, 3, padding=1), nn.BatchNorm3d(w), nn.ReLU(), nn.MaxPool3d((1, 2, 2)),
+            nn.Conv3d(w, 2 * w, 3, padding=1), nn.BatchNorm3d(2 * w), nn.ReLU(), nn.MaxPool3d(2),
+            nn.Conv3d(2 * w, 2 * w, 3, padding=1), nn.BatchNorm3d(2 * w), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+            nn.Flatten(), nn.Linear(2 * w, classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def tensors(rows: list[dict[str, Any]], world: Any, task: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for row in rows:
+        row["meta"]["obj_id_in_prompt"] = prompt_obj(row)
+        i = world.index[row["video"]]
+        xs.append(inputs(world.frames[i], world.timestamps_s[i], row, scale))
+        ys.append(CLASSES[task].index(row["meta"]["answer_key"]))
+    return torch.stack(xs), torch.tensor(ys)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--world", required=True)
+    p.add_argument("--task", choices=sorted(CLASSES), default="T")
+    p.add_argument("--size", type=int, default=64, help="frame side the student sees, pixels")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--scale", type=float, default=3.0, help="crop side / the object's box side")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="")
+    args = p.parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(2)
+    train_rows = read_rows(args.world, "train", args.task)
+    held_rows = read_rows(args.world, "val", args.task) + read_rows(args.world, "test", args.task)
+    videos = sorted({r["video"] for r in train_rows + held_rows})
+    cache = Path(args.world) / f"probe_cache_{args.size}_{args.frames}.npz"
+    world = decode_world(args.world, videos, args.size, args.frames) if not cache.exists() else None
+    if world is None:  # reuse the probe's cache of every video (its index covers ours)
+        z = np.load(cache)
+        from probe_world import World
+
+        world = World(z["frames"], z["timestamps_s"], {v: i for i, v in enumerate(z["videos"].tolist())})
+    xtr, ytr = tensors(train_rows, world, args.task, args.scale)
+    xte, yte = tensors(held_rows, world, args.task, args.scale)
+    print(f"{args.task}: {len(ytr)} training / {len(yte)} held-out questions; inputs {tuple(xtr.shape[1:])}", flush=True)
+    model = VideoCNN(len(CLASSES[args.task]))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(args.seed)
+    curve = []
+    for epoch in range(args.epochs):
+        model.train()
+        for idx in torch.randperm(len(ytr), generator=gen).split(32):
+            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            acc_te = float((model(xte).argmax(1) == yte).float().mean()) * 100
+            acc_tr = float((torch.cat([model(x) for x in xtr.split(256)]).argmax(1) == ytr).float().mean()) * 100
+        curve.append((epoch + 1, round(acc_tr, 1), round(acc_te, 1)))
+        print(f"  epoch {epoch + 1}: train {acc_tr:.1f}  held-out {acc_te:.1f}  load {os.getloadavg()[0]:.1f}", flush=True)
+    chance = 100 * float(np.max(np.bincount(yte.numpy())) / len(yte))
+    result = {"args": vars(args), "n_train": len(ytr), "n_held_out": len(yte), "majority_class": round(chance, 1),
+              "final_held_out": curve[-1][2], "best_held_out": max(c[2] for c in curve), "curve": curve}  # fmt: skip
+    print(json.dumps(result), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
