@@ -5,9 +5,12 @@ No language model, no option text: each question becomes a crop of the frames ar
 marks the frames inside the question's time window, and the answer's class (T: direction of motion, R: rotation).
 A small 3-D CNN is trained on the training questions and scored on the held-out ones. If it generalises, the signal
 is in the pixels at the student's resolution and data size, and the student's failure is in getting it to the answer
-(routing through the LM); if it does not, the resolution or the data is the limit. Example::
+(routing through the LM); if it does not, the resolution or the data is the limit. ``--model student-tower`` puts the
+student's own vision tower and projector under the same kind of small head instead (no LM), to tell the tower from
+the LM. Examples (docs/results.md, "Sixth round")::
 
     .venv/bin/python scripts/perception_ceiling.py --world out/experiment/synth --task T --epochs 30
+    .venv/bin/python scripts/perception_ceiling.py --world out/experiment/synth --task T --epochs 20 --model student-tower
 """
 
 from __future__ import annotations
@@ -101,6 +104,37 @@ class VideoCNN(nn.Module):
         return self.net(x)
 
 
+class TowerClassifier(nn.Module):
+    """The student's own vision tower and projector (``tiny`` preset, trainable) under a small temporal head instead
+    of the LM: ``[B, 7, T, 32, 32]`` (only the crop's 3 channels are
+    used, resampled to the tower's 64 px, frames outside the window blacked out) → logits ``[B, K]``."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        import dataclasses
+
+        from rgpt4d_core.model.presets import tiny
+        from rgpt4d_core.model.projector import build_projector
+        from rgpt4d_core.model.vision import VisionTower
+
+        cfg = tiny()
+        vision = dataclasses.replace(cfg.vision, frozen=False)
+        self.tower = VisionTower(vision)
+        self.projector = build_projector(cfg.projector, vision.hidden_size, cfg.llm.hidden_size)
+        width = cfg.llm.hidden_size * self.projector.output_grid(self.tower.grid) ** 2
+        self.temporal = nn.Sequential(nn.Conv1d(width, 64, 3, padding=1), nn.ReLU())
+        self.out = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t = x.shape[:3]
+        crop, inside = x[:, :3].transpose(1, 2), x[:, 6, :, 0, 0] > 0.5  # [B, T, 3, 32, 32], [B, T]
+        crop = torch.where(inside[:, :, None, None, None], crop, torch.full_like(crop, -1.0))
+        video = F.interpolate(crop.flatten(0, 1), size=(64, 64), mode="bilinear", align_corners=False).unflatten(0, (b, t))
+        tokens = self.projector(self.tower(video.flatten(0, 1)))  # [B*T, n, D]
+        feats = tokens.flatten(1).unflatten(0, (b, t)).transpose(1, 2)  # [B, n*D, T]
+        return self.out(self.temporal(feats).mean(2))
+
+
 def tensors(rows: list[dict[str, Any]], world: Any, task: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for row in rows:
@@ -120,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--scale", type=float, default=3.0, help="crop side / the object's box side")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", choices=["cnn", "student-tower"], default="cnn",
+                   help="cnn: a 3-D CNN; student-tower: the student's tower + projector under a small temporal head")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -137,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     xtr, ytr = tensors(train_rows, world, args.task, args.scale)
     xte, yte = tensors(held_rows, world, args.task, args.scale)
     print(f"{args.task}: {len(ytr)} training / {len(yte)} held-out questions; inputs {tuple(xtr.shape[1:])}", flush=True)
-    model = VideoCNN(len(CLASSES[args.task]))
+    classes = len(CLASSES[args.task])
+    model = VideoCNN(classes) if args.model == "cnn" else TowerClassifier(classes)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(args.seed)
     curve = []

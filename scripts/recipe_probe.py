@@ -104,9 +104,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tower-width", type=int, default=0, help="vision tower width (0 = the tiny preset's 32)")
     p.add_argument("--tower-layers", type=int, default=0,
                    help="vision tower blocks (0 = the tiny preset's 2; features from the second-to-last)")
-    p.add_argument("--conv-stem", action="store_true", help="a small convolutional stem (vision.conv_stem)")
-    p.add_argument("--motion-channels", action="store_true",
-                   help="the tower also reads each frame's difference from the previous one (vision.motion_channels)")
     p.add_argument("--visual-positions", action="store_true",
                    help="the region-box embedding of each visual token's cell added to it (visual_positions)")
     p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
@@ -245,8 +242,7 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
     cfg = tiny()
     width, layers = args.tower_width or cfg.vision.hidden_size, args.tower_layers or cfg.vision.num_layers
     vision = dataclasses.replace(cfg.vision, hidden_size=width, intermediate_size=2 * width, num_layers=layers,
-                                 num_heads=max(2, width // 32), image_size=args.size, patch_size=args.patch, frozen=not args.train_vision,
-                                 motion_channels=args.motion_channels, conv_stem=args.conv_stem)
+                                 num_heads=max(2, width // 32), image_size=args.size, patch_size=args.patch, frozen=not args.train_vision)
     llm = dataclasses.replace(cfg.llm, num_layers=args.llm_layers or cfg.llm.num_layers)
     decoder = dataclasses.replace(cfg.decoder, hidden_layer=args.dense_layer)
     return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),

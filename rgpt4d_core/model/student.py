@@ -31,7 +31,7 @@ from rgpt4d_core.model.student_types import (  # noqa: F401  (re-exported: the s
     TokenConfig,
 )
 from rgpt4d_core.model.tpe import add_timestamp_encoding
-from rgpt4d_core.model.vision import VisionTower, frame_differences
+from rgpt4d_core.model.vision import VisionTower
 
 
 class Student(nn.Module):
@@ -81,22 +81,18 @@ class Student(nn.Module):
         """Drop D_4DP (inference never uses it)."""
         self.decoder = None
 
-    def encode_frames(
-        self, pixels: torch.Tensor, timestamps_s: torch.Tensor | None, motion: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def encode_frames(self, pixels: torch.Tensor, timestamps_s: torch.Tensor | None) -> torch.Tensor:
         """Visual tokens of frames or images.
 
         Args:
             pixels: float ``[F, 3, S, S]`` in ``[-1, 1]``.
             timestamps_s: float ``[F]`` seconds for video frames (TPE), ``None`` for images (no TPE).
-            motion: float ``[F, 3, S, S]`` frame differences (:func:`vision.frame_differences`) for video frames
-                when the tower reads them (``vision.motion_channels``); ``None`` for images.
 
         Returns:
             float ``[F, n, D_llm]``.
         """
         tpe = self.cfg.tpe
-        feats = self.vision(pixels, motion)
+        feats = self.vision(pixels)
         if timestamps_s is not None and tpe.placement == "pre_projector":
             feats = add_timestamp_encoding(feats, timestamps_s, tpe.base)
         tokens = self.projector(feats.to(self._param_dtype(self.projector)))
@@ -143,8 +139,7 @@ class Student(nn.Module):
                 frames = videos.shape[1]
                 pix = videos[rows].flatten(0, 1)
                 ts = timestamps_s[rows].flatten() if timestamps_s is not None else None
-                motion = frame_differences(videos[rows]).flatten(0, 1) if self.cfg.vision.motion_channels else None
-                tokens = self.encode_frames(pix, ts, motion).unflatten(0, (len(rows), frames))
+                tokens = self.encode_frames(pix, ts).unflatten(0, (len(rows), frames))
                 for i, b in enumerate(rows):
                     per_video[b] = [tokens[i]]
         per_image: list[list[torch.Tensor]] = [[] for _ in range(batch)]

@@ -6,7 +6,6 @@ directory written by ``save_pretrained`` (NVILA's ``vision_tower/``). Never down
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +27,6 @@ class VisionConfig:
     select_layer: index into the ``num_layers + 1`` hidden states (0 = patch embeddings); NVILA uses -2.
     use_head: build SigLIP's attention-pooling head (unused for features; PaliGemma's SigLIP has none).
     frozen: no gradients to the encoder (paper: E_V frozen); it then runs under ``no_grad``.
-    motion_channels: the patch embedding also sees each video frame's difference from the previous sampled frame
-        (3 more input channels; zeros for images and a video's first frame). A tiny-scale inductive bias for motion
-        (VideoMAE's tubelets play this role in L4P): a per-frame tower otherwise leaves every temporal comparison to
-        the LM. Off in ``nvila_lite_8b`` (SigLIP has 3 input channels).
-    conv_stem: replace the patch embedding (one ``patch x patch`` convolution) by a small convolutional stem of
-        the same output grid (:class:`ConvStem`: stride-2 3x3 convolutions, then the rest of the stride) — "early
-        convolutions help transformers see", a tiny-scale lever. Off in ``nvila_lite_8b`` (a pretrained SigLIP).
     """
 
     image_size: int = 448
@@ -46,13 +38,6 @@ class VisionConfig:
     select_layer: int = -2
     use_head: bool = False
     frozen: bool = True
-    motion_channels: bool = False
-    conv_stem: bool = False
-
-    @property
-    def in_channels(self) -> int:
-        """Input channels of the patch embedding: RGB, plus the frame difference with ``motion_channels``."""
-        return 6 if self.motion_channels else 3
 
     @property
     def grid(self) -> int:
@@ -68,7 +53,6 @@ class VisionConfig:
             num_hidden_layers=self.num_layers,
             num_attention_heads=self.num_heads,
             vision_use_head=self.use_head,
-            num_channels=self.in_channels,
         )
 
     @classmethod
@@ -85,7 +69,6 @@ class VisionConfig:
             select_layer=select_layer,
             use_head=bool(getattr(hf, "vision_use_head", True)),
             frozen=frozen,
-            motion_channels=int(getattr(hf, "num_channels", 3)) == 6,
         )
 
 
@@ -100,8 +83,6 @@ class VisionTower(nn.Module):
             )
         self.cfg = cfg
         self.model = model if model is not None else SiglipVisionModel(cfg.to_hf())
-        if cfg.conv_stem:
-            self.model.set_input_embeddings(ConvStem(cfg.in_channels, cfg.hidden_size, cfg.patch_size))
         self.requires_grad_(not cfg.frozen)
 
     def requires_grad_(self, requires_grad: bool = True) -> VisionTower:
@@ -134,17 +115,11 @@ class VisionTower(nn.Module):
         super().train(mode and not self.cfg.frozen)
         return self
 
-    def forward(self, pixels: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
-        """``pixels``: float ``[F, 3, S, S]`` SigLIP-normalised; ``motion``: float ``[F, 3, S, S]`` each frame minus
-        the previous one (:func:`frame_differences`), read only with ``cfg.motion_channels`` (``None``: zeros, as
-        for images) → float ``[F, g*g, C_vision]``."""
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``pixels``: float ``[F, 3, S, S]`` SigLIP-normalised → float ``[F, g*g, C_vision]``."""
         size = self.cfg.image_size
         if pixels.dim() != 4 or pixels.shape[1:] != (3, size, size):
             raise ValueError(f"vision tower expects pixels [F, 3, {size}, {size}], got {tuple(pixels.shape)}")
-        if self.cfg.motion_channels:
-            if motion is not None and motion.shape != pixels.shape:
-                raise ValueError(f"motion {tuple(motion.shape)} must match pixels {tuple(pixels.shape)}")
-            pixels = torch.cat([pixels, torch.zeros_like(pixels) if motion is None else motion], 1)
         pixels = pixels.to(self.model.dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.frozen):
             out = self.model(pixel_values=pixels, output_hidden_states=True)
@@ -152,37 +127,6 @@ class VisionTower(nn.Module):
         if math.isqrt(hidden.shape[1]) ** 2 != hidden.shape[1]:
             raise ValueError(f"vision tokens {hidden.shape[1]} do not form a square grid")
         return hidden
-
-
-class ConvStem(nn.Module):
-    """``[F, C_in, S, S]`` → ``[F, C_out, S/p, S/p]`` like a ``p x p`` patch convolution, through ``log2(p) - 1``
-    3x3 stride-2 convolutions (GELU after each; widths ≥ 16, rising to ``C_out``) and a final 2x2 stride-2 one.
-    ``patch`` must be a power of two ≥ 2. ``weight`` is the last convolution's (SigLIP reads its dtype)."""
-
-    def __init__(self, in_channels: int, out_channels: int, patch: int) -> None:
-        super().__init__()
-        halvings = int(math.log2(patch))
-        if patch < 2 or 2**halvings != patch:
-            raise ValueError(f"conv_stem needs a power-of-two patch size >= 2, got {patch}")
-        widths = [in_channels] + [max(16, out_channels >> (halvings - 1 - k)) for k in range(halvings - 1)]
-        layers: list[nn.Module] = []
-        for a, b in itertools.pairwise(widths):
-            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GELU()]
-        self.body = nn.Sequential(*layers)
-        self.last = nn.Conv2d(widths[-1], out_channels, 2, stride=2)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.last.weight
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.last(self.body(pixels))
-
-
-def frame_differences(videos: torch.Tensor) -> torch.Tensor:
-    """float ``[B, T, 3, S, S]`` → each frame minus the previous sampled frame, same shape (zeros for frame 0);
-    pixel units of the input (``[-1, 1]`` pixels give ``[-2, 2]``)."""
-    return videos - torch.cat([videos[:, :1], videos[:, :-1]], 1)
 
 
 def load_vision_tower(path: str | Path, select_layer: int = -2, frozen: bool = True) -> VisionTower:
