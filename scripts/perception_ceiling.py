@@ -109,7 +109,7 @@ class TowerClassifier(nn.Module):
     of the LM: ``[B, 7, T, 32, 32]`` (only the crop's 3 channels are
     used, resampled to the tower's 64 px, frames outside the window blacked out) → logits ``[B, K]``."""
 
-    def __init__(self, classes: int) -> None:
+    def __init__(self, classes: int, pool_positions: bool = False) -> None:
         super().__init__()
         import dataclasses
 
@@ -121,7 +121,8 @@ class TowerClassifier(nn.Module):
         vision = dataclasses.replace(cfg.vision, frozen=False)
         self.tower = VisionTower(vision)
         self.projector = build_projector(cfg.projector, vision.hidden_size, cfg.llm.hidden_size)
-        width = cfg.llm.hidden_size * self.projector.output_grid(self.tower.grid) ** 2
+        self.pool_positions = pool_positions  # average the tokens of a frame (a head shared across positions)
+        width = cfg.llm.hidden_size * (1 if pool_positions else self.projector.output_grid(self.tower.grid) ** 2)
         self.temporal = nn.Sequential(nn.Conv1d(width, 64, 3, padding=1), nn.ReLU())
         self.out = nn.Linear(64, classes)
 
@@ -131,7 +132,8 @@ class TowerClassifier(nn.Module):
         crop = torch.where(inside[:, :, None, None, None], crop, torch.full_like(crop, -1.0))
         video = F.interpolate(crop.flatten(0, 1), size=(64, 64), mode="bilinear", align_corners=False).unflatten(0, (b, t))
         tokens = self.projector(self.tower(video.flatten(0, 1)))  # [B*T, n, D]
-        feats = tokens.flatten(1).unflatten(0, (b, t)).transpose(1, 2)  # [B, n*D, T]
+        tokens = tokens.mean(1, keepdim=True) if self.pool_positions else tokens
+        feats = tokens.flatten(1).unflatten(0, (b, t)).transpose(1, 2)  # [B, n*D, T] (n = 1 when pooled)
         return self.out(self.temporal(feats).mean(2))
 
 
@@ -156,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", choices=["cnn", "student-tower"], default="cnn",
                    help="cnn: a 3-D CNN; student-tower: the student's tower + projector under a small temporal head")
+    p.add_argument("--pool-positions", action="store_true",
+                   help="student-tower: average each frame's tokens before the temporal head (position-shared)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -174,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     xte, yte = tensors(held_rows, world, args.task, args.scale)
     print(f"{args.task}: {len(ytr)} training / {len(yte)} held-out questions; inputs {tuple(xtr.shape[1:])}", flush=True)
     classes = len(CLASSES[args.task])
-    model = VideoCNN(classes) if args.model == "cnn" else TowerClassifier(classes)
+    model = VideoCNN(classes) if args.model == "cnn" else TowerClassifier(classes, args.pool_positions)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(args.seed)
     curve = []
