@@ -137,6 +137,34 @@ class TowerClassifier(nn.Module):
         return self.out(self.temporal(feats).mean(2))
 
 
+class VideoViTClassifier(nn.Module):
+    """L4P's video ViT (``rgpt4d_core.experts.l4p_encoder``: 2-frame tubelets, 8-px patches) at a tiny size, under the
+    same head as :class:`TowerClassifier`, on the same inputs: does a tower that sees frame pairs read motion?"""
+
+    def __init__(self, classes: int, pool_positions: bool = False, width: int = 64, depth: int = 2) -> None:
+        super().__init__()
+        from rgpt4d_core.experts.l4p_encoder import VideoViT, VideoViTConfig
+
+        self.cfg = VideoViTConfig(num_frames=16, image_size=(64, 64), patch_size=8, tubelet_size=2, width=width,
+                                  depth=depth, num_heads=2, mlp_ratio=2.0)  # fmt: skip
+        self.encoder = VideoViT(self.cfg)
+        self.pool_positions = pool_positions
+        tokens_per_step = 1 if pool_positions else (64 // 8) ** 2
+        self.temporal = nn.Sequential(nn.Conv1d(width * tokens_per_step, 64, 3, padding=1), nn.ReLU())
+        self.out = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t = x.shape[:3]
+        crop, inside = x[:, :3].transpose(1, 2), x[:, 6, :, 0, 0] > 0.5  # [B, T, 3, 32, 32], [B, T]
+        crop = torch.where(inside[:, :, None, None, None], crop, torch.full_like(crop, -1.0))
+        video = F.interpolate(crop.flatten(0, 1), size=(64, 64), mode="bilinear", align_corners=False).unflatten(0, (b, t))
+        tokens = self.encoder(video.transpose(1, 2))[-1]  # [B, T/2 * 64, C]
+        steps = tokens.unflatten(1, (t // 2, -1))  # [B, T/2, 64, C]
+        steps = steps.mean(2, keepdim=True) if self.pool_positions else steps
+        feats = steps.flatten(2).transpose(1, 2)  # [B, 64*C (C when pooled), T/2]
+        return self.out(self.temporal(feats).mean(2))
+
+
 def tensors(rows: list[dict[str, Any]], world: Any, task: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for row in rows:
@@ -156,10 +184,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--scale", type=float, default=3.0, help="crop side / the object's box side")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", choices=["cnn", "student-tower"], default="cnn",
-                   help="cnn: a 3-D CNN; student-tower: the student's tower + projector under a small temporal head")
+    p.add_argument("--model", choices=["cnn", "student-tower", "video-vit"], default="cnn",
+                   help="cnn: a 3-D CNN; student-tower: the student's tower + projector under a small temporal head; "
+                        "video-vit: L4P's tubelet ViT at a tiny size under that head")
     p.add_argument("--pool-positions", action="store_true",
-                   help="student-tower: average each frame's tokens before the temporal head (position-shared)")
+                   help="student-tower / video-vit: average each frame's (tubelet's) tokens before the temporal head")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -178,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     xte, yte = tensors(held_rows, world, args.task, args.scale)
     print(f"{args.task}: {len(ytr)} training / {len(yte)} held-out questions; inputs {tuple(xtr.shape[1:])}", flush=True)
     classes = len(CLASSES[args.task])
-    model = VideoCNN(classes) if args.model == "cnn" else TowerClassifier(classes, args.pool_positions)
+    models = {"cnn": lambda: VideoCNN(classes), "student-tower": lambda: TowerClassifier(classes, args.pool_positions),
+              "video-vit": lambda: VideoViTClassifier(classes, args.pool_positions)}  # fmt: skip
+    model = models[args.model]()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(args.seed)
     curve = []
