@@ -104,6 +104,15 @@ class VideoCNN(nn.Module):
         return self.net(x)
 
 
+def windowed_crop(x: torch.Tensor, side: int = 64) -> torch.Tensor:
+    """The crop channels of :func:`inputs` ``[B, 7, T, CROP, CROP]`` as a video ``[B, T, 3, side, side]`` (bilinear)
+    whose frames outside the question's window are black (-1): what the student's towers are given here."""
+    b, _, t = x.shape[:3]
+    crop, inside = x[:, :3].transpose(1, 2), x[:, 6, :, 0, 0] > 0.5  # [B, T, 3, CROP, CROP], [B, T]
+    crop = torch.where(inside[:, :, None, None, None], crop, torch.full_like(crop, -1.0))
+    return F.interpolate(crop.flatten(0, 1), size=(side, side), mode="bilinear", align_corners=False).unflatten(0, (b, t))
+
+
 class TowerClassifier(nn.Module):
     """The student's own vision tower and projector (``tiny`` preset, trainable) under a small temporal head instead
     of the LM: ``[B, 7, T, 32, 32]`` (only the crop's 3 channels are
@@ -127,10 +136,8 @@ class TowerClassifier(nn.Module):
         self.out = nn.Linear(64, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, t = x.shape[:3]
-        crop, inside = x[:, :3].transpose(1, 2), x[:, 6, :, 0, 0] > 0.5  # [B, T, 3, 32, 32], [B, T]
-        crop = torch.where(inside[:, :, None, None, None], crop, torch.full_like(crop, -1.0))
-        video = F.interpolate(crop.flatten(0, 1), size=(64, 64), mode="bilinear", align_corners=False).unflatten(0, (b, t))
+        video = windowed_crop(x)
+        b, t = video.shape[:2]
         tokens = self.projector(self.tower(video.flatten(0, 1)))  # [B*T, n, D]
         tokens = tokens.mean(1, keepdim=True) if self.pool_positions else tokens
         feats = tokens.flatten(1).unflatten(0, (b, t)).transpose(1, 2)  # [B, n*D, T] (n = 1 when pooled)
@@ -154,10 +161,8 @@ class VideoViTClassifier(nn.Module):
         self.out = nn.Linear(64, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, t = x.shape[:3]
-        crop, inside = x[:, :3].transpose(1, 2), x[:, 6, :, 0, 0] > 0.5  # [B, T, 3, 32, 32], [B, T]
-        crop = torch.where(inside[:, :, None, None, None], crop, torch.full_like(crop, -1.0))
-        video = F.interpolate(crop.flatten(0, 1), size=(64, 64), mode="bilinear", align_corners=False).unflatten(0, (b, t))
+        video = windowed_crop(x)
+        b, t = video.shape[:2]
         tokens = self.encoder(video.transpose(1, 2))[-1]  # [B, T/2 * 64, C]
         steps = tokens.unflatten(1, (t // 2, -1))  # [B, T/2, 64, C]
         steps = steps.mean(2, keepdim=True) if self.pool_positions else steps
