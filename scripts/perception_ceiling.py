@@ -144,6 +144,28 @@ class TowerClassifier(nn.Module):
         return self.out(self.temporal(feats).mean(2))
 
 
+class FrameCNNClassifier(nn.Module):
+    """A per-frame 2-D CNN (3 conv + batch-norm + max-pool stages) emitting a 3x3 grid of 64-wide tokens per frame —
+    the shape of a per-frame E_V — under the head of :class:`TowerClassifier`: is a *convolutional* per-frame tower
+    enough, with the temporal comparison left to the head (as it is left to the LM in the student)?"""
+
+    def __init__(self, classes: int, width: int = 64) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for a, b in ((3, 32), (32, width), (width, width)):
+            layers += [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2)]
+        self.frames = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(3))
+        self.temporal = nn.Sequential(nn.Conv1d(9 * width, 64, 3, padding=1), nn.ReLU())
+        self.out = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        video = windowed_crop(x, side=x.shape[-1])  # the crop's own 32 px (the CNN of ``VideoCNN`` sees the same)
+        b, t = video.shape[:2]
+        tokens = self.frames(video.flatten(0, 1))  # [B*T, C, 3, 3]
+        feats = tokens.flatten(1).unflatten(0, (b, t)).transpose(1, 2)  # [B, 9*C, T]
+        return self.out(self.temporal(feats).mean(2))
+
+
 class VideoViTClassifier(nn.Module):
     """L4P's video ViT (``rgpt4d_core.experts.l4p_encoder``: 2-frame tubelets, 8-px patches) at a tiny size, under the
     same head as :class:`TowerClassifier`, on the same inputs: does a tower that sees frame pairs read motion?"""
@@ -189,9 +211,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--scale", type=float, default=3.0, help="crop side / the object's box side")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", choices=["cnn", "student-tower", "video-vit"], default="cnn",
+    p.add_argument("--model", choices=["cnn", "student-tower", "video-vit", "frame-cnn"], default="cnn",
                    help="cnn: a 3-D CNN; student-tower: the student's tower + projector under a small temporal head; "
-                        "video-vit: L4P's tubelet ViT at a tiny size under that head")
+                        "video-vit: L4P's tubelet ViT at a tiny size under that head; frame-cnn: a per-frame 2-D CNN "
+                        "under that head")
     p.add_argument("--pool-positions", action="store_true",
                    help="student-tower / video-vit: average each frame's (tubelet's) tokens before the temporal head")
     p.add_argument("--out", default="")
@@ -213,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"{args.task}: {len(ytr)} training / {len(yte)} held-out questions; inputs {tuple(xtr.shape[1:])}", flush=True)
     classes = len(CLASSES[args.task])
     models = {"cnn": lambda: VideoCNN(classes), "student-tower": lambda: TowerClassifier(classes, args.pool_positions),
-              "video-vit": lambda: VideoViTClassifier(classes, args.pool_positions)}  # fmt: skip
+              "video-vit": lambda: VideoViTClassifier(classes, args.pool_positions),
+              "frame-cnn": lambda: FrameCNNClassifier(classes)}  # fmt: skip
     model = models[args.model]()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(args.seed)
