@@ -33,6 +33,8 @@ if __package__ in (None, ""):
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_world import decode_world  # noqa: E402
 
+from rgpt4d_core.synth.dataset import load_questions  # noqa: E402
+
 #: answer key (question meta) → class index, per category
 CLASSES = {
     "T": ("left", "right", "away", "towards", "none"),
@@ -72,7 +74,7 @@ def in_window(stamps: np.ndarray, t0: float, t1: float) -> np.ndarray:
 def inputs(frames: np.ndarray, stamps: np.ndarray, row: dict[str, Any], scale: float) -> torch.Tensor:
     """``[7, T, CROP, CROP]``: the object's crop (3), the whole frame (3), the in-window mark (1); pixels in [-1, 1]."""
     video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1  # [T, 3, S, S]
-    region = next(r for r in row["regions"] if r["obj_id"] == row["meta"]["obj_id_in_prompt"])
+    region = next(r for r in row["regions"] if r["obj_id"] == prompt_obj(row))
     crop = object_crop(video, region["box"], scale, CROP)
     whole = F.interpolate(video, size=(CROP, CROP), mode="area")
     t0, t1 = row["meta"].get("t0", 0.0), row["meta"].get("t1", float(stamps[-1]) + 1)
@@ -195,7 +197,6 @@ class VideoViTClassifier(nn.Module):
 def tensors(rows: list[dict[str, Any]], world: Any, task: str, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for row in rows:
-        row["meta"]["obj_id_in_prompt"] = prompt_obj(row)
         i = world.index[row["video"]]
         xs.append(inputs(world.frames[i], world.timestamps_s[i], row, scale))
         ys.append(CLASSES[task].index(row["meta"]["answer_key"]))
@@ -223,14 +224,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(2)
     train_rows = read_rows(args.world, "train", args.task)
     held_rows = read_rows(args.world, "val", args.task) + read_rows(args.world, "test", args.task)
-    videos = sorted({r["video"] for r in train_rows + held_rows})
-    cache = Path(args.world) / f"probe_cache_{args.size}_{args.frames}.npz"
-    world = decode_world(args.world, videos, args.size, args.frames) if not cache.exists() else None
-    if world is None:  # reuse the probe's cache of every video (its index covers ours)
-        z = np.load(cache)
-        from probe_world import World
-
-        world = World(z["frames"], z["timestamps_s"], {v: i for i, v in enumerate(z["videos"].tolist())})
+    # every question's video, as recipe_probe.py lists them: the frame cache it writes serves both scripts
+    videos = sorted({q.video for split in ("train", "val", "test") for q in load_questions(args.world, split)})
+    world = decode_world(args.world, videos, args.size, args.frames)
     xtr, ytr = tensors(train_rows, world, args.task, args.scale)
     xte, yte = tensors(held_rows, world, args.task, args.scale)
     print(f"{args.task}: {len(ytr)} training / {len(yte)} held-out questions; inputs {tuple(xtr.shape[1:])}", flush=True)
