@@ -5,7 +5,7 @@
 Training (forward + backward + optimiser step, samples/s):
   * ``sft``  — the student without D_4DP, loss = L_SFT;
   * ``ld``   — the same student with D_4DP, loss = L_SFT + L_LD only (no heads in the graph);
-  * ``p4d``  — the same student with D_4DP, loss = L_SFT + L_LD + L_ED through the frozen ``l4p_tiny`` heads
+  * ``p4d``  — the same student with D_4DP, loss = L_SFT + L_LD + L_ED through the frozen ``l4p_tiny`` heads (``--expert-preset``)
     (``losses.p4d_loss``, released-code weights), teacher targets pre-computed (as from shards).
 Inference (no grad, samples/s), same weights:
   * ``base``     — a student built without a decoder;
@@ -102,6 +102,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--recipe", action="store_true", help="the tiny recipe: trained tower, R4D prompt, SoM image")
+    parser.add_argument("--expert-preset", default="l4p_tiny",
+                        help="the frozen heads L_ED runs through (l4p_tiny, or l4p_tiny_fine: head2 at 16x32x32)")
     return parser.parse_args()
 
 
@@ -173,8 +175,9 @@ def inference_times(trained: Student, data: dict, keys: tuple[str, ...], rounds:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    spec = build_expert(ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu")).spec
-    heads = build_frozen_heads(ExpertConfig(name="l4p", preset="l4p_tiny", device="cpu"))
+    expert = ExpertConfig(name="l4p", preset=args.expert_preset, device="cpu")
+    spec = build_expert(expert).spec
+    heads = build_frozen_heads(expert)
     data = make_batch(args.batch, args.frames, args.recipe)
     b = args.batch
     teacher_latents, targets = teacher_targets(spec, heads, b)
