@@ -103,7 +103,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--recipe", action="store_true", help="the tiny recipe: trained tower, R4D prompt, SoM image")
     parser.add_argument("--expert-preset", default="l4p_tiny",
-                        help="the frozen heads L_ED runs through (l4p_tiny, or l4p_tiny_fine: head2 at 16x32x32)")
+                        help="the l4p preset whose frozen heads L_ED runs through")
     return parser.parse_args()
 
 

@@ -120,17 +120,17 @@ class TowerClassifier(nn.Module):
     of the LM: ``[B, 7, T, 32, 32]`` (only the crop's 3 channels are
     used, resampled to the tower's 64 px, frames outside the window blacked out) → logits ``[B, K]``."""
 
-    def __init__(self, classes: int, pool_positions: bool = False, kind: str = "siglip", width: int = 0) -> None:
+    def __init__(self, classes: int, pool_positions: bool = False) -> None:
         super().__init__()
         import dataclasses
 
         from rgpt4d_core.model.presets import tiny
         from rgpt4d_core.model.projector import build_projector
-        from rgpt4d_core.model.vision import build_vision_tower
+        from rgpt4d_core.model.vision import VisionTower
 
         cfg = tiny()
-        vision = dataclasses.replace(cfg.vision, frozen=False, kind=kind, hidden_size=width or cfg.vision.hidden_size)
-        self.tower = build_vision_tower(vision)
+        vision = dataclasses.replace(cfg.vision, frozen=False)
+        self.tower = VisionTower(vision)
         self.projector = build_projector(cfg.projector, vision.hidden_size, cfg.llm.hidden_size)
         self.pool_positions = pool_positions  # average the tokens of a frame (a head shared across positions)
         width = cfg.llm.hidden_size * (1 if pool_positions else self.projector.output_grid(self.tower.grid) ** 2)
@@ -140,7 +140,7 @@ class TowerClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         video = windowed_crop(x)
         b, t = video.shape[:2]
-        tokens = self.projector(self.tower(video.flatten(0, 1), t))  # [B*T, n, D]
+        tokens = self.projector(self.tower(video.flatten(0, 1)))  # [B*T, n, D]
         tokens = tokens.mean(1, keepdim=True) if self.pool_positions else tokens
         feats = tokens.flatten(1).unflatten(0, (b, t)).transpose(1, 2)  # [B, n*D, T] (n = 1 when pooled)
         return self.out(self.temporal(feats).mean(2))
@@ -220,9 +220,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--scale", type=float, default=3.0, help="crop side / the object's box side")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", choices=["cnn", "student-tower", "conv-tower", "video-vit", "frame-cnn"], default="cnn",
+    p.add_argument("--model", choices=["cnn", "student-tower", "video-vit", "frame-cnn"], default="cnn",
                    help="cnn: a 3-D CNN; student-tower: the student's tower + projector under a small temporal head; "
-                        "conv-tower: the same with the student's vision.kind=conv3d tower (width 64); "
                         "video-vit: L4P's tubelet ViT at a tiny size under that head; frame-cnn: a per-frame 2-D CNN "
                         "under that head")
     p.add_argument("--pool-positions", action="store_true",
@@ -245,7 +244,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"{args.task}: {len(ytr)} training / {len(yte)} held-out questions; inputs {tuple(xtr.shape[1:])}", flush=True)
     classes = len(CLASSES[args.task])
     models = {"cnn": lambda: VideoCNN(classes), "student-tower": lambda: TowerClassifier(classes, args.pool_positions),
-              "conv-tower": lambda: TowerClassifier(classes, args.pool_positions, "conv3d", 64),
               "video-vit": lambda: VideoViTClassifier(classes, args.pool_positions),
               "frame-cnn": lambda: FrameCNNClassifier(classes)}  # fmt: skip
     model = models[args.model]()

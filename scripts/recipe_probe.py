@@ -101,8 +101,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "answer loss keeps its own mean; 0 = answer tokens only")
     p.add_argument("--no-region-boxes", action="store_true",
                    help="turn the tiny preset's region-box embedding off (StudentConfig.region_boxes)")
-    p.add_argument("--tower", choices=["siglip", "conv3d"], default="siglip",
-                   help="vision.kind: the preset's SigLIP ViT, or the small video CNN (model/conv_video_tower.py)")
     p.add_argument("--tower-width", type=int, default=0, help="vision tower width (0 = the tiny preset's 32)")
     p.add_argument("--tower-layers", type=int, default=0,
                    help="vision tower blocks (0 = the tiny preset's 2; features from the second-to-last)")
@@ -244,8 +242,7 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
     cfg = tiny()
     width, layers = args.tower_width or cfg.vision.hidden_size, args.tower_layers or cfg.vision.num_layers
     vision = dataclasses.replace(cfg.vision, hidden_size=width, intermediate_size=2 * width, num_layers=layers,
-                                 num_heads=max(2, width // 32), image_size=args.size, patch_size=args.patch, frozen=not args.train_vision,
-                                 kind=args.tower)
+                                 num_heads=max(2, width // 32), image_size=args.size, patch_size=args.patch, frozen=not args.train_vision)
     llm = dataclasses.replace(cfg.llm, num_layers=args.llm_layers or cfg.llm.num_layers)
     decoder = dataclasses.replace(cfg.decoder, hidden_layer=args.dense_layer)
     return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),

@@ -4,9 +4,7 @@ frozen in the paper): the issue-15 option "a tower pretrained on the synthetic w
 Why: at 64 px an object covers a few pixels of a 21-px visual token; a randomly initialised tower's tokens vary
 mostly with position and background (measured: their spread across videos is ~3 % of their norm), so the LM has
 almost no object signal to learn from. Pretraining asks every patch to describe what is under it at sub-patch
-resolution: log-depth, object coverage, moving-object coverage and the backward optical flow (x, y, pixels) on a
-``2 x 2`` grid per patch. A video tower (``vision.kind=conv3d``) is trained on whole clips, so that it can learn the
-motion targets; a per-frame tower can only guess them from one frame.
+resolution: log-depth, object coverage and moving-object coverage on a ``2 x 2`` grid per patch.
 
 Used by ``scripts/recipe_probe.py --pretrain-tower STEPS``; the head is discarded after pretraining.
 """
@@ -26,12 +24,11 @@ from torch import nn
 
 from rgpt4d_core.experts.oracle import targets_from_ground_truth
 from rgpt4d_core.model.preprocess import frames_to_pixels
-from rgpt4d_core.model.conv_video_tower import ConvVideoTower
 from rgpt4d_core.model.vision import VisionTower
 from rgpt4d_core.synth.dataset import load_ground_truth
 
-#: sub-cells per patch side and channels per cell (log-depth, object coverage, moving-object coverage, flow x, flow y)
-SUB, CHANNELS = 2, 5
+#: sub-cells per patch side and channels per cell (log-depth, object coverage, moving-object coverage)
+SUB, CHANNELS = 2, 3
 
 
 def tower_targets(
@@ -40,7 +37,7 @@ def tower_targets(
     """float32 ``[N, T, g, g, SUB*SUB*CHANNELS]`` per-patch targets (``g = size // patch``), standardised per
     channel; cached in ``<root>/tower_targets_<size>_<patch>_<T>.npz``. ``timestamps_s``: ``[N, T]`` sampled times."""
     n_frames = timestamps_s.shape[1]
-    cache = Path(root) / f"tower_targets_{size}_{patch}_{n_frames}_c{CHANNELS}.npz"
+    cache = Path(root) / f"tower_targets_{size}_{patch}_{n_frames}.npz"
     cells = (size // patch) * SUB
     if not cache.exists():
         out = np.zeros((len(videos), n_frames, cells, cells, CHANNELS), np.float32)
@@ -51,10 +48,9 @@ def tower_targets(
             assert maps.depth is not None and maps.dyn_mask is not None
             objects = np.stack([cv2.resize((np.asarray(gt.instance[i]) > 0).astype(np.float32), (size, size),
                                            interpolation=cv2.INTER_AREA) for i in idx])  # fmt: skip
-            flow = maps.flow_2d_backward  # [T, S, S, 2], pixels at ``size``
-            stack = np.concatenate(
-                [np.stack([np.log(np.clip(maps.depth, 0.1, None)), objects, maps.dyn_mask], -1), flow], -1
-            )  # [T, S, S, CHANNELS]
+            stack = np.stack(
+                [np.log(np.clip(maps.depth, 0.1, None)), objects, maps.dyn_mask], -1
+            )  # [T, S, S, 3]
             chw = torch.from_numpy(np.ascontiguousarray(stack.transpose(0, 3, 1, 2)))
             out[n] = F.adaptive_avg_pool2d(chw, cells).permute(0, 2, 3, 1).numpy()
         np.savez(cache, videos=np.array(videos), targets=out)
@@ -73,12 +69,11 @@ def cells_per_token(maps: np.ndarray, grid: int, sub: int) -> np.ndarray:
     return np.ascontiguousarray(t.reshape(n, f, grid, grid, sub * sub * c))
 
 
-def pretrain_tower(tower: VisionTower | ConvVideoTower, frames: np.ndarray, targets: np.ndarray, train_rows: np.ndarray, steps: int,
+def pretrain_tower(tower: VisionTower, frames: np.ndarray, targets: np.ndarray, train_rows: np.ndarray, steps: int,
                    seed: int, batch_frames: int = 64, lr: float = 2e-3) -> list[float]:  # fmt: skip
     """Train ``tower`` (in place) with a linear per-patch head on ``frames`` uint8 ``[N, T, S, S, 3]`` against
     ``targets`` ``[N, T, g, g, C]``, drawing random frames of the videos ``train_rows``; returns the loss per 100
-    steps (MSE on standardised targets: 1.0 = predicting the mean). A video tower gets ``batch_frames // T`` whole
-    clips per step instead of random frames. The tower is left trainable; freeze it after."""
+    steps (MSE on standardised targets: 1.0 = predicting the mean). The tower is left trainable; freeze it after."""
     g = torch.Generator().manual_seed(seed)
     head = nn.Linear(tower.cfg.hidden_size, targets.shape[-1])
     tower.requires_grad_(True)
@@ -89,15 +84,11 @@ def pretrain_tower(tower: VisionTower | ConvVideoTower, frames: np.ndarray, targ
     n_frames, side = frames.shape[1], targets.shape[2]
     log, recent, start = [], [], time.perf_counter()
     for step in range(steps):
-        if isinstance(tower, ConvVideoTower):  # whole clips, frames in order
-            clips = train_rows[torch.randint(len(train_rows), (max(1, batch_frames // n_frames),), generator=g).numpy()]
-            v, f = np.repeat(clips, n_frames), np.tile(np.arange(n_frames), len(clips))
-        else:
-            v = train_rows[torch.randint(len(train_rows), (batch_frames,), generator=g).numpy()]
-            f = torch.randint(n_frames, (batch_frames,), generator=g).numpy()
+        v = train_rows[torch.randint(len(train_rows), (batch_frames,), generator=g).numpy()]
+        f = torch.randint(n_frames, (batch_frames,), generator=g).numpy()
         pix = frames_to_pixels(frames[v, f], tower.cfg.image_size)
-        pred = head(tower(pix, n_frames if isinstance(tower, ConvVideoTower) else 1))  # [B, g*g, C]
-        loss = F.mse_loss(pred, torch.from_numpy(targets[v, f]).reshape(len(v), side * side, -1))
+        pred = head(tower(pix))  # [B, g*g, C]
+        loss = F.mse_loss(pred, torch.from_numpy(targets[v, f]).reshape(batch_frames, side * side, -1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -31,8 +31,7 @@ from rgpt4d_core.model.student_types import (  # noqa: F401  (re-exported: the s
     TokenConfig,
 )
 from rgpt4d_core.model.tpe import add_timestamp_encoding
-from rgpt4d_core.model.conv_video_tower import ConvVideoTower
-from rgpt4d_core.model.vision import VisionTower, build_vision_tower
+from rgpt4d_core.model.vision import VisionTower
 
 
 class Student(nn.Module):
@@ -49,13 +48,13 @@ class Student(nn.Module):
         cfg: StudentConfig,
         expert_spec: ExpertSpec | None = None,
         *,
-        vision: VisionTower | ConvVideoTower | None = None,
+        vision: VisionTower | None = None,
         projector: DownsampleProjector | None = None,
         llm: Qwen2ForCausalLM | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.vision = vision if vision is not None else build_vision_tower(cfg.vision)
+        self.vision = vision if vision is not None else VisionTower(cfg.vision)
         self.llm: Qwen2ForCausalLM = llm if llm is not None else build_llm(cfg.llm)
         hidden = int(self.llm.config.hidden_size)
         self.projector = (
@@ -82,22 +81,18 @@ class Student(nn.Module):
         """Drop D_4DP (inference never uses it)."""
         self.decoder = None
 
-    def encode_frames(
-        self, pixels: torch.Tensor, timestamps_s: torch.Tensor | None, frames_per_clip: int = 1
-    ) -> torch.Tensor:
+    def encode_frames(self, pixels: torch.Tensor, timestamps_s: torch.Tensor | None) -> torch.Tensor:
         """Visual tokens of frames or images.
 
         Args:
             pixels: float ``[F, 3, S, S]`` in ``[-1, 1]``.
             timestamps_s: float ``[F]`` seconds for video frames (TPE), ``None`` for images (no TPE).
-            frames_per_clip: consecutive frames that form one video, in time order (a video tower
-                convolves across them; SigLIP encodes frames one by one); 1 for images.
 
         Returns:
             float ``[F, n, D_llm]``.
         """
         tpe = self.cfg.tpe
-        feats = self.vision(pixels, frames_per_clip)
+        feats = self.vision(pixels)
         if timestamps_s is not None and tpe.placement == "pre_projector":
             feats = add_timestamp_encoding(feats, timestamps_s, tpe.base)
         tokens = self.projector(feats.to(self._param_dtype(self.projector)))
@@ -144,7 +139,7 @@ class Student(nn.Module):
                 frames = videos.shape[1]
                 pix = videos[rows].flatten(0, 1)
                 ts = timestamps_s[rows].flatten() if timestamps_s is not None else None
-                tokens = self.encode_frames(pix, ts, frames).unflatten(0, (len(rows), frames))
+                tokens = self.encode_frames(pix, ts).unflatten(0, (len(rows), frames))
                 for i, b in enumerate(rows):
                     per_video[b] = [tokens[i]]
         per_image: list[list[torch.Tensor]] = [[] for _ in range(batch)]

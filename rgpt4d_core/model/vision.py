@@ -9,13 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 from transformers import SiglipVisionConfig, SiglipVisionModel
-
-from rgpt4d_core.model.conv_video_tower import ConvVideoTower
 
 
 @dataclass(frozen=True)
@@ -30,11 +27,6 @@ class VisionConfig:
     select_layer: index into the ``num_layers + 1`` hidden states (0 = patch embeddings); NVILA uses -2.
     use_head: build SigLIP's attention-pooling head (unused for features; PaliGemma's SigLIP has none).
     frozen: no gradients to the encoder (paper: E_V frozen); it then runs under ``no_grad``.
-    kind: ``"siglip"`` (the paper's ViT, :class:`VisionTower`) or ``"conv3d"`` (a small video CNN for tiny students
-        trained from scratch, :class:`rgpt4d_core.model.conv_video_tower.ConvVideoTower`; it reads ``image_size``,
-        ``patch_size`` (downsampling), ``hidden_size`` (output width), ``num_layers`` (convolutions in the last
-        stage) and ``temporal_kernel``; the ViT sizes are ignored).
-    temporal_kernel: frames each ``conv3d`` convolution spans (odd).
     """
 
     image_size: int = 448
@@ -46,8 +38,6 @@ class VisionConfig:
     select_layer: int = -2
     use_head: bool = False
     frozen: bool = True
-    kind: Literal["siglip", "conv3d"] = "siglip"
-    temporal_kernel: int = 3
 
     @property
     def grid(self) -> int:
@@ -125,9 +115,8 @@ class VisionTower(nn.Module):
         super().train(mode and not self.cfg.frozen)
         return self
 
-    def forward(self, pixels: torch.Tensor, frames_per_clip: int = 1) -> torch.Tensor:
-        """``pixels``: float ``[F, 3, S, S]`` SigLIP-normalised → float ``[F, g*g, C_vision]``. Frames are encoded
-        one by one; ``frames_per_clip`` (how the frames group into videos) is for video towers and unused here."""
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``pixels``: float ``[F, 3, S, S]`` SigLIP-normalised → float ``[F, g*g, C_vision]``."""
         size = self.cfg.image_size
         if pixels.dim() != 4 or pixels.shape[1:] != (3, size, size):
             raise ValueError(f"vision tower expects pixels [F, 3, {size}, {size}], got {tuple(pixels.shape)}")
@@ -138,15 +127,6 @@ class VisionTower(nn.Module):
         if math.isqrt(hidden.shape[1]) ** 2 != hidden.shape[1]:
             raise ValueError(f"vision tokens {hidden.shape[1]} do not form a square grid")
         return hidden
-
-
-def build_vision_tower(cfg: VisionConfig) -> VisionTower | ConvVideoTower:
-    """A randomly initialised tower of ``cfg.kind``."""
-    if cfg.kind == "conv3d":
-        return ConvVideoTower(cfg)
-    if cfg.kind != "siglip":
-        raise ValueError(f"unknown vision.kind {cfg.kind!r}; known: siglip, conv3d")
-    return VisionTower(cfg)
 
 
 def load_vision_tower(path: str | Path, select_layer: int = -2, frozen: bool = True) -> VisionTower:
