@@ -98,10 +98,17 @@ def engine_output_to(log_dir: str | Path, enabled: bool = True) -> Iterator[Path
         _terminal = None
 
 
-def add_engine_logs_flag(parser: argparse.ArgumentParser) -> None:
-    """``--engine-logs`` of a chained command (demo, ablation): engine output on the terminal, not in a file."""
+def add_engine_logs_flag(parser: argparse.ArgumentParser, where: str = "<out>/logs/engine.log") -> None:
+    """``--engine-logs`` of a command that sends engine output to ``where`` (demo, ablation, the training jobs):
+    engine output on the terminal instead."""
     parser.add_argument("--engine-logs", action="store_true",
-                        help="show Ray's, MLflow's and the libraries' own output here instead of <out>/logs/engine.log")  # fmt: skip
+                        help=f"show Ray's, MLflow's and the libraries' own output here instead of {where}")  # fmt: skip
+
+
+def local_log_root(storage_path: str) -> Path:
+    """Where a job whose results go to ``storage_path`` keeps ``logs/engine.log``: that folder when it is local,
+    the current directory when it is remote (``s3://...``): a log file is written as it grows."""
+    return Path(".") if "://" in storage_path else Path(storage_path)
 
 
 @contextmanager
@@ -177,11 +184,11 @@ def ray_logs_dir() -> str | None:
         return None
 
 
-def start_ray(target: Any) -> None:
-    """Start or attach to the Ray of ``target`` (a ``pipelines._ray.RayTarget``) for a chained command (demo,
-    ablation): while engine output goes to a file (:func:`quiet`), workers' output stays in Ray's logs and Ray
-    Data's own progress bars are off (ours are drawn on the terminal instead)."""
-    target.init(log_to_driver=not quiet())
+def start_ray(target: Any, **kwargs: Any) -> None:
+    """Start or attach to the Ray of ``target`` (a ``pipelines._ray.RayTarget``; ``kwargs`` go to ``ray.init``):
+    while engine output goes to a file (:func:`quiet`), workers' output stays in Ray's logs and Ray Data's own
+    progress bars are off (ours are drawn on the terminal instead)."""
+    target.init(log_to_driver=not quiet(), **kwargs)
     if quiet():
         import ray
 

@@ -31,7 +31,13 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
     import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from pipelines._cli import job_from_args, job_parser
-from pipelines._console import progress_wanted
+from pipelines._console import (
+    add_engine_logs_flag,
+    chained_command_output,
+    local_log_root,
+    progress_wanted,
+    start_ray,
+)
 from pipelines._distill_worker import ensure_cwd, train_worker  # imported before ray.init (see ensure_cwd)
 from pipelines._paths import absolute
 from pipelines._progress import mlflow_step_reader, polled
@@ -211,7 +217,7 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     questions = usable_questions(cfg, shards)
     plan = plan_steps(cfg, questions.num_rows)
     target = ray_target(cfg)
-    target.init(runtime_env=target.runtime_env())
+    start_ray(target, runtime_env=target.runtime_env())
     ensure_cwd()
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -280,10 +286,14 @@ def _log_export(cfg: DistillJobConfig, checkpoint: Any, tracker: Tracker) -> tup
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = job_from_args(DistillJobConfig, job_parser(__doc__, "conf/distill/*.yaml", "loop.epochs=2").parse_args(argv))
+    parser = job_parser(__doc__, "conf/distill/*.yaml", "loop.epochs=2")
+    add_engine_logs_flag(parser, "<run.storage_path>/logs/engine.log")
+    args = parser.parse_args(argv)
+    cfg = job_from_args(DistillJobConfig, args)
     if cfg is None:
         return 0
-    result = run(cfg)
+    with chained_command_output(local_log_root(cfg.run.storage_path), args.engine_logs):
+        result = run(cfg)
     summary = {
         "run_dir": result.run_dir,
         "checkpoint": result.checkpoint,

@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
     import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from pipelines._cli import job_from_args, job_parser
+from pipelines._console import add_engine_logs_flag, chained_command_output, local_log_root
 from rgpt4d_core import storage
 from rgpt4d_core.config import to_yaml
 from rgpt4d_core.experts.pretrain_config import PretrainExpertJob
@@ -44,6 +45,7 @@ def ensure_world(cfg: PretrainExpertJob) -> dict[str, list[str]]:
             raise FileNotFoundError(f"data.root={root!r} has no dataset.json and data.generate is false")
         from pipelines.make_synthetic import MakeSyntheticJob, generate
 
+        print(f"generating the expert's training world ({cfg.data.synth.num_scenes} scenes) under {root}", flush=True)
         summary = generate(MakeSyntheticJob(synth=cfg.data.synth, out=root, workers=cfg.data.workers), progress=False)
         if summary["card"] is None:
             raise RuntimeError(f"generating the expert's world failed for {summary['failed']} scene(s) under {root}")
@@ -89,7 +91,7 @@ def examples_dataset(videos: list[str], cfg: PretrainExpertJob, windows: int) ->
 
 def run(cfg: PretrainExpertJob) -> dict[str, Any]:
     """Run (or resume) the job; returns the summary printed by :func:`main`."""
-    from pipelines._console import progress_wanted
+    from pipelines._console import progress_wanted, start_ray
     from pipelines._paths import absolute
     from pipelines._pretrain_expert_worker import train_worker
     from pipelines._progress import mlflow_step_reader, polled
@@ -103,7 +105,7 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
 
     started = time.perf_counter()
     target = RayTarget.of_run(cfg.run)
-    target.init(runtime_env=target.runtime_env())
+    start_ray(target, runtime_env=target.runtime_env())
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -161,10 +163,15 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = job_from_args(PretrainExpertJob, job_parser(__doc__, "conf/pretrain_expert/*.yaml", "loop.steps=50").parse_args(argv))
+    parser = job_parser(__doc__, "conf/pretrain_expert/*.yaml", "loop.steps=50")
+    add_engine_logs_flag(parser, "<run.storage_path>/logs/engine.log")
+    args = parser.parse_args(argv)
+    cfg = job_from_args(PretrainExpertJob, args)
     if cfg is None:
         return 0
-    print("PRETRAIN_RESULT " + json.dumps(run(cfg), sort_keys=True))
+    with chained_command_output(local_log_root(cfg.run.storage_path), args.engine_logs):
+        summary = run(cfg)
+    print("PRETRAIN_RESULT " + json.dumps(summary, sort_keys=True))
     return 0
 
 

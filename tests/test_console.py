@@ -54,3 +54,8 @@ def test_disabled_changes_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[s
         assert log_file is None and not _console.quiet()
         print("shown", file=sys.stderr)
     assert "shown" in capfd.readouterr().err and not (tmp_path / "engine.log").exists()
+
+
+def test_training_jobs_keep_engine_logs_beside_local_results(tmp_path: Path) -> None:
+    assert _console.local_log_root(str(tmp_path / "runs")) == tmp_path / "runs"
+    assert _console.local_log_root("s3://bucket/runs") == Path("."), "a log file is not appended to on S3"
