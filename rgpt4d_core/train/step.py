@@ -116,7 +116,7 @@ def optimizer_step(
         with gradient_sync(model, enabled=i == n - 1):
             out = loss_fn(model, batch)
             if not torch.isfinite(out.total.detach()):
-                raise ValueError(f"non-finite loss {float(out.total)} at micro-batch {i} (terms: {_floats(out.terms)})")
+                raise ValueError(f"non-finite loss {float(out.total.detach())} at micro-batch {i} (terms: {_floats(out.terms)})")
             (out.total / n).backward()
         for k, v in {"total": out.total, **out.terms}.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
