@@ -194,11 +194,14 @@ class VideoViTClassifier(nn.Module):
         return self.out(self.temporal(feats).mean(2))
 
 
-def crop_only(x: torch.Tensor) -> torch.Tensor:
+def crop_only(x: torch.Tensor, keep_whole_frame: bool = False) -> torch.Tensor:
     """``[B, 7, T, CROP, CROP]`` with only what the towers are given (:func:`windowed_crop`): the crop, black outside
-    the window; the whole-frame channels (the camera's motion) and the window mark are zeroed."""
+    the window; the window mark and (unless ``keep_whole_frame``) the whole-frame channels (the camera's motion) are
+    zeroed."""
     out = torch.zeros_like(x)
     out[:, :3] = windowed_crop(x, side=x.shape[-1]).transpose(1, 2)
+    if keep_whole_frame:
+        out[:, 3:6] = x[:, 3:6]
     return out
 
 
@@ -228,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="student-tower / video-vit: average each frame's (tubelet's) tokens before the temporal head")
     p.add_argument("--crop-only", action="store_true",
                    help="cnn: give it only what the towers see (the windowed crop; no whole frame, no window mark)")
+    p.add_argument("--keep-whole-frame", action="store_true", help="with --crop-only: keep the whole-frame channels")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -240,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     xtr, ytr = tensors(train_rows, world, args.task, args.scale)
     xte, yte = tensors(held_rows, world, args.task, args.scale)
     if args.crop_only:
-        xtr, xte = crop_only(xtr), crop_only(xte)
+        xtr, xte = crop_only(xtr, args.keep_whole_frame), crop_only(xte, args.keep_whole_frame)
     print(f"{args.task}: {len(ytr)} training / {len(yte)} held-out questions; inputs {tuple(xtr.shape[1:])}", flush=True)
     classes = len(CLASSES[args.task])
     models = {"cnn": lambda: VideoCNN(classes), "student-tower": lambda: TowerClassifier(classes, args.pool_positions),
