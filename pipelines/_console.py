@@ -105,10 +105,22 @@ def add_engine_logs_flag(parser: argparse.ArgumentParser, where: str = "<out>/lo
                         help=f"show Ray's, MLflow's and the libraries' own output here instead of {where}")  # fmt: skip
 
 
+#: where a training job (pretrain_expert, distill) run on its own writes the engines' output: :func:`training_job_output`
+TRAINING_JOB_LOG = "<run.storage_path>/logs/engine.log"
+
+
 def local_log_root(storage_path: str) -> Path:
     """Where a job whose results go to ``storage_path`` keeps ``logs/engine.log``: that folder when it is local,
     the current directory when it is remote (``s3://...``): a log file is written as it grows."""
     return Path(".") if "://" in storage_path else Path(storage_path)
+
+
+@contextmanager
+def training_job_output(storage_path: str, show_engine_logs: bool) -> Iterator[Path | None]:
+    """A training job's terminal when it runs on its own: :func:`chained_command_output` into
+    :data:`TRAINING_JOB_LOG` (its folder from :func:`local_log_root`) unless ``--engine-logs``."""
+    with chained_command_output(local_log_root(storage_path), show_engine_logs) as log_file:
+        yield log_file
 
 
 @contextmanager

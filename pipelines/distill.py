@@ -32,11 +32,11 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 
 from pipelines._cli import job_from_args, job_parser
 from pipelines._console import (
+    TRAINING_JOB_LOG,
     add_engine_logs_flag,
-    chained_command_output,
-    local_log_root,
     progress_wanted,
     start_ray,
+    training_job_output,
 )
 from pipelines._distill_worker import ensure_cwd, train_worker  # imported before ray.init (see ensure_cwd)
 from pipelines._paths import absolute
@@ -287,12 +287,12 @@ def _log_export(cfg: DistillJobConfig, checkpoint: Any, tracker: Tracker) -> tup
 
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__, "conf/distill/*.yaml", "loop.epochs=2")
-    add_engine_logs_flag(parser, "<run.storage_path>/logs/engine.log")
+    add_engine_logs_flag(parser, TRAINING_JOB_LOG)
     args = parser.parse_args(argv)
     cfg = job_from_args(DistillJobConfig, args)
     if cfg is None:
         return 0
-    with chained_command_output(local_log_root(cfg.run.storage_path), args.engine_logs):
+    with training_job_output(cfg.run.storage_path, args.engine_logs):
         result = run(cfg)
     summary = {
         "run_dir": result.run_dir,

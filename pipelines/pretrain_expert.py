@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
     import _paths  # noqa: F401  (pipelines/_paths.py, found beside the script)
 
 from pipelines._cli import job_from_args, job_parser
-from pipelines._console import add_engine_logs_flag, chained_command_output, local_log_root
+from pipelines._console import TRAINING_JOB_LOG, add_engine_logs_flag, training_job_output
 from rgpt4d_core import storage
 from rgpt4d_core.config import to_yaml
 from rgpt4d_core.experts.pretrain_config import PretrainExpertJob
@@ -164,12 +164,12 @@ def run(cfg: PretrainExpertJob) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = job_parser(__doc__, "conf/pretrain_expert/*.yaml", "loop.steps=50")
-    add_engine_logs_flag(parser, "<run.storage_path>/logs/engine.log")
+    add_engine_logs_flag(parser, TRAINING_JOB_LOG)
     args = parser.parse_args(argv)
     cfg = job_from_args(PretrainExpertJob, args)
     if cfg is None:
         return 0
-    with chained_command_output(local_log_root(cfg.run.storage_path), args.engine_logs):
+    with training_job_output(cfg.run.storage_path, args.engine_logs):
         summary = run(cfg)
     print("PRETRAIN_RESULT " + json.dumps(summary, sort_keys=True))
     return 0
