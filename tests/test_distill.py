@@ -157,12 +157,13 @@ def test_shards_and_checkpoints_on_s3(shards: str, s3_bucket: str, tmp_path: Pat
             f"run.forward_env={forward}", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     done = subprocess.run([sys.executable, str(ROOT / "pipelines" / "distill.py"), "--config", str(TINY), *args],
-                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     result = distill_result(out)
     assert result is not None, out[-4000:]
     assert result["steps"] == 2
+    assert (tmp_path / "logs" / "engine.log").is_file(), "a remote storage path keeps the engine log in ./logs"
     bucket = s3_bucket.removeprefix("s3://")
     assert result["checkpoint"].startswith(f"{bucket}/runs/on-s3/")
     assert storage.exists(f"s3://{result['export']}/config.json")
