@@ -31,6 +31,7 @@ from torch import nn
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from motion_questions import MOVES, motion_questions  # noqa: E402
 from probe_world import decode_world  # noqa: E402
 
 from rgpt4d_core.synth.dataset import load_questions  # noqa: E402
@@ -39,11 +40,16 @@ from rgpt4d_core.synth.dataset import load_questions  # noqa: E402
 CLASSES = {
     "T": ("left", "right", "away", "towards", "none"),
     "R": ("cw", "ccw", "none"),
+    "MV": ("moves", "stays"),  # derived per-object questions (scripts/motion_questions.py)
 }
 CROP = 32  # crop side, pixels
 
 
 def read_rows(root: str, split: str, task: str) -> list[dict[str, Any]]:
+    if task == "MV":  # the recipe probe's --derived moves questions, as rows
+        return [{"video": q.video, "question": q.question, "meta": {"answer_key": "moves" if q.answer == MOVES else "stays"},
+                 "regions": [{"obj_id": r.obj_id, "box": list(r.box)} for r in q.regions]}
+                for q in motion_questions(root, [split], 0 if split == "train" else 1)]  # fmt: skip
     rows = [json.loads(x) for x in Path(root, "questions", f"{split}.jsonl").read_text().splitlines() if x.strip()]
     return [r for r in rows if r["task"] == task and r["meta"].get("answer_key") in CLASSES[task]]
 

@@ -55,6 +55,7 @@ from rgpt4d_core.text.tokenizer import tiny_tokenizer
 from rgpt4d_core.types import VQAItem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from motion_questions import motion_questions  # noqa: E402
 from probe_world import World, decode_world, dense_spec, dense_targets, media_tensors  # noqa: E402
 from tower_pretrain import pretrain_tower, tower_targets  # noqa: E402
 
@@ -104,6 +105,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tower-width", type=int, default=0, help="vision tower width (0 = the tiny preset's 32)")
     p.add_argument("--tower-layers", type=int, default=0,
                    help="vision tower blocks (0 = the tiny preset's 2; features from the second-to-last)")
+    p.add_argument("--derived", choices=["", "moves", "moves-static-camera"], default="",
+                   help="train and score derived questions instead of the world's (scripts/motion_questions.py; "
+                        "moves-static-camera: only scenes whose camera stands still)")
+    p.add_argument("--time-refs", action="store_true",
+                   help="one learned code per time on the question's time mentions and on the frames at that time "
+                        "(StudentConfig.time_refs)")
     p.add_argument("--visual-positions", action="store_true",
                    help="the region-box embedding of each visual token's cell added to it (visual_positions)")
     p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
@@ -247,7 +254,8 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
     decoder = dataclasses.replace(cfg.decoder, hidden_layer=args.dense_layer)
     return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),
                                answer_style=args.answer_style, decoder=decoder, visual_positions=args.visual_positions,
-                               region_boxes=cfg.region_boxes and not args.no_region_boxes)  # fmt: skip
+                               region_boxes=cfg.region_boxes and not args.no_region_boxes,
+                               time_refs=cfg.time_refs or args.time_refs)  # fmt: skip
 
 
 def accuracy(qs: Sequence[VQAItem], preds: Sequence[int]) -> tuple[float, dict[str, float]]:
@@ -290,6 +298,10 @@ def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> d
     torch.manual_seed(args.seed)
     train = load_questions(args.world, "train")
     held = load_questions(args.world, "val") + load_questions(args.world, "test")
+    if args.derived:  # per-object "does it change its position" questions instead of the world's
+        static = args.derived == "moves-static-camera"
+        train = motion_questions(args.world, ["train"], 0, static)
+        held = motion_questions(args.world, ["val", "test"], 1, static)
     if args.tasks:
         keep = set(args.tasks.split(","))
         train, held = [q for q in train if q.task in keep], [q for q in held if q.task in keep]

@@ -1,0 +1,73 @@
+"""Derived per-object motion questions for the recipe probe (``--derived moves``): "Does ``<obj_k>`` change its
+position during the video?" for every marked object of every scene, answered from the scene's ground truth.
+
+The easiest perception question the world can ask of a region: one object, the whole video, two answers. It is the
+probe's check of whether the student can learn to read an object's motion from the pixels at all, and the first
+stage a curriculum would start from (docs/results.md, eighth round).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from rgpt4d_core.synth.dataset import row_to_item
+from rgpt4d_core.synth.scenes import SceneObject
+from rgpt4d_core.types import VQAItem
+
+MOVES, STAYS = "Yes, it changes its position", "No, it stays where it is"
+#: ground displacement (m) over the video from which an object counts as moving; between 0 and this: not asked
+MIN_DISPLACEMENT_M = 0.3
+
+
+def _object(scene: dict, instance_id: int) -> SceneObject:
+    """The scene object drawn with ``instance_id`` (instance ids count the scene's objects from 1)."""
+    raw = scene["objects"][instance_id - 1]
+    fields = {f.name for f in dataclasses.fields(SceneObject)}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields}
+    return SceneObject(**values)
+
+
+def motion_questions(root: str, splits: Sequence[str], seed: int, static_camera: bool = False) -> list[VQAItem]:
+    """One question per marked object of each scene of ``splits`` (only scenes whose camera stands still when
+    ``static_camera``: there an object moves iff its image moves); "moves" and "stays" balanced by dropping
+    (seeded) the more frequent answer's surplus; option order shuffled per question (seeded)."""
+    rng = np.random.default_rng(seed)
+    firsts: dict[str, dict] = {}  # the first question row of each video: its regions carry the instance ids
+    for split in splits:
+        with open(os.path.join(root, "questions", f"{split}.jsonl")) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    firsts.setdefault(row["video"], row)
+    by_answer: dict[str, list[VQAItem]] = {MOVES: [], STAYS: []}
+    for video, row in sorted(firsts.items()):
+        q = row_to_item(row, video)
+        scene_id = os.path.splitext(os.path.basename(video))[0]
+        with open(os.path.join(root, "scenes", f"{scene_id}.json")) as f:
+            scene = json.load(f)
+        duration = float(scene["duration_s"])
+        camera = scene["camera"]
+        if static_camera and (any(v != 0 for v in camera.get("vel", (0, 0))) or camera.get("yaw_rate", 0) != 0):
+            continue
+        for region in row["regions"]:
+            region = SimpleNamespace(obj_id=region["obj_id"], instance_id=region["instance_id"])
+            obj = _object(scene, region.instance_id)
+            centres, _ = obj.pose(np.array([0.0, duration]))
+            shift = float(np.linalg.norm(centres[1, :2] - centres[0, :2]))
+            if 0.0 < shift < MIN_DISPLACEMENT_M:
+                continue
+            answer = MOVES if shift > 0.0 else STAYS
+            options = (MOVES, STAYS) if rng.random() < 0.5 else (STAYS, MOVES)
+            question = f"Does <obj_{region.obj_id}> change its position during the video?"
+            by_answer[answer].append(dataclasses.replace(
+                q, id=f"{scene_id}_MV_{region.obj_id}", question=question, options=options, answer=answer, task="MV"))  # fmt: skip
+    keep = min(len(v) for v in by_answer.values())
+    out = [v[i] for v in by_answer.values() for i in sorted(rng.permutation(len(v))[:keep])]
+    return sorted(out, key=lambda q: q.id)
