@@ -71,3 +71,44 @@ def motion_questions(root: str, splits: Sequence[str], seed: int, static_camera:
     keep = min(len(v) for v in by_answer.values())
     out = [v[i] for v in by_answer.values() for i in sorted(rng.permutation(len(v))[:keep])]
     return sorted(out, key=lambda q: q.id)
+
+
+def image_displacements(root: str, qs: Sequence[VQAItem], size: int = 64) -> dict[tuple[bool, bool], list[float]]:
+    """Per (object moves, camera moves): the marked object's image displacement between the first and last frame
+    (centroid of its instance mask, pixels at ``size``; NaN when it left the view)."""
+    rows: dict[str, dict] = {}
+    for split in ("train", "val", "test"):
+        with open(os.path.join(root, "questions", f"{split}.jsonl")) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    rows.setdefault(row["video"], row)
+    out: dict[tuple[bool, bool], list[float]] = {}
+    for q in qs:
+        gt = np.load(os.path.join(root, "gt", os.path.splitext(os.path.basename(q.video))[0] + ".npz"))
+        instance, cam = gt["instance"], gt["cam_to_world"]
+        obj = int(q.question.split("<obj_")[1].split(">")[0])
+        iid = next(r["instance_id"] for r in rows[q.video]["regions"] if r["obj_id"] == obj)
+        centres = []
+        for frame in (0, len(instance) - 1):
+            ys, xs = np.nonzero(instance[frame] == iid)
+            centres.append(np.array([xs.mean(), ys.mean()]) if len(xs) else None)
+        first, last = centres
+        shift = np.nan if first is None or last is None else float(np.linalg.norm(last - first)) * size / instance.shape[-1]
+        out.setdefault((q.answer == MOVES, not np.allclose(cam[0], cam[-1], atol=1e-4)), []).append(shift)
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="image displacement of the held-out derived questions' objects")
+    parser.add_argument("--world", required=True)
+    parser.add_argument("--size", type=int, default=64, help="frame side the student sees, pixels")
+    cli = parser.parse_args()
+    held_out = motion_questions(cli.world, ["val", "test"], 1)
+    for (moves, camera), shifts in sorted(image_displacements(cli.world, held_out, cli.size).items()):
+        v = np.array(shifts)
+        ok = v[np.isfinite(v)]
+        print(f"object moves {moves!s:5}  camera moves {camera!s:5}  n {len(v):4d}  left the view {np.isnan(v).mean():.2f}  "
+              f"displacement px median {np.median(ok):.1f} (p25 {np.percentile(ok, 25):.1f}, p75 {np.percentile(ok, 75):.1f})")

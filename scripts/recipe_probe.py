@@ -41,6 +41,7 @@ from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoo
 from rgpt4d_core.model.presets import tiny
 from rgpt4d_core.model.projector import ProjectorConfig
 from rgpt4d_core.model.student import Student, StudentConfig
+from rgpt4d_core.model.tpe import TPEConfig
 from rgpt4d_core.regions import draw_set_of_marks
 from rgpt4d_core.synth.dataset import load_questions
 from rgpt4d_core.text.prompts import (
@@ -108,9 +109,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--derived", choices=["", "moves", "moves-static-camera"], default="",
                    help="train and score derived questions instead of the world's (scripts/motion_questions.py; "
                         "moves-static-camera: only scenes whose camera stands still)")
-    p.add_argument("--time-refs", action="store_true",
-                   help="one learned code per time on the question's time mentions and on the frames at that time "
-                        "(StudentConfig.time_refs)")
+    p.add_argument("--llm-init-std", type=float, default=0.0,
+                   help="std of the LM's weight init (0 = the tiny preset's LLMConfig.initializer_range)")
+    p.add_argument("--tpe", choices=["", "pre_projector", "post_projector", "off"], default="",
+                   help="where TPE adds the frames' time codes (default: the tiny preset's pre_projector)")
     p.add_argument("--visual-positions", action="store_true",
                    help="the region-box embedding of each visual token's cell added to it (visual_positions)")
     p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
@@ -250,12 +252,13 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
     width, layers = args.tower_width or cfg.vision.hidden_size, args.tower_layers or cfg.vision.num_layers
     vision = dataclasses.replace(cfg.vision, hidden_size=width, intermediate_size=2 * width, num_layers=layers,
                                  num_heads=max(2, width // 32), image_size=args.size, patch_size=args.patch, frozen=not args.train_vision)
-    llm = dataclasses.replace(cfg.llm, num_layers=args.llm_layers or cfg.llm.num_layers)
+    llm = dataclasses.replace(cfg.llm, num_layers=args.llm_layers or cfg.llm.num_layers,
+                              initializer_range=args.llm_init_std or cfg.llm.initializer_range)
     decoder = dataclasses.replace(cfg.decoder, hidden_layer=args.dense_layer)
     return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),
                                answer_style=args.answer_style, decoder=decoder, visual_positions=args.visual_positions,
                                region_boxes=cfg.region_boxes and not args.no_region_boxes,
-                               time_refs=cfg.time_refs or args.time_refs)  # fmt: skip
+                               tpe=TPEConfig(placement=args.tpe, base=cfg.tpe.base) if args.tpe else cfg.tpe)  # fmt: skip
 
 
 def accuracy(qs: Sequence[VQAItem], preds: Sequence[int]) -> tuple[float, dict[str, float]]:

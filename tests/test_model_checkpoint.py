@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from transformers import Qwen2ForCausalLM, SiglipVisionModel
 
 from rgpt4d_core.experts.base import ExpertSpec
 from rgpt4d_core.model.checkpoint import checkpoint_model_id, load_student, save_student
+from rgpt4d_core.model.llm import LLMConfig, build_llm
 from rgpt4d_core.model.presets import student_config
 from rgpt4d_core.model.projector import DownsampleProjector, ProjectorConfig, build_projector
 from rgpt4d_core.model.student import Student
@@ -154,3 +156,12 @@ def test_wrong_projector_weights_are_reported(tmp_path: Path) -> None:
     save_file({}, str(tmp_path / "mm_projector" / "model.safetensors"))
     with pytest.raises(ValueError, match="missing.*layers.7.bias"):
         load_student(tmp_path)
+
+
+def test_llm_init_std_is_configurable_and_survives_the_hf_config() -> None:
+    cfg = replace(student_config("tiny").llm, initializer_range=0.09)
+    torch.manual_seed(0)
+    llm = build_llm(cfg)
+    q = llm.model.layers[0].self_attn.q_proj.weight
+    assert 0.08 < float(q.detach().std()) < 0.10  # the preset's default (0.02) would give ≈ 0.02
+    assert LLMConfig.from_hf(llm.config).initializer_range == pytest.approx(0.09)

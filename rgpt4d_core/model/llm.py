@@ -24,6 +24,8 @@ class LLMConfig:
         rms_norm_eps: RMSNorm epsilon.
         tie_word_embeddings: share input embedding and LM head (Qwen2-7B: no).
         attn_implementation: transformers attention backend (``"sdpa"``, ``"eager"``, ``"flash_attention_2"``).
+        initializer_range: std of the normal init of every linear and embedding weight (Qwen2: 0.02, made for
+            widths in the thousands; a pretrained checkpoint overwrites it).
     """
 
     vocab_size: int = 151_651
@@ -37,6 +39,7 @@ class LLMConfig:
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = False
     attn_implementation: str = "sdpa"
+    initializer_range: float = 0.02
 
     def to_hf(self) -> Qwen2Config:
         cfg = Qwen2Config(
@@ -50,6 +53,7 @@ class LLMConfig:
             rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
             rms_norm_eps=self.rms_norm_eps,
             tie_word_embeddings=self.tie_word_embeddings,
+            initializer_range=self.initializer_range,
         )
         cfg._attn_implementation = self.attn_implementation
         return cfg
@@ -70,6 +74,7 @@ class LLMConfig:
             rms_norm_eps=hf.rms_norm_eps,
             tie_word_embeddings=bool(hf.tie_word_embeddings),
             attn_implementation=attn_implementation,
+            initializer_range=float(getattr(hf, "initializer_range", 0.02)),
         )
 
 

@@ -30,11 +30,8 @@ from rgpt4d_core.model.student_types import (  # noqa: F401  (re-exported: the s
     StudentOutput,
     TokenConfig,
 )
-from rgpt4d_core.model.time_refs import TimeMentionEmbedding
 from rgpt4d_core.model.tpe import add_timestamp_encoding
 from rgpt4d_core.model.vision import VisionTower
-from rgpt4d_core.text.time_refs import TimeMentionReader
-from rgpt4d_core.text.tokenizer import TOKENIZERS
 
 
 class Student(nn.Module):
@@ -70,8 +67,6 @@ class Student(nn.Module):
         if expert_spec is not None and cfg.decoder.enabled and expert_spec.hook_layers:
             self.decoder = PerceptionDecoder(cfg.decoder, hidden, LatentLayout.from_spec(expert_spec))
         self.region_box_embedding = RegionBoxEmbedding(hidden) if cfg.region_boxes else None
-        self.time_embedding = TimeMentionEmbedding(hidden) if cfg.time_refs else None
-        self._time_reader = TimeMentionReader(TOKENIZERS[cfg.tokenizer]()) if cfg.time_refs else None
         self._media = MediaTokens(
             cfg.tokens.video_token_id, cfg.tokens.image_token_id, cfg.tokens.pad_token_id
         )
@@ -107,19 +102,7 @@ class Student(nn.Module):
             grid, patches = self.projector.output_grid(self.vision.grid), self.vision.grid
             cell = -(-patches // grid) / patches  # a token covers ceil(patches / grid) patches per side
             tokens = tokens + self.region_box_embedding.cell_codes(grid, cell, tokens.dtype)
-        if timestamps_s is not None and self.time_embedding is not None:
-            tokens = tokens + self.time_embedding.frame_codes(timestamps_s, tokens.dtype)
         return tokens
-
-    def embed_text(self, input_ids: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """The LM's input embeddings of ``B`` id sequences ``[L_b]`` → ``B`` float ``[L_b, D]``, with the time code
-        at the tokens of every time mention when ``cfg.time_refs`` is on (media placeholders stay as they are)."""
-        embed = self.llm.get_input_embeddings()
-        lengths = [int(ids.shape[0]) for ids in input_ids]
-        text = list(torch.split(embed(torch.cat(list(input_ids))), lengths))
-        if self.time_embedding is not None and self._time_reader is not None:
-            text = self.time_embedding(text, [self._time_reader(ids) for ids in input_ids])
-        return text
 
     @staticmethod
     def _param_dtype(module: nn.Module) -> torch.dtype:
@@ -140,7 +123,8 @@ class Student(nn.Module):
     ) -> FusedBatch:
         batch = len(input_ids)
         embed = self.llm.get_input_embeddings()
-        text = self.embed_text(input_ids)
+        lengths = [int(ids.shape[0]) for ids in input_ids]
+        text = list(torch.split(embed(torch.cat(list(input_ids))), lengths))
         if self.region_box_embedding is not None and token_boxes is not None:
             text = self.region_box_embedding(text, token_boxes)
         per_video: list[list[torch.Tensor]] = [[] for _ in range(batch)]

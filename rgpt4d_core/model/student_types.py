@@ -55,9 +55,6 @@ class StudentConfig:
     #: region reference and the visual tokens at its place share a spatial code (``model/region_boxes.py``;
     #: needs ``region_boxes``; an experiment option, off in every preset)
     visual_positions: bool = False
-    #: add one learned code of a time both to the text tokens that state it ("2.0 s") and to the visual tokens of
-    #: the frames sampled at it (``model/time_refs.py``; a ``tiny`` recipe option; off in the paper preset)
-    time_refs: bool = False
 
     def __post_init__(self) -> None:
         if self.answer_style not in ANSWER_STYLES:

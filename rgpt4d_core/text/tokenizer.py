@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -256,17 +255,6 @@ def _byte_symbols() -> list[str]:
     return [table[b] for b in range(256)]
 
 
-def byte_level_decoder() -> Callable[[str], bytes]:
-    """``piece → bytes`` for the token strings of a byte-level BPE vocabulary (``convert_ids_to_tokens``): each
-    symbol of the GPT-2 byte table back to its byte; any other character (an added token's text) as UTF-8."""
-    table = {sym: bytes([b]) for b, sym in enumerate(_byte_symbols())}
-
-    def decode(piece: str) -> bytes:
-        return b"".join(table.get(ch) or ch.encode("utf-8") for ch in piece)
-
-    return decode
-
-
 def tiny_tokenizer() -> TextTokenizer:
     """The deterministic tiny-preset tokenizer (ids in the module docstring); no files, no downloads, ~10 ms."""
     specials = [ENDOFTEXT, IM_START, IM_END, IMAGE_TOKEN, VIDEO_TOKEN]
@@ -305,4 +293,4 @@ def tiny_tokenizer() -> TextTokenizer:
 
 
 #: builders by name, for presets: ``TOKENIZERS[preset.tokenizer]()``
-TOKENIZERS: dict[str, Callable[[], TextTokenizer]] = {"tiny": tiny_tokenizer, "qwen2": qwen2_tokenizer}
+TOKENIZERS = {"tiny": tiny_tokenizer, "qwen2": qwen2_tokenizer}
