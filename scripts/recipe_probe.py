@@ -58,6 +58,7 @@ from rgpt4d_core.types import VQAItem
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from motion_questions import motion_questions  # noqa: E402
 from probe_world import World, decode_world, dense_spec, dense_targets, media_tensors  # noqa: E402
+from region_aux import RegionAux  # noqa: E402
 from tower_pretrain import pretrain_tower, tower_targets  # noqa: E402
 
 #: categories whose answers are classes (not numbers or boxes): their per-answer accuracy shows what was learned
@@ -111,6 +112,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "moves-static-camera: only scenes whose camera stands still)")
     p.add_argument("--llm-init-std", type=float, default=0.0,
                    help="std of the LM's weight init (0 = the tiny preset's LLMConfig.initializer_range)")
+    p.add_argument("--region-aux", type=float, default=0.0,
+                   help="weight of the region-level oracle loss at each question's first <obj_k> token "
+                        "(scripts/region_aux.py); 0 = off")
     p.add_argument("--tpe", choices=["", "pre_projector", "post_projector", "off"], default="",
                    help="where TPE adds the frames' time codes (default: the tiny preset's pre_projector)")
     p.add_argument("--visual-positions", action="store_true",
@@ -134,14 +138,20 @@ class Probe:
         self.dense: torch.Tensor | None = None
         self.dense_losses: list[float] = []  # oracle dense loss per step (standardised targets: 1.0 = the mean)
         spec = None
-        if args.dense_aux > 0:
+        self.region_aux: RegionAux | None = None
+        if args.dense_aux > 0 or args.region_aux > 0:
             # tokens per side after the projector's k x k merge (a 64-px frame: 8x8 patches padded to 9x9 -> 3)
             merge = 3 if "3x3" in args.projector else 2
             grid = -(-(args.size // args.patch) // merge)
             videos = sorted(world.index, key=world.index.__getitem__)
             self.dense = torch.from_numpy(dense_targets(args.world, videos, world, grid))
-            spec = dense_spec(args.frames, grid, args.size)
+            spec = dense_spec(args.frames, grid, args.size) if args.dense_aux > 0 else None
         self.model = Student(probe_config(args), spec)
+        if args.region_aux > 0:
+            assert self.dense is not None
+            self.region_aux = RegionAux(self.model, self.dense, world.index, args.size, args.patch, merge, self.tok)
+            if args.dense_aux == 0:
+                self.dense = None
 
     def user_text(self, q: VQAItem, with_video: bool | None = None) -> str:
         """The R4D prompt; the SoM image and the video are in it unless ``--blind`` (``with_video`` overrides)."""
@@ -198,6 +208,8 @@ class Probe:
             loss = sft_loss(out.logits, out.labels)[0]
         if self.args.objective == "both":
             loss = loss + self.option_loss(qs, media)
+        if self.region_aux is not None:
+            loss = loss + self.args.region_aux * self.region_aux.loss(qs, [e.input_ids for e in examples], out.attention_mask)
         if self.dense is not None and out.latents is not None:
             target = self.dense[[self.world.index[q.video] for q in qs]].unsqueeze(1)  # [B, 1, T, g, g, C]
             dense = latent_loss(out.latents, target, "mse", 1.0).mean()
@@ -344,6 +356,8 @@ def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> d
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
             rate = args.batch * (step + 1) / (time.perf_counter() - start)
             dense = f"  dense {np.mean(probe.dense_losses[-50:]):.3f}" if probe.dense_losses else ""
+            if probe.region_aux is not None:
+                dense += f"  region {np.mean(probe.region_aux.losses[-50:]):.3f}"
             print(f"  step {step + 1}/{args.steps}  loss {np.mean(recent):.3f}{dense}  {rate:.1f} samples/s  "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
         if args.eval_every and (step + 1) % args.eval_every == 0:
@@ -361,6 +375,7 @@ def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> d
               "held_out_by_answer": accuracy_by_answer(held_sample, held_preds), "train_s": round(train_s), "samples_per_s": round(args.steps * args.batch / train_s, 1),
               "final_loss": round(float(np.mean(recent)), 3),
               "final_dense_loss": round(float(np.mean(probe.dense_losses[-50:])), 3) if probe.dense_losses else None, "load_avg_1min": round(os.getloadavg()[0], 2),
+              "final_region_loss": round(float(np.mean(probe.region_aux.losses[-50:])), 3) if probe.region_aux else None,
               "n_held_out": len(held_sample), "tower_pretrain_loss": tower_log,
               "held_out_curve": curve}  # fmt: skip
     print(json.dumps(result), flush=True)
