@@ -59,6 +59,9 @@ def parse_variant(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                         "frame-1 box (at least a quarter of the frame), resampled to the frame size; 0 = off")
     p.add_argument("--window-only", action="store_true",
                    help="black out the video frames outside the question's 'Between a s and b s' window")
+    p.add_argument("--block-fade-steps", type=int, default=0,
+                   help="with --block: paint it in a training batch with probability 1 - step / N (0 after N steps) and "
+                        "never when scoring; 0 = always (curriculum: learn where to look while the cue is strong)")
     p.add_argument("--no-video-steps", type=int, default=0,
                    help="train the first N steps without the video (SoM image only), then with it (curriculum)")
     p.add_argument(
@@ -91,6 +94,7 @@ def variant_probe(v: argparse.Namespace) -> type[recipe_probe.Probe]:
         def __init__(self, args: argparse.Namespace, world: recipe_probe.World) -> None:
             super().__init__(args, world)
             self.steps_done = 0
+            self.fade_rng = np.random.default_rng(args.seed)  # whether a batch shows the fading answer block
             self.regions: RegionContext | None = None
             if v.region_tokens or v.region_coords:
                 obj_ids = {k: self.tok.encode(f"<obj_{k}>")[0] for k in range(1, 11)}
@@ -116,7 +120,11 @@ def variant_probe(v: argparse.Namespace) -> type[recipe_probe.Probe]:
         def media(self, qs: Sequence[VQAItem]) -> dict[str, torch.Tensor]:
             if self.regions is not None:
                 self.regions.regions = [q.regions for q in qs]
-            return variant_media(v, self.world, self.args.size, qs, self.no_video)
+            shown = v
+            if v.block_fade_steps:
+                painted = self.model.training and self.fade_rng.random() < 1 - self.steps_done / v.block_fade_steps
+                shown = v if painted else argparse.Namespace(**{**vars(v), "block": 0})
+            return variant_media(shown, self.world, self.args.size, qs, self.no_video)
 
     return VariantProbe
 

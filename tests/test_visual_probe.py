@@ -63,3 +63,22 @@ def test_region_tokens_add_the_boxed_som_tokens_to_each_obj_token_only() -> None
     assert out[[0, 2]].abs().sum() == 0  # plain text untouched
     assert torch.allclose(out[3], som[0])  # <obj_1>: box (0, 0, .25, .25) lies in token (0, 0)
     assert torch.allclose(out[1], (box_weights((0.5, 0.5, 0.75, 1.0), 64, 8, 3)[:, None] * som).sum(0))
+
+
+def test_a_fading_block_is_shown_in_training_batches_until_its_step_and_never_when_scoring() -> None:
+    v, probe_flags = visual_probe.parse_variant(
+        ["--block", "4", "--block-at", "object", "--no-marks", "--block-fade-steps", "2", "--", "--world", "unused", "--size", "32"])  # fmt: skip
+    args = recipe_probe.parse_args(probe_flags)
+    world = recipe_probe.World(np.zeros((1, 2, 32, 32, 3), np.uint8), np.zeros((1, 2), np.float32), {"v.mp4": 0})
+    probe = visual_probe.variant_probe(v)(args, world)
+
+    def painted() -> bool:
+        return bool((probe.media([_item()])["videos"] > -1).any() or (probe.media([_item()])["images"] > -1).any())
+
+    probe.model.train()
+    assert painted()  # step 0: probability 1
+    probe.model.eval()
+    assert not painted()  # scoring never shows it
+    probe.model.train()
+    probe.steps_done = 2
+    assert not painted()  # faded out
