@@ -44,14 +44,14 @@ def answer_inputs(probe: recipe_probe.Probe, qs: Sequence[VQAItem], swap_videos:
 
 
 @torch.no_grad()
-def margins(probe: recipe_probe.Probe, qs: Sequence[VQAItem], swap_videos: bool = False) -> np.ndarray:
-    """float ``[len(qs)]``: logit("Yes") − logit("No") where each answer starts."""
+def margins(probe: recipe_probe.Probe, inputs: dict) -> np.ndarray:
+    """float ``[B]``: logit("Yes") − logit("No") where each answer of :func:`answer_inputs` starts."""
     yes, no = probe.tok.encode("Yes")[0], probe.tok.encode("No")[0]
     probe.model.eval()
-    out = probe.model(**answer_inputs(probe, qs, swap_videos), compute_latents=False)
+    out = probe.model(**inputs, compute_latents=False)
     probe.model.train()
     last = out.attention_mask.sum(1) - 1
-    logits = out.logits[torch.arange(len(qs)), last]
+    logits = out.logits[torch.arange(len(last)), last]
     return (logits[:, yes] - logits[:, no]).numpy()
 
 
@@ -101,9 +101,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, args.beta2), weight_decay=0.01)
     moves = np.array([q.answer == MOVES for q in held])
     rng = np.random.default_rng(args.seed)
+    inputs, swapped_inputs = answer_inputs(probe, held), answer_inputs(probe, held, swap_videos=True)  # fixed
     for step in range(own.steps + 1):
         if step % own.every == 0:
-            m, swapped = margins(probe, held), margins(probe, held, swap_videos=True)
+            m, swapped = margins(probe, inputs), margins(probe, swapped_inputs)
             print(f"step {step}: margin {m.mean():+.3f}, spread across questions {m.std():.4f}, change with "
                   f"another video {np.abs(m - swapped).mean():.4f}; moves {m[moves].mean():+.4f} vs stays "
                   f"{m[~moves].mean():+.4f}", flush=True)  # fmt: skip

@@ -12,26 +12,43 @@ import dataclasses
 import json
 import os
 from collections.abc import Sequence
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from rgpt4d_core.regions import find_object_refs
 from rgpt4d_core.synth.dataset import row_to_item
-from rgpt4d_core.synth.scenes import SceneObject
+from rgpt4d_core.synth.scenes import Camera, SceneObject
+from rgpt4d_core.synth.writer import scene_record_path
 from rgpt4d_core.types import VQAItem
 
 MOVES, STAYS = "Yes, it changes its position", "No, it stays where it is"
 #: ground displacement (m) over the video from which an object counts as moving; between 0 and this: not asked
 MIN_DISPLACEMENT_M = 0.3
+T = TypeVar("T")
 
 
-def _object(scene: dict, instance_id: int) -> SceneObject:
-    """The scene object drawn with ``instance_id`` (instance ids count the scene's objects from 1)."""
-    raw = scene["objects"][instance_id - 1]
-    fields = {f.name for f in dataclasses.fields(SceneObject)}
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields}
-    return SceneObject(**values)
+def _from_record(cls: type[T], raw: dict[str, Any]) -> T:
+    """A scene dataclass (:class:`SceneObject`, :class:`Camera`) from its JSON record (lists back to tuples)."""
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields})
+
+
+def _first_rows(root: str, splits: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The first question row of each video of ``splits``, raw: its regions carry the instance ids (which
+    ``load_questions`` drops)."""
+    firsts: dict[str, dict[str, Any]] = {}
+    for split in splits:
+        with open(os.path.join(root, "questions", f"{split}.jsonl")) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    firsts.setdefault(row["video"], row)
+    return firsts
+
+
+def _scene_id(video: str) -> str:
+    return os.path.splitext(os.path.basename(video))[0]
 
 
 def motion_questions(root: str, splits: Sequence[str], seed: int, static_camera: bool = False) -> list[VQAItem]:
@@ -39,35 +56,25 @@ def motion_questions(root: str, splits: Sequence[str], seed: int, static_camera:
     ``static_camera``: there an object moves iff its image moves); "moves" and "stays" balanced by dropping
     (seeded) the more frequent answer's surplus; option order shuffled per question (seeded)."""
     rng = np.random.default_rng(seed)
-    firsts: dict[str, dict] = {}  # the first question row of each video: its regions carry the instance ids
-    for split in splits:
-        with open(os.path.join(root, "questions", f"{split}.jsonl")) as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    firsts.setdefault(row["video"], row)
     by_answer: dict[str, list[VQAItem]] = {MOVES: [], STAYS: []}
-    for video, row in sorted(firsts.items()):
-        q = row_to_item(row, video)
-        scene_id = os.path.splitext(os.path.basename(video))[0]
-        with open(os.path.join(root, "scenes", f"{scene_id}.json")) as f:
+    for video, row in sorted(_first_rows(root, splits).items()):
+        scene_id = _scene_id(video)
+        with open(scene_record_path(root, scene_id)) as f:
             scene = json.load(f)
-        duration = float(scene["duration_s"])
-        camera = scene["camera"]
-        if static_camera and (any(v != 0 for v in camera.get("vel", (0, 0))) or camera.get("yaw_rate", 0) != 0):
+        if static_camera and _from_record(Camera, scene["camera"]).moves:
             continue
+        q = row_to_item(row, video)
         for region in row["regions"]:
-            region = SimpleNamespace(obj_id=region["obj_id"], instance_id=region["instance_id"])
-            obj = _object(scene, region.instance_id)
-            centres, _ = obj.pose(np.array([0.0, duration]))
+            obj = _from_record(SceneObject, scene["objects"][region["instance_id"] - 1])  # instance ids count from 1
+            centres, _ = obj.pose(np.array([0.0, float(scene["duration_s"])]))
             shift = float(np.linalg.norm(centres[1, :2] - centres[0, :2]))
             if 0.0 < shift < MIN_DISPLACEMENT_M:
                 continue
             answer = MOVES if shift > 0.0 else STAYS
             options = (MOVES, STAYS) if rng.random() < 0.5 else (STAYS, MOVES)
-            question = f"Does <obj_{region.obj_id}> change its position during the video?"
+            question = f"Does <obj_{region['obj_id']}> change its position during the video?"
             by_answer[answer].append(dataclasses.replace(
-                q, id=f"{scene_id}_MV_{region.obj_id}", question=question, options=options, answer=answer, task="MV"))  # fmt: skip
+                q, id=f"{scene_id}_MV_{region['obj_id']}", question=question, options=options, answer=answer, task="MV"))  # fmt: skip
     keep = min(len(v) for v in by_answer.values())
     out = [v[i] for v in by_answer.values() for i in sorted(rng.permutation(len(v))[:keep])]
     return sorted(out, key=lambda q: q.id)
@@ -76,18 +83,12 @@ def motion_questions(root: str, splits: Sequence[str], seed: int, static_camera:
 def image_displacements(root: str, qs: Sequence[VQAItem], size: int = 64) -> dict[tuple[bool, bool], list[float]]:
     """Per (object moves, camera moves): the marked object's image displacement between the first and last frame
     (centroid of its instance mask, pixels at ``size``; NaN when it left the view)."""
-    rows: dict[str, dict] = {}
-    for split in ("train", "val", "test"):
-        with open(os.path.join(root, "questions", f"{split}.jsonl")) as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    rows.setdefault(row["video"], row)
+    rows = _first_rows(root, ("train", "val", "test"))
     out: dict[tuple[bool, bool], list[float]] = {}
     for q in qs:
-        gt = np.load(os.path.join(root, "gt", os.path.splitext(os.path.basename(q.video))[0] + ".npz"))
+        gt = np.load(os.path.join(root, "gt", _scene_id(q.video) + ".npz"))
         instance, cam = gt["instance"], gt["cam_to_world"]
-        obj = int(q.question.split("<obj_")[1].split(">")[0])
+        obj = find_object_refs(q.question)[0]
         iid = next(r["instance_id"] for r in rows[q.video]["regions"] if r["obj_id"] == obj)
         centres = []
         for frame in (0, len(instance) - 1):

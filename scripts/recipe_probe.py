@@ -137,21 +137,19 @@ class Probe:
         self.style = args.answer_style
         self.dense: torch.Tensor | None = None
         self.dense_losses: list[float] = []  # oracle dense loss per step (standardised targets: 1.0 = the mean)
-        spec = None
-        self.region_aux: RegionAux | None = None
+        spec, oracle = None, None
+        # tokens per side after the projector's k x k merge (a 64-px frame: 8x8 patches padded to 9x9 -> 3)
+        merge = 3 if "3x3" in args.projector else 2
+        grid = -(-(args.size // args.patch) // merge)
         if args.dense_aux > 0 or args.region_aux > 0:
-            # tokens per side after the projector's k x k merge (a 64-px frame: 8x8 patches padded to 9x9 -> 3)
-            merge = 3 if "3x3" in args.projector else 2
-            grid = -(-(args.size // args.patch) // merge)
             videos = sorted(world.index, key=world.index.__getitem__)
-            self.dense = torch.from_numpy(dense_targets(args.world, videos, world, grid))
-            spec = dense_spec(args.frames, grid, args.size) if args.dense_aux > 0 else None
+            oracle = torch.from_numpy(dense_targets(args.world, videos, world, grid))
+        if args.dense_aux > 0:
+            self.dense, spec = oracle, dense_spec(args.frames, grid, args.size)
         self.model = Student(probe_config(args), spec)
-        if args.region_aux > 0:
-            assert self.dense is not None
-            self.region_aux = RegionAux(self.model, self.dense, world.index, args.size, args.patch, merge, self.tok)
-            if args.dense_aux == 0:
-                self.dense = None
+        self.region_aux: RegionAux | None = None
+        if oracle is not None and args.region_aux > 0:
+            self.region_aux = RegionAux(self.model, oracle, world.index, args.size, args.patch, merge, self.tok)
 
     def user_text(self, q: VQAItem, with_video: bool | None = None) -> str:
         """The R4D prompt; the SoM image and the video are in it unless ``--blind`` (``with_video`` overrides)."""
