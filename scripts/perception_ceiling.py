@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from motion_questions import MOVES, motion_questions  # noqa: E402
 from probe_world import decode_world  # noqa: E402
 
+from rgpt4d_core.regions import find_object_refs  # noqa: E402
 from rgpt4d_core.synth.dataset import load_questions  # noqa: E402
 
 #: answer key (question meta) → class index, per category
@@ -91,8 +92,7 @@ def inputs(frames: np.ndarray, stamps: np.ndarray, row: dict[str, Any], scale: f
 
 def prompt_obj(row: dict[str, Any]) -> int:
     """The ``<obj_k>`` id the question names (the first reference in its text)."""
-    text = row["question"]
-    return int(text.split("<obj_", 1)[1].split(">", 1)[0])
+    return find_object_refs(row["question"])[0]
 
 
 class VideoCNN(nn.Module):
