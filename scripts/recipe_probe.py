@@ -40,6 +40,7 @@ from rgpt4d_core.losses import latent_loss, sft_loss
 from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods, option_scores
 from rgpt4d_core.model.presets import tiny
 from rgpt4d_core.model.projector import ProjectorConfig
+from rgpt4d_core.model.region_tracks import RegionTrackConfig
 from rgpt4d_core.model.student import Student, StudentConfig
 from rgpt4d_core.model.tpe import TPEConfig
 from rgpt4d_core.regions import draw_set_of_marks
@@ -119,6 +120,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="where TPE adds the frames' time codes (default: the tiny preset's pre_projector)")
     p.add_argument("--visual-positions", action="store_true",
                    help="the region-box embedding of each visual token's cell added to it (visual_positions)")
+    p.add_argument("--region-tracks", action="store_true",
+                   help="each region reference gets a read-out of the video around its box (region_tracks)")
     p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
     p.add_argument("--first-steps", type=int, default=0, help="steps on --first-tasks only before all tasks")
     p.add_argument("--train-limit", type=int, default=0,
@@ -268,6 +271,7 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
     return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),
                                answer_style=args.answer_style, decoder=decoder, visual_positions=args.visual_positions,
                                region_boxes=cfg.region_boxes and not args.no_region_boxes,
+                               region_tracks=RegionTrackConfig(enabled=args.region_tracks),
                                tpe=TPEConfig(placement=args.tpe, base=cfg.tpe.base) if args.tpe else cfg.tpe)  # fmt: skip
 
 

@@ -9,6 +9,8 @@
     <root>/llm/                   Qwen2 config.json + model*.safetensors (+ tokenizer files when given)
     <root>/vision_tower/          SigLIP config.json + model.safetensors
     <root>/mm_projector/          config.json (mm_projector_type) + model.safetensors (keys layers.N.*)
+    <root>/region_encoder/        the tiny recipe's region modules, when configured: model.safetensors (keys ``box.*``
+                                  region-box embedding, ``track.*`` region-track encoder)
     <root>/perception_decoder/    training only: config.json (decoder config, expert spec) + model.safetensors
 
 Inference loads never touch ``perception_decoder/`` (``with_decoder=False``), and ``save_student(...,
@@ -37,6 +39,7 @@ from rgpt4d_core.model.tpe import TPEConfig
 from rgpt4d_core.model.vision import VisionConfig, load_vision_tower
 
 LLM_DIR, VISION_DIR, PROJECTOR_DIR, DECODER_DIR = "llm", "vision_tower", "mm_projector", "perception_decoder"
+REGION_DIR = "region_encoder"
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 
@@ -141,6 +144,15 @@ def save_student(
     if model_id:
         top[MODEL_ID_KEY] = model_id
     _write_json(root / "config.json", top)
+    region = _region_modules(student)
+    if region:
+        (root / REGION_DIR).mkdir(exist_ok=True)
+        region_state = {
+            f"{prefix}.{k}": v.detach().contiguous()
+            for prefix, module in region.items()
+            for k, v in module.state_dict().items()
+        }
+        save_file(region_state, str(root / REGION_DIR / WEIGHTS), metadata={"format": "pt"})
     if include_decoder and student.decoder is not None:
         dec_dir = root / DECODER_DIR
         dec_dir.mkdir(exist_ok=True)
@@ -153,6 +165,27 @@ def save_student(
         dec_state = {k: v.detach().contiguous() for k, v in student.decoder.state_dict().items()}
         save_file(dec_state, str(dec_dir / WEIGHTS), metadata={"format": "pt"})
     return root
+
+
+def _region_modules(student: Student) -> dict[str, torch.nn.Module]:
+    """The student's region modules by checkpoint key prefix (none in the paper preset)."""
+    modules: dict[str, torch.nn.Module | None] = {
+        "box": student.region_box_embedding,
+        "track": student.region_track_encoder,
+    }
+    return {prefix: m for prefix, m in modules.items() if m is not None}
+
+
+def _load_region_modules(student: Student, directory: Path) -> None:
+    region = _region_modules(student)
+    if not region:
+        return
+    tensors = read_weights(directory)
+    dtype = next(student.llm.parameters()).dtype
+    for prefix, module in region.items():
+        part = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+        _load_state(module, part, directory)
+        module.to(dtype)
 
 
 def checkpoint_model_id(path: str | Path) -> str:
@@ -226,6 +259,7 @@ def load_student(
         spec = ExpertSpec.from_dict(_read_json(dec_dir / "config.json")["expert_spec"])
         dec_tensors = read_weights(dec_dir)
     student = Student(cfg, spec, vision=vision, projector=projector.to(llm.dtype), llm=llm)
+    _load_region_modules(student, root / REGION_DIR)
     if with_decoder:
         if not isinstance(student.decoder, PerceptionDecoder):
             raise ValueError(

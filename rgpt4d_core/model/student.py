@@ -23,6 +23,7 @@ from rgpt4d_core.model.perception_decoder import (
 )
 from rgpt4d_core.model.projector import DownsampleProjector, build_projector
 from rgpt4d_core.model.region_boxes import RegionBoxEmbedding
+from rgpt4d_core.model.region_tracks import RegionTrackEncoder
 from rgpt4d_core.model.student_types import (  # noqa: F401  (re-exported: the student's public types)
     GenerationOutput,
     Prefill,
@@ -32,6 +33,20 @@ from rgpt4d_core.model.student_types import (  # noqa: F401  (re-exported: the s
 )
 from rgpt4d_core.model.tpe import add_timestamp_encoding
 from rgpt4d_core.model.vision import VisionTower
+
+
+def answer_positions(
+    input_ids: Sequence[torch.Tensor], labels: Sequence[torch.Tensor] | None
+) -> list[int]:
+    """Per sample, the index of the token whose output predicts the answer's first token: the token before the first
+    supervised label (``labels`` are aligned with ``input_ids``), or the last token of a prompt without labels."""
+    if labels is None:
+        return [int(ids.shape[0]) - 1 for ids in input_ids]
+    positions = []
+    for ids, lab in zip(input_ids, labels, strict=True):
+        supervised = torch.nonzero(lab != -100).flatten()
+        positions.append(int(supervised[0]) - 1 if len(supervised) else int(ids.shape[0]) - 1)
+    return positions
 
 
 class Student(nn.Module):
@@ -67,6 +82,11 @@ class Student(nn.Module):
         if expert_spec is not None and cfg.decoder.enabled and expert_spec.hook_layers:
             self.decoder = PerceptionDecoder(cfg.decoder, hidden, LatentLayout.from_spec(expert_spec))
         self.region_box_embedding = RegionBoxEmbedding(hidden) if cfg.region_boxes else None
+        self.region_track_encoder = (
+            RegionTrackEncoder(cfg.region_tracks, cfg.vision.hidden_size, hidden)
+            if cfg.region_tracks.enabled
+            else None
+        )
         self._media = MediaTokens(
             cfg.tokens.video_token_id, cfg.tokens.image_token_id, cfg.tokens.pad_token_id
         )
@@ -76,6 +96,14 @@ class Student(nn.Module):
     def tokens_per_frame(self) -> int:
         """Visual tokens per frame / image after the projector (real preset: 121)."""
         return self.projector.output_grid(self.vision.grid) ** 2
+
+    def adopt_region_modules(self, other: Student) -> None:
+        """Take ``other``'s trained region-box embedding and region-track encoder where both students have one
+        (building a student from a loaded checkpoint's parts keeps what the checkpoint learned)."""
+        if self.region_box_embedding is not None and other.region_box_embedding is not None:
+            self.region_box_embedding = other.region_box_embedding
+        if self.region_track_encoder is not None and other.region_track_encoder is not None:
+            self.region_track_encoder = other.region_track_encoder
 
     def strip_decoder(self) -> None:
         """Drop D_4DP (inference never uses it)."""
@@ -91,8 +119,12 @@ class Student(nn.Module):
         Returns:
             float ``[F, n, D_llm]``.
         """
+        return self.project_features(self.vision(pixels), timestamps_s)
+
+    def project_features(self, feats: torch.Tensor, timestamps_s: torch.Tensor | None) -> torch.Tensor:
+        """Visual tokens ``[F, n, D_llm]`` from the vision tower's features ``[F, g*g, C_v]`` (TPE where configured,
+        projector, the visual-position codes when ``cfg.visual_positions``)."""
         tpe = self.cfg.tpe
-        feats = self.vision(pixels)
         if timestamps_s is not None and tpe.placement == "pre_projector":
             feats = add_timestamp_encoding(feats, timestamps_s, tpe.base)
         tokens = self.projector(feats.to(self._param_dtype(self.projector)))
@@ -123,11 +155,8 @@ class Student(nn.Module):
     ) -> FusedBatch:
         batch = len(input_ids)
         embed = self.llm.get_input_embeddings()
-        lengths = [int(ids.shape[0]) for ids in input_ids]
-        text = list(torch.split(embed(torch.cat(list(input_ids))), lengths))
-        if self.region_box_embedding is not None and token_boxes is not None:
-            text = self.region_box_embedding(text, token_boxes)
         per_video: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+        video_features: list[torch.Tensor | None] = [None] * batch
         if videos is not None:
             if videos.dim() != 5 or videos.shape[0] != batch:
                 raise ValueError(f"videos must be [B={batch}, T, 3, S, S], got {tuple(videos.shape)}")
@@ -139,9 +168,21 @@ class Student(nn.Module):
                 frames = videos.shape[1]
                 pix = videos[rows].flatten(0, 1)
                 ts = timestamps_s[rows].flatten() if timestamps_s is not None else None
-                tokens = self.encode_frames(pix, ts).unflatten(0, (len(rows), frames))
+                feats = self.vision(pix)
+                tokens = self.project_features(feats, ts).unflatten(0, (len(rows), frames))
+                feats = feats.unflatten(0, (len(rows), frames))
                 for i, b in enumerate(rows):
                     per_video[b] = [tokens[i]]
+                    video_features[b] = feats[i]
+        lengths = [int(ids.shape[0]) for ids in input_ids]
+        text = list(torch.split(embed(torch.cat(list(input_ids))), lengths))
+        if token_boxes is not None:
+            if self.region_box_embedding is not None:
+                text = self.region_box_embedding(text, token_boxes)
+            if self.region_track_encoder is not None:
+                text = self.region_track_encoder(
+                    text, token_boxes, video_features, answer_positions(input_ids, labels)
+                )
         per_image: list[list[torch.Tensor]] = [[] for _ in range(batch)]
         if images is not None:
             if images.dim() != 4 or image_owner is None or image_owner.shape != images.shape[:1]:

@@ -11,6 +11,7 @@ from rgpt4d_core.model.fusion import FusionConfig
 from rgpt4d_core.model.llm import LLMConfig
 from rgpt4d_core.model.perception_decoder import DecoderConfig
 from rgpt4d_core.model.projector import ProjectorConfig
+from rgpt4d_core.model.region_tracks import RegionTrackConfig
 from rgpt4d_core.model.tpe import TPEConfig
 from rgpt4d_core.model.vision import VisionConfig
 from rgpt4d_core.text.prompts import ANSWER_STYLES
@@ -55,12 +56,17 @@ class StudentConfig:
     #: region reference and the visual tokens at its place share a spatial code (``model/region_boxes.py``;
     #: needs ``region_boxes``; an experiment option, off in every preset)
     visual_positions: bool = False
+    #: a read-out of the video at and around each named region, added to its reference tokens
+    #: (``model/region_tracks.py``; needs ``region_boxes``; off in the paper preset)
+    region_tracks: RegionTrackConfig = field(default_factory=RegionTrackConfig)
 
     def __post_init__(self) -> None:
         if self.answer_style not in ANSWER_STYLES:
             raise ValueError(f"answer_style must be one of {ANSWER_STYLES}, got {self.answer_style!r}")
         if self.visual_positions and not self.region_boxes:
             raise ValueError("visual_positions shares the region-box embedding: set region_boxes too")
+        if self.region_tracks.enabled and not self.region_boxes:
+            raise ValueError("region_tracks reads the region-box token boxes: set region_boxes too")
 
 
 @dataclass

@@ -96,6 +96,7 @@ def build_student(cfg: DistillJobConfig, expert_spec: ExpertSpec | None) -> Stud
         base = load_student(cfg.student.init_checkpoint)
         scfg = _student_overrides(base.cfg, cfg)
         student = Student(scfg, spec, vision=base.vision, projector=base.projector, llm=base.llm)
+        student.adopt_region_modules(base)
     else:
         scfg = _student_overrides(student_config(cfg.student.preset), cfg)
         student = Student(scfg, spec)

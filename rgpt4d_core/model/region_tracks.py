@@ -1,0 +1,190 @@
+"""Region tracks: what the video shows at and around each named region, over time (a ``tiny`` recipe option).
+
+4D-RGPT has no region encoder: a pretrained 8B model finds the region's Set-of-Marks mark and reads the object's
+motion from the visual tokens by attention. A from-scratch tiny student does not learn that two-hop lookup at our
+budget: the answer position's attention stays uniform over the ~275 fused positions and the answer's dependence on
+the video collapses within a few hundred steps (``docs/results.md``, "Eighth round"). This option gives each region
+reference a direct read-out of the video, in the spirit of the RoI-pooling region encoders of region-level MLLMs
+(GPT4RoI, Osprey): at every prompt token that names a region, the vision tower's patch features are sampled
+(bilinear, RoIAlign-style) on a ``k x k`` grid over a window around the region's frame-1 box and over the whole
+frame (the camera's own motion), in every frame; a per-frame MLP compresses them and a temporal summary (the means of
+``segments`` equal time segments and the mean absolute frame-to-frame change) is projected to the LLM width and
+added to the token's embedding. The answer then needs one hop (to the ``<obj_k>`` tokens) as the region-box
+embedding's SR questions do. The paper preset keeps it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rgpt4d_core.model.region_boxes import FEATURES as BOX_FEATURES
+from rgpt4d_core.model.region_boxes import box_fourier_features
+
+
+@dataclass(frozen=True)
+class RegionTrackConfig:
+    """Sizes of :class:`RegionTrackEncoder`.
+
+    Attributes:
+        enabled: turn the encoder on (needs ``StudentConfig.region_boxes``: it reads the same per-token boxes).
+        samples: ``k``, sample points per side of each window (``k x k`` per window and frame).
+        window_scale: the local window's side as a multiple of the box's longer side (the object moves out of its
+            frame-1 box; the window shows where to).
+        min_window: the local window's smallest side, fraction of the frame.
+        frame_width: width of the per-frame code.
+        segments: equal time segments whose mean per-frame code enters the summary (needs ``T >= segments``).
+        answer_query: also add, at the position that predicts the answer's first token, a projection of the first
+            ``query_regions`` regions the prompt names (each its track code and box features, in order of first
+            mention): the answer reads the regions from its own residual stream instead of finding their tokens
+            by attention, the lookup a from-scratch student does not learn (``docs/results.md``, ninth round).
+        query_regions: regions (by first mention) the answer query carries; absent ones are zeros.
+    """
+
+    enabled: bool = False
+    samples: int = 4
+    window_scale: float = 2.0
+    min_window: float = 0.25
+    frame_width: int = 64
+    segments: int = 4
+    answer_query: bool = True
+    query_regions: int = 2
+
+
+def window_grid(boxes: torch.Tensor, samples: int, scale: float, min_side: float) -> torch.Tensor:
+    """Sample points of square windows centred on boxes, in ``grid_sample`` coordinates.
+
+    Args:
+        boxes: float ``[N, 4]`` normalised ``x0, y0, x1, y1`` in ``[0, 1]``.
+        samples: points per side ``k``.
+        scale: window side / the box's longer side.
+        min_side: smallest window side (fraction of the frame).
+
+    Returns:
+        float ``[N, k, k, 2]``: ``(x, y)`` in ``[-1, 1]`` (``align_corners=False``), cell centres of the window.
+    """
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * scale
+    side = side.clamp(min=min_side)
+    steps = (torch.arange(samples, dtype=boxes.dtype, device=boxes.device) + 0.5) / samples - 0.5  # [k]
+    xs = cx[:, None] + side[:, None] * steps  # [N, k]
+    ys = cy[:, None] + side[:, None] * steps
+    grid = torch.stack(torch.broadcast_tensors(xs[:, None, :], ys[:, :, None]), dim=-1)  # [N, k, k, 2]
+    return grid * 2 - 1
+
+
+class RegionTrackEncoder(nn.Module):
+    """Adds a learned summary of the video at and around each named region to the region's text tokens.
+
+    Args:
+        cfg: sizes.
+        vision_width: ``C_v``, the vision tower's feature width.
+        hidden: ``D_llm``.
+    """
+
+    def __init__(self, cfg: RegionTrackConfig, vision_width: int, hidden: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        k2 = cfg.samples * cfg.samples
+        self.frame_code = nn.Sequential(
+            nn.LayerNorm(2 * k2 * vision_width),
+            nn.Linear(2 * k2 * vision_width, cfg.frame_width),
+            nn.GELU(),
+        )
+        self.out = nn.Linear((cfg.segments + 1) * cfg.frame_width, hidden)
+        self.query = (
+            nn.Linear(cfg.query_regions * (hidden + BOX_FEATURES), hidden) if cfg.answer_query else None
+        )
+
+    def track_codes(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Codes of regions in one video.
+
+        Args:
+            features: float ``[T, g*g, C_v]`` the vision tower's patch features of the video's frames.
+            boxes: float ``[N, 4]`` normalised frame-1 boxes.
+
+        Returns:
+            float ``[N, D_llm]``.
+        """
+        frames, cells, width = features.shape
+        g = int(round(cells**0.5))
+        if frames < self.cfg.segments:
+            raise ValueError(f"region tracks need at least {self.cfg.segments} frames, got {frames}")
+        maps = features.transpose(1, 2).reshape(frames, width, g, g)
+        k, n = self.cfg.samples, boxes.shape[0]
+        local = window_grid(boxes, k, self.cfg.window_scale, self.cfg.min_window)  # [N, k, k, 2]
+        whole = window_grid(boxes.new_tensor([[0.0, 0.0, 1.0, 1.0]]), k, 1.0, 0.0).expand(n, k, k, 2)
+        grid = torch.cat([local, whole], dim=2).transpose(0, 1).reshape(1, k, n * 2 * k, 2)  # regions side by side
+        grid = grid.expand(frames, -1, -1, -1)
+        sampled = F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear", align_corners=False)  # [T, C, k, 2kN]
+        per_region = sampled.reshape(frames, width, k, n, 2 * k).permute(3, 0, 2, 4, 1).flatten(2)  # [N, T, 2k²C]
+        codes = self.frame_code(per_region)  # [N, T, H]
+        segments = [part.mean(dim=1) for part in torch.tensor_split(codes, self.cfg.segments, dim=1)]
+        change = (codes[:, 1:] - codes[:, :-1]).abs().mean(dim=1)
+        return self.out(torch.cat([*segments, change], dim=-1))
+
+    def forward(
+        self,
+        text: Sequence[torch.Tensor],
+        token_boxes: Sequence[torch.Tensor],
+        features: Sequence[torch.Tensor | None],
+        answer_positions: Sequence[int] | None = None,
+    ) -> list[torch.Tensor]:
+        """Args:
+            text: ``B`` float ``[L_b, D]`` text embeddings.
+            token_boxes: ``B`` float ``[L_b, 4]`` region box per token, NaN rows where a token names none.
+            features: ``B`` float ``[T, g*g, C_v]`` vision features of each sample's video, ``None`` without video.
+            answer_positions: per sample, the index of the token whose output predicts the answer's first token
+                (the prompt's last token); needed when ``cfg.answer_query``.
+
+        Returns:
+            ``B`` float ``[L_b, D]``: ``text`` plus each region's track code at the tokens that name it (and the
+            answer query at ``answer_positions``).
+        """
+        if not len(text) == len(token_boxes) == len(features):
+            raise ValueError(
+                f"text, token_boxes and features disagree on the batch: {len(text)}, {len(token_boxes)}, "
+                f"{len(features)}"
+            )
+        if self.query is not None and (answer_positions is None or len(answer_positions) != len(text)):
+            raise ValueError("region_tracks.answer_query needs one answer position per sample")
+        out, used = [], False
+        for b, (emb, boxes, feats) in enumerate(zip(text, token_boxes, features, strict=True)):
+            named = torch.isfinite(boxes).all(dim=1)
+            if feats is None or not bool(named.any()):
+                out.append(emb)
+                continue
+            unique, which = torch.unique(boxes[named], dim=0, return_inverse=True)
+            codes = self.track_codes(feats, unique.to(feats.dtype)).to(emb.dtype)  # [U, D]
+            emb = emb.index_add(0, torch.nonzero(named).flatten(), codes[which])
+            if self.query is not None:
+                assert answer_positions is not None
+                emb = self._add_query(emb, codes, unique.to(emb.dtype), which, answer_positions[b])
+            out.append(emb)
+            used = True
+        if not used and out:  # keep every parameter in the graph (zero gradient): DDP expects all gradients
+            zero = torch.stack([p.sum() for p in self.parameters()]).sum() * 0.0
+            out[0] = out[0] + zero.to(out[0].dtype)
+        return out
+
+    def _add_query(
+        self, emb: torch.Tensor, codes: torch.Tensor, boxes: torch.Tensor, which: torch.Tensor, position: int
+    ) -> torch.Tensor:
+        """``emb`` ``[L, D]`` plus the answer query at ``position``, from the regions' ``codes`` ``[U, D]`` and
+        ``boxes`` ``[U, 4]`` (``which`` ``[N]``: the unique region of each named token, in token order)."""
+        assert self.query is not None
+        first_seen: list[int] = []
+        for u in which.tolist():
+            if u not in first_seen:
+                first_seen.append(u)
+        order = torch.tensor(first_seen[: self.cfg.query_regions], dtype=torch.long, device=codes.device)
+        regions = torch.cat([codes[order], box_fourier_features(boxes[order])], dim=-1)  # [n, D + 64]
+        slots = regions.new_zeros(self.cfg.query_regions, regions.shape[-1])
+        slots = torch.cat([regions, slots[len(order) :]], dim=0).flatten()
+        add = torch.zeros_like(emb)
+        add[position] = self.query(slots)
+        return emb + add

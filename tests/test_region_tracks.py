@@ -1,0 +1,113 @@
+"""Region tracks (``StudentConfig.region_tracks``): where the windows sample, what a region's code responds to, where
+the student adds it, and that a checkpoint keeps the trained region modules."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from rgpt4d_core.model.checkpoint import load_student, save_student
+from rgpt4d_core.model.presets import tiny
+from rgpt4d_core.model.region_tracks import RegionTrackConfig, RegionTrackEncoder, window_grid
+from rgpt4d_core.model.student import Student, answer_positions
+from rgpt4d_core.text.prompts import build_inference_ids, build_training_example, r4d_user_text
+from rgpt4d_core.text.region_refs import token_region_boxes
+from rgpt4d_core.text.tokenizer import tiny_tokenizer
+from rgpt4d_core.types import Region
+
+REGIONS = (Region(2, (0.125, 0.125, 0.25, 0.25)), Region(5, (0.5, 0.5, 0.875, 0.75)))
+
+
+def _tracked() -> Student:
+    return Student(dataclasses.replace(tiny(), region_tracks=RegionTrackConfig(enabled=True)))
+
+
+def test_window_grid_centres_a_square_window_on_the_box_and_keeps_a_minimum_side() -> None:
+    boxes = torch.tensor([[0.4, 0.4, 0.6, 0.5], [0.5, 0.5, 0.52, 0.52]])
+    grid = window_grid(boxes, samples=2, scale=2.0, min_side=0.25)  # [N, k, k, (x, y)] in [-1, 1]
+    assert grid.shape == (2, 2, 2, 2)
+    xy = (grid + 1) / 2  # back to [0, 1]
+    # box 0: centre (0.5, 0.45), longer side 0.2 -> window side 0.4: cell centres at +-0.1 from the centre
+    assert torch.allclose(xy[0, 0, 0], torch.tensor([0.4, 0.35]))
+    assert torch.allclose(xy[0, 1, 1], torch.tensor([0.6, 0.55]))
+    assert torch.allclose(xy[0, 0, 1], torch.tensor([0.6, 0.35]))  # row-major: x varies along the last axis
+    # box 1: 0.02 * 2 < 0.25 -> the minimum side, cell centres at +-0.0625 from (0.51, 0.51)
+    assert torch.allclose(xy[1, 0, 0], torch.tensor([0.4475, 0.4475]))
+
+
+def test_a_region_code_responds_to_change_inside_its_window() -> None:
+    torch.manual_seed(0)
+    enc = RegionTrackEncoder(RegionTrackConfig(enabled=True), vision_width=3, hidden=16)
+    still = torch.rand(1, 16 * 16, 3).expand(8, -1, -1)  # a static 16 x 16 feature map, 8 frames
+    moving = still.clone().unflatten(1, (16, 16))
+    for t in range(8):  # a blob that walks right through region 0's window
+        moving[t, 2:4, 1 + t : 3 + t] = 3.0
+    moving = moving.flatten(1, 2)
+    boxes = torch.tensor([[0.0625, 0.125, 0.1875, 0.25], [0.625, 0.625, 0.875, 0.875]])
+    a, b = enc.track_codes(still, boxes), enc.track_codes(moving, boxes)
+    assert a.shape == (2, 16)
+    assert not torch.allclose(a[0], b[0], atol=1e-4)
+    # region 1's window is far from the blob; only its whole-frame samples see it, so its code moves less
+    assert (a[1] - b[1]).norm() < (a[0] - b[0]).norm()
+    with pytest.raises(ValueError, match="at least 4 frames"):
+        enc.track_codes(still[:3], boxes)
+
+
+def test_answer_positions_point_at_the_token_that_predicts_the_first_answer_token() -> None:
+    tok = tiny_tokenizer()
+    example = build_training_example(tok, "Does <obj_2> move?", "Yes")
+    ids, labels = torch.tensor(example.input_ids), torch.tensor(example.labels)
+    (position,) = answer_positions([ids], [labels])
+    assert labels[position] == -100 and labels[position + 1] != -100
+    prompt = torch.tensor(build_inference_ids(tok, "Does <obj_2> move?"))
+    assert answer_positions([prompt], None) == [len(prompt) - 1]
+
+
+def _prompt(tok):
+    text = r4d_user_text(tok, "Does <obj_2> move relative to <obj_5>?", ["Yes", "No"], 2.0, with_som_image=False,
+                         with_video=True)  # fmt: skip
+    ids = build_inference_ids(tok, text)
+    return torch.tensor(ids), token_region_boxes(tok, ids, REGIONS)
+
+
+def test_student_adds_the_tracks_at_region_tokens_and_the_answer_query_and_trains_them() -> None:
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = _tracked()
+    ids, boxes = _prompt(tok)
+    video = torch.zeros(1, 8, 3, 64, 64)
+    other = video.clone()
+    other[0, 4:, :, 8:16, 8:16] = 1.0  # something appears in region 2's window halfway through
+    ts = torch.arange(8, dtype=torch.float32)[None] * 0.25
+    with torch.no_grad():
+        a = model([ids], videos=video, timestamps_s=ts, token_boxes=[boxes], compute_latents=False).logits
+    out = model([ids], videos=other, timestamps_s=ts, token_boxes=[boxes], compute_latents=False)
+    assert not torch.allclose(a[0, -1], out.logits[0, -1])
+    out.logits[0, -1].logsumexp(-1).backward()
+    enc = model.region_track_encoder
+    assert enc is not None and enc.query is not None
+    for param in (enc.frame_code[1].weight, enc.out.weight, enc.query.weight):
+        assert param.grad is not None and float(param.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="region_boxes"):
+        dataclasses.replace(tiny(), region_boxes=False, region_tracks=RegionTrackConfig(enabled=True))
+
+
+def test_a_checkpoint_keeps_the_trained_region_modules(tmp_path) -> None:
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = _tracked().eval()
+    assert model.region_box_embedding is not None and model.region_track_encoder is not None
+    with torch.no_grad():  # stand-ins for training: weights a fresh build would not have
+        model.region_box_embedding.proj.weight.mul_(3.0)
+        model.region_track_encoder.out.weight.mul_(3.0)
+    save_student(model, tmp_path / "ckpt", tokenizer=tok)
+    loaded = load_student(tmp_path / "ckpt").eval()
+    ids, boxes = _prompt(tok)
+    video = torch.rand(1, 8, 3, 64, 64) * 2 - 1
+    ts = torch.arange(8, dtype=torch.float32)[None] * 0.25
+    with torch.no_grad():
+        a = model([ids], videos=video, timestamps_s=ts, token_boxes=[boxes], compute_latents=False).logits
+        b = loaded([ids], videos=video, timestamps_s=ts, token_boxes=[boxes], compute_latents=False).logits
+    assert torch.allclose(a, b, atol=1e-5)
