@@ -121,9 +121,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--visual-positions", action="store_true",
                    help="the region-box embedding of each visual token's cell added to it (visual_positions)")
     p.add_argument("--region-tracks", action="store_true",
-                   help="each region reference gets a read-out of the video around its box (region_tracks)")
+                   help="each region reference gets a read-out of the video around its box (region_tracks; the "
+                        "tiny preset has it since the ninth round, the probe keeps it off unless asked)")
     p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
     p.add_argument("--first-steps", type=int, default=0, help="steps on --first-tasks only before all tasks")
+    p.add_argument("--first-derived", choices=["", "moves", "moves-static-camera"], default="",
+                   help="curriculum: the first --first-steps steps train on these derived 'does <obj_k> change its "
+                        "position' questions (scripts/motion_questions.py) instead of --first-tasks")
     p.add_argument("--train-limit", type=int, default=0,
                    help="keep only this many training questions (a fixed seeded sample; 0 = all): the 'can it fit a "
                         "small set' check")
@@ -271,7 +275,7 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
     return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),
                                answer_style=args.answer_style, decoder=decoder, visual_positions=args.visual_positions,
                                region_boxes=cfg.region_boxes and not args.no_region_boxes,
-                               region_tracks=RegionTrackConfig(enabled=args.region_tracks),
+                               region_tracks=RegionTrackConfig(enabled=args.region_tracks and not args.no_region_boxes),
                                tpe=TPEConfig(placement=args.tpe, base=cfg.tpe.base) if args.tpe else cfg.tpe)  # fmt: skip
 
 
@@ -325,7 +329,10 @@ def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> d
     if args.train_limit:
         train = [train[i] for i in sorted(np.random.default_rng(7).permutation(len(train))[: args.train_limit])]
     print(f"[1/3] world {args.world}: {len(train)} training / {len(held)} held-out questions", flush=True)
-    world = decode_world(args.world, sorted({q.video for q in train + held}), args.size, args.frames)
+    first = [q for q in train if q.task in set(args.first_tasks.split(","))] if args.first_steps else train
+    if args.first_steps and args.first_derived:
+        first = motion_questions(args.world, ["train"], 0, args.first_derived == "moves-static-camera")
+    world = decode_world(args.world, sorted({q.video for q in train + held + first}), args.size, args.frames)
     probe = probe_cls(args, world)
     tower_log: list[float] = []
     if args.pretrain_tower:
@@ -341,7 +348,6 @@ def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> d
     warm = max(1, args.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, linear decay to 5 %
         optimizer, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 1 - max(0, s - warm) / max(1, args.steps - warm)))
-    first = [q for q in train if q.task in set(args.first_tasks.split(","))] if args.first_steps else train
     print(f"[2/3] training {args.steps} steps x {args.batch} ({sum(p.numel() for p in params):,} trained parameters)",
           flush=True)  # fmt: skip
     held_sample = [held[i] for i in np.random.default_rng(123).permutation(len(held))[: args.held_out]]

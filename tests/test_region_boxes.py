@@ -11,6 +11,7 @@ import torch
 
 from rgpt4d_core.model.presets import tiny
 from rgpt4d_core.model.region_boxes import RegionBoxEmbedding, box_fourier_features, grid_cell_boxes
+from rgpt4d_core.model.region_tracks import RegionTrackConfig
 from rgpt4d_core.model.student import Student
 from rgpt4d_core.text.prompts import build_inference_ids, r4d_user_text
 from rgpt4d_core.text.region_refs import token_region_boxes
@@ -131,7 +132,7 @@ def test_visual_positions_share_the_box_code_with_region_references() -> None:
 def test_paper_preset_has_no_region_embedding_and_ignores_boxes() -> None:
     torch.manual_seed(0)
     cfg = tiny()
-    model = Student(dataclasses.replace(cfg, region_boxes=False))
+    model = Student(dataclasses.replace(cfg, region_boxes=False, region_tracks=RegionTrackConfig()))
     assert model.region_box_embedding is None
     ids, boxes = _sample(tiny_tokenizer())
     a = model([ids], token_boxes=[boxes], compute_latents=False).logits

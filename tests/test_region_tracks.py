@@ -51,8 +51,7 @@ def test_a_region_code_responds_to_change_inside_its_window() -> None:
     assert not torch.allclose(a[0], b[0], atol=1e-4)
     # region 1's window is far from the blob; only its whole-frame samples see it, so its code moves less
     assert (a[1] - b[1]).norm() < (a[0] - b[0]).norm()
-    with pytest.raises(ValueError, match="at least 4 frames"):
-        enc.track_codes(still[:3], boxes)
+    assert torch.isfinite(enc.track_codes(still[:1], boxes)).all()  # fewer frames than segments: still defined
 
 
 def test_answer_positions_point_at_the_token_that_predicts_the_first_answer_token() -> None:

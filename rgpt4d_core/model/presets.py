@@ -5,7 +5,9 @@
   ≈8.09 B parameters (paper-spec §1.1). Token ids of the Qwen2 + VILA vocabulary.
 * ``tiny``: the same architecture at toy sizes for CPU tests and the demo: 64×64 frames, patch 8 → 8×8 vision
   tokens → (pad to 9×9) 3×3 = 9 tokens per frame, LLM width 128 (2 layers), a 2,048-row vocabulary covering the
-  deterministic ``tiny`` tokenizer (ids: pad 0, eos 2, ``<image>`` 3, ``<video>`` 4, ``"\n"`` 31).
+  deterministic ``tiny`` tokenizer (ids: pad 0, eos 2, ``<image>`` 3, ``<video>`` 4, ``"\n"`` 31); with the region-box
+  embedding and the region tracks (``model/region_boxes.py``, ``model/region_tracks.py``), which the paper preset
+  does not have.
 
 Both presets put the ``"\n"`` embedding after each frame's tokens (VILA's video encoder), so a video of ``T``
 frames takes ``T·(n+1)`` positions; the index map of :mod:`fusion` skips the separators.
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from rgpt4d_core.model.fusion import FusionConfig
 from rgpt4d_core.model.llm import LLMConfig
 from rgpt4d_core.model.perception_decoder import DecoderConfig
+from rgpt4d_core.model.region_tracks import RegionTrackConfig
 from rgpt4d_core.model.student import StudentConfig, TokenConfig
 from rgpt4d_core.model.vision import VisionConfig
 
@@ -56,8 +59,11 @@ def tiny() -> StudentConfig:
         fusion=FusionConfig(frame_separator=True),
         decoder=DecoderConfig(mlp_hidden=128),
         tokenizer="tiny",
-        # a from-scratch 2-block LM does not learn to bind <obj_k> to its SoM mark (docs/results.md)
+        # a from-scratch 2-block LM does not learn to bind <obj_k> to its SoM mark, nor to find a region's motion
+        # among the visual tokens; the region-box embedding and the region tracks hand both to the region's
+        # references and the answer (docs/results.md, ninth round)
         region_boxes=True,
+        region_tracks=RegionTrackConfig(enabled=True),
     )
 
 

@@ -37,7 +37,8 @@ class RegionTrackConfig:
             frame-1 box; the window shows where to).
         min_window: the local window's smallest side, fraction of the frame.
         frame_width: width of the per-frame code.
-        segments: equal time segments whose mean per-frame code enters the summary (needs ``T >= segments``).
+        segments: equal time segments whose mean per-frame code enters the summary (adaptive average pooling over
+            the frames, so any ``T >= 1``).
         answer_query: also add, at the position that predicts the answer's first token, a projection of the first
             ``query_regions`` regions the prompt names (each its track code and box features, in order of first
             mention): the answer reads the regions from its own residual stream instead of finding their tokens
@@ -112,8 +113,6 @@ class RegionTrackEncoder(nn.Module):
         """
         frames, cells, width = features.shape
         g = int(round(cells**0.5))
-        if frames < self.cfg.segments:
-            raise ValueError(f"region tracks need at least {self.cfg.segments} frames, got {frames}")
         maps = features.transpose(1, 2).reshape(frames, width, g, g)
         k, n = self.cfg.samples, boxes.shape[0]
         local = window_grid(boxes, k, self.cfg.window_scale, self.cfg.min_window)  # [N, k, k, 2]
@@ -123,9 +122,12 @@ class RegionTrackEncoder(nn.Module):
         sampled = F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear", align_corners=False)  # [T, C, k, 2kN]
         per_region = sampled.reshape(frames, width, k, n, 2 * k).permute(3, 0, 2, 4, 1).flatten(2)  # [N, T, 2k²C]
         codes = self.frame_code(per_region)  # [N, T, H]
-        segments = [part.mean(dim=1) for part in torch.tensor_split(codes, self.cfg.segments, dim=1)]
-        change = (codes[:, 1:] - codes[:, :-1]).abs().mean(dim=1)
-        return self.out(torch.cat([*segments, change], dim=-1))
+        segments = F.adaptive_avg_pool1d(codes.transpose(1, 2), self.cfg.segments).flatten(1)  # [N, S*H]
+        if frames > 1:
+            change = (codes[:, 1:] - codes[:, :-1]).abs().mean(dim=1)
+        else:  # a single frame shows no change
+            change = codes.new_zeros(n, codes.shape[-1])
+        return self.out(torch.cat([segments, change], dim=-1))
 
     def forward(
         self,
