@@ -123,6 +123,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--region-tracks", action="store_true",
                    help="each region reference gets a read-out of the video around its box (region_tracks; the "
                         "tiny preset has it since the ninth round, the probe keeps it off unless asked)")
+    p.add_argument("--no-answer-query", action="store_true",
+                   help="region tracks at the region tokens only (RegionTrackConfig.answer_query off)")
     p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
     p.add_argument("--first-steps", type=int, default=0, help="steps on --first-tasks only before all tasks")
     p.add_argument("--first-derived", choices=["", "moves", "moves-static-camera"], default="",
@@ -275,7 +277,8 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
     return dataclasses.replace(cfg, vision=vision, llm=llm, projector=ProjectorConfig(args.projector),
                                answer_style=args.answer_style, decoder=decoder, visual_positions=args.visual_positions,
                                region_boxes=cfg.region_boxes and not args.no_region_boxes,
-                               region_tracks=RegionTrackConfig(enabled=args.region_tracks and not args.no_region_boxes),
+                               region_tracks=RegionTrackConfig(enabled=args.region_tracks and not args.no_region_boxes,
+                                                              answer_query=not args.no_answer_query),
                                tpe=TPEConfig(placement=args.tpe, base=cfg.tpe.base) if args.tpe else cfg.tpe)  # fmt: skip
 
 
