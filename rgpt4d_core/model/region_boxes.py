@@ -49,6 +49,15 @@ def grid_cell_boxes(grid: int, cell: float) -> torch.Tensor:
     return torch.stack([edges[c], edges[r], edges[c + 1], edges[r + 1]], dim=-1)
 
 
+def keep_in_graph(module: nn.Module, out: list[torch.Tensor]) -> None:
+    """Add ``0 x`` the sum of ``module``'s parameters to ``out[0]`` (in place in the list), for a batch in which the
+    module contributed nothing: DDP expects every parameter's gradient in every step (``find_unused_parameters`` is
+    off), so each parameter stays in the graph with a zero gradient."""
+    if out:
+        zero = torch.stack([p.sum() for p in module.parameters()]).sum() * 0.0
+        out[0] = out[0] + zero.to(out[0].dtype)
+
+
 class RegionBoxEmbedding(nn.Module):
     """Adds ``Linear(box_fourier_features(box))`` to the text embedding at each token that names a region."""
 
@@ -82,9 +91,8 @@ class RegionBoxEmbedding(nn.Module):
             add = self.proj(box_fourier_features(boxes[named].to(emb.dtype)))
             out.append(emb.index_add(0, torch.nonzero(named).flatten(), add))
             used = True
-        if not used and out:  # keep the projection in the graph (zero gradient): DDP expects every parameter's
-            # gradient in every step (find_unused_parameters=False), also for a batch that names no region
-            out[0] = out[0] + 0.0 * (self.proj.weight.sum() + self.proj.bias.sum()).to(out[0].dtype)
+        if not used:
+            keep_in_graph(self, out)
         return out
 
     def cell_codes(self, grid: int, cell: float, dtype: torch.dtype) -> torch.Tensor:

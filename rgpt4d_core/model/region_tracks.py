@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgpt4d_core.model.region_boxes import FEATURES as BOX_FEATURES
-from rgpt4d_core.model.region_boxes import box_fourier_features
+from rgpt4d_core.model.region_boxes import box_fourier_features, keep_in_graph
 
 
 @dataclass(frozen=True)
@@ -168,9 +168,8 @@ class RegionTrackEncoder(nn.Module):
                 emb = self._add_query(emb, codes, unique.to(emb.dtype), which, answer_positions[b])
             out.append(emb)
             used = True
-        if not used and out:  # keep every parameter in the graph (zero gradient): DDP expects all gradients
-            zero = torch.stack([p.sum() for p in self.parameters()]).sum() * 0.0
-            out[0] = out[0] + zero.to(out[0].dtype)
+        if not used:
+            keep_in_graph(self, out)
         return out
 
     def _add_query(
@@ -179,11 +178,8 @@ class RegionTrackEncoder(nn.Module):
         """``emb`` ``[L, D]`` plus the answer query at ``position``, from the regions' ``codes`` ``[U, D]`` and
         ``boxes`` ``[U, 4]`` (``which`` ``[N]``: the unique region of each named token, in token order)."""
         assert self.query is not None
-        first_seen: list[int] = []
-        for u in which.tolist():
-            if u not in first_seen:
-                first_seen.append(u)
-        order = torch.tensor(first_seen[: self.cfg.query_regions], dtype=torch.long, device=codes.device)
+        first_seen = list(dict.fromkeys(which.tolist()))[: self.cfg.query_regions]
+        order = torch.tensor(first_seen, dtype=torch.long, device=codes.device)
         regions = torch.cat([codes[order], box_fourier_features(boxes[order])], dim=-1)  # [n, D + 64]
         slots = regions.new_zeros(self.cfg.query_regions, regions.shape[-1])
         slots = torch.cat([regions, slots[len(order) :]], dim=0).flatten()
