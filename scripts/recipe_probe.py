@@ -40,7 +40,7 @@ from rgpt4d_core.losses import latent_loss, sft_loss
 from rgpt4d_core.model.option_scoring import choose_option, option_log_likelihoods, option_scores
 from rgpt4d_core.model.presets import tiny
 from rgpt4d_core.model.projector import ProjectorConfig
-from rgpt4d_core.model.region_tracks import RegionTrackConfig
+from rgpt4d_core.model.region_tracks import QUERY_SPANS, RegionTrackConfig
 from rgpt4d_core.model.student import Student, StudentConfig
 from rgpt4d_core.model.tpe import TPEConfig
 from rgpt4d_core.regions import draw_set_of_marks
@@ -125,6 +125,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "tiny preset has it since the ninth round, the probe keeps it off unless asked)")
     p.add_argument("--no-answer-query", action="store_true",
                    help="region tracks at the region tokens only (RegionTrackConfig.answer_query off)")
+    p.add_argument("--query-span", choices=QUERY_SPANS, default=RegionTrackConfig().query_span,
+                   help="where the answer query is added: the position predicting the answer's first token, or "
+                        "that position and every answer token (RegionTrackConfig.query_span)")
     p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
     p.add_argument("--first-steps", type=int, default=0, help="steps on --first-tasks only before all tasks")
     p.add_argument("--first-derived", choices=["", "moves", "moves-static-camera"], default="",
@@ -278,7 +281,8 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
                                answer_style=args.answer_style, decoder=decoder, visual_positions=args.visual_positions,
                                region_boxes=cfg.region_boxes and not args.no_region_boxes,
                                region_tracks=RegionTrackConfig(enabled=args.region_tracks and not args.no_region_boxes,
-                                                              answer_query=not args.no_answer_query),
+                                                              answer_query=not args.no_answer_query,
+                                                              query_span=args.query_span),
                                tpe=TPEConfig(placement=args.tpe, base=cfg.tpe.base) if args.tpe else cfg.tpe)  # fmt: skip
 
 

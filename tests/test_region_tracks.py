@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rgpt4d_core.model.checkpoint import load_student, save_student
+from rgpt4d_core.model.option_scoring import option_log_likelihoods
 from rgpt4d_core.model.presets import tiny
 from rgpt4d_core.model.region_tracks import RegionTrackConfig, RegionTrackEncoder, window_grid
 from rgpt4d_core.model.student import Student, answer_positions
@@ -110,3 +111,51 @@ def test_a_checkpoint_keeps_the_trained_region_modules(tmp_path) -> None:
         a = model([ids], videos=video, timestamps_s=ts, token_boxes=[boxes], compute_latents=False).logits
         b = loaded([ids], videos=video, timestamps_s=ts, token_boxes=[boxes], compute_latents=False).logits
     assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("span", ["first", "answer"])
+def test_scoring_and_generation_see_the_answer_query_as_training_does(span: str) -> None:
+    """With ``query_span="answer"`` every answer token gets the query; option scoring and greedy generation
+    (which continue from a KV cache) must give the answer the log-probability teacher forcing gives it."""
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = RegionTrackConfig(enabled=True, query_span=span)
+    model = Student(dataclasses.replace(tiny(), region_tracks=cfg)).eval()
+    ids, boxes = _prompt(tok)
+    video = torch.rand(1, 8, 3, 64, 64) * 2 - 1
+    ts = torch.arange(8, dtype=torch.float32)[None] * 0.25
+    answers = ["It rotates clockwise", "It does not rotate"]
+    conts = [torch.tensor(tok.encode(a) + [tok.im_end_id]) for a in answers]
+    (scores,) = option_log_likelihoods(model, [ids], [conts], video, ts, token_boxes=[boxes])
+    for k, cont in enumerate(conts):
+        full = torch.cat((ids, cont))
+        labels = torch.cat((torch.full_like(ids, -100), cont))
+        full_boxes = torch.cat((boxes, torch.full((len(cont), 4), float("nan"))))
+        with torch.no_grad():
+            out = model([full], [labels], video, ts, token_boxes=[full_boxes], compute_latents=False)
+        lp = torch.log_softmax(out.logits[0, :-1].double(), -1)
+        target = out.labels[0, 1:]
+        forced = float(lp[target != -100].gather(-1, target[target != -100, None]).sum())
+        assert float(scores[k]) == pytest.approx(forced, abs=2e-4)
+    generated = model.generate([ids], video, ts, token_boxes=[boxes], max_new_tokens=6).sequences[0]
+    full = torch.cat((ids, generated))
+    labels = torch.cat((torch.full_like(ids, -100), generated))
+    full_boxes = torch.cat((boxes, torch.full((len(generated), 4), float("nan"))))
+    with torch.no_grad():
+        out = model([full], [labels], video, ts, token_boxes=[full_boxes], compute_latents=False)
+    target = out.labels[0, 1:]
+    assert torch.equal(out.logits[0, :-1][target != -100].argmax(-1), generated)
+    # where the query goes: the answer position only, or it and every later position
+    enc = model.region_track_encoder
+    assert enc is not None
+    text = [torch.zeros(len(full), int(model.llm.config.hidden_size))]
+    tracked = enc(text, [full_boxes], [model.vision(video[0])], answer_positions([full], [labels]))
+    touched = (tracked.text[0] != 0).any(dim=1)
+    position = answer_positions([full], [labels])[0]
+    named = torch.isfinite(full_boxes).all(dim=1)
+    assert touched[named].all() and touched[position]
+    assert bool(touched[position + 1 :].all()) == (span == "answer")
+    assert bool(touched[position + 1 :].any()) == (span == "answer")
+    assert (tracked.answer_query is not None) == (span == "answer")
+    with pytest.raises(ValueError, match="query_span"):
+        RegionTrackConfig(enabled=True, query_span="all")

@@ -97,7 +97,7 @@ def _continue_from(
     mask = torch.cat((state.attention_mask[owner], valid.to(state.attention_mask.dtype)), dim=1)
     position = state.next_position[owner, None] + torch.arange(length, device=device)
     out = model.llm.model(
-        inputs_embeds=model.llm.get_input_embeddings()(ids),
+        inputs_embeds=state.continue_embeddings(model.llm.get_input_embeddings()(ids), owner),
         attention_mask=mask,
         position_ids=position,
         past_key_values=cache,

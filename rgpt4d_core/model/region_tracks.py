@@ -25,6 +25,9 @@ from torch import nn
 from rgpt4d_core.model.region_boxes import FEATURES as BOX_FEATURES
 from rgpt4d_core.model.region_boxes import box_fourier_features, keep_in_graph
 
+#: where :class:`RegionTrackConfig`'s answer query is added
+QUERY_SPANS = ("first", "answer")
+
 
 @dataclass(frozen=True)
 class RegionTrackConfig:
@@ -44,6 +47,11 @@ class RegionTrackConfig:
             mention): the answer reads the regions from its own residual stream instead of finding their tokens
             by attention, the lookup a from-scratch student does not learn (``docs/results.md``, ninth round).
         query_regions: regions (by first mention) the answer query carries; absent ones are zeros.
+        query_span: where the answer query is added: ``"first"``, only the position that predicts the answer's
+            first token; ``"answer"``, that position and every later one (the answer's own tokens when
+            teacher-forced, each generated or scored token at inference), so that options sharing a prefix
+            ("It rotates ..." / "It does not ...", "To the left" / "To the right") are told apart at the token
+            where they differ with the evidence in that token's own residual stream.
     """
 
     enabled: bool = False
@@ -54,6 +62,11 @@ class RegionTrackConfig:
     segments: int = 4
     answer_query: bool = True
     query_regions: int = 2
+    query_span: str = "answer"
+
+    def __post_init__(self) -> None:
+        if self.query_span not in QUERY_SPANS:
+            raise ValueError(f"query_span must be one of {QUERY_SPANS}, got {self.query_span!r}")
 
 
 def window_grid(boxes: torch.Tensor, samples: int, scale: float, min_side: float) -> torch.Tensor:
@@ -76,6 +89,21 @@ def window_grid(boxes: torch.Tensor, samples: int, scale: float, min_side: float
     ys = cy[:, None] + side[:, None] * steps
     grid = torch.stack(torch.broadcast_tensors(xs[:, None, :], ys[:, :, None]), dim=-1)  # [N, k, k, 2]
     return grid * 2 - 1
+
+
+@dataclass
+class TrackedText:
+    """What :class:`RegionTrackEncoder` returns.
+
+    Attributes:
+        text: ``B`` float ``[L_b, D]`` text embeddings with the region codes (and the answer query) added.
+        answer_query: float ``[B, D]``, the query every token after the prompt gets (generation, option
+            scoring; zeros for a sample without a named region or video), when ``query_span = "answer"``;
+            else ``None``.
+    """
+
+    text: list[torch.Tensor]
+    answer_query: torch.Tensor | None
 
 
 class RegionTrackEncoder(nn.Module):
@@ -135,7 +163,7 @@ class RegionTrackEncoder(nn.Module):
         token_boxes: Sequence[torch.Tensor],
         features: Sequence[torch.Tensor | None],
         answer_positions: Sequence[int] | None = None,
-    ) -> list[torch.Tensor]:
+    ) -> TrackedText:
         """Args:
             text: ``B`` float ``[L_b, D]`` text embeddings.
             token_boxes: ``B`` float ``[L_b, 4]`` region box per token, NaN rows where a token names none.
@@ -144,8 +172,8 @@ class RegionTrackEncoder(nn.Module):
                 (the prompt's last token); needed when ``cfg.answer_query``.
 
         Returns:
-            ``B`` float ``[L_b, D]``: ``text`` plus each region's track code at the tokens that name it (and the
-            answer query at ``answer_positions``).
+            :class:`TrackedText`: ``text`` plus each region's track code at the tokens that name it, and the answer
+            query at ``answer_positions`` (and after, with ``query_span = "answer"``).
         """
         if not len(text) == len(token_boxes) == len(features):
             raise ValueError(
@@ -154,35 +182,44 @@ class RegionTrackEncoder(nn.Module):
             )
         if self.query is not None and (answer_positions is None or len(answer_positions) != len(text)):
             raise ValueError("region_tracks.answer_query needs one answer position per sample")
-        out, used = [], False
+        out, queries, used = [], [], False
         for b, (emb, boxes, feats) in enumerate(zip(text, token_boxes, features, strict=True)):
             named = torch.isfinite(boxes).all(dim=1)
             if feats is None or not bool(named.any()):
                 out.append(emb)
+                queries.append(emb.new_zeros(emb.shape[-1]))
                 continue
             unique, which = torch.unique(boxes[named], dim=0, return_inverse=True)
             codes = self.track_codes(feats, unique.to(feats.dtype)).to(emb.dtype)  # [U, D]
             emb = emb.index_add(0, torch.nonzero(named).flatten(), codes[which])
             if self.query is not None:
                 assert answer_positions is not None
-                emb = self._add_query(emb, codes, unique.to(emb.dtype), which, answer_positions[b])
+                query = self._query(codes, unique.to(emb.dtype), which)
+                emb = self._add_query(emb, query, answer_positions[b])
+                queries.append(query)
             out.append(emb)
             used = True
         if not used:
             keep_in_graph(self, out)
-        return out
+        carried = self.query is not None and self.cfg.query_span == "answer"
+        return TrackedText(out, torch.stack(queries) if carried else None)
 
-    def _add_query(
-        self, emb: torch.Tensor, codes: torch.Tensor, boxes: torch.Tensor, which: torch.Tensor, position: int
-    ) -> torch.Tensor:
-        """``emb`` ``[L, D]`` plus the answer query at ``position``, from the regions' ``codes`` ``[U, D]`` and
-        ``boxes`` ``[U, 4]`` (``which`` ``[N]``: the unique region of each named token, in token order)."""
+    def _query(self, codes: torch.Tensor, boxes: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        """The answer query ``[D]`` from the regions' ``codes`` ``[U, D]`` and ``boxes`` ``[U, 4]`` (``which``
+        ``[N]``: the unique region of each named token, in token order)."""
         assert self.query is not None
         first_seen = list(dict.fromkeys(which.tolist()))[: self.cfg.query_regions]
         order = torch.tensor(first_seen, dtype=torch.long, device=codes.device)
         regions = torch.cat([codes[order], box_fourier_features(boxes[order])], dim=-1)  # [n, D + 64]
         slots = regions.new_zeros(self.cfg.query_regions, regions.shape[-1])
         slots = torch.cat([regions, slots[len(order) :]], dim=0).flatten()
-        add = torch.zeros_like(emb)
-        add[position] = self.query(slots)
-        return emb + add
+        return self.query(slots)
+
+    def _add_query(self, emb: torch.Tensor, query: torch.Tensor, position: int) -> torch.Tensor:
+        """``emb`` ``[L, D]`` plus ``query`` ``[D]`` at ``position`` (``"first"``) or from it on (``"answer"``)."""
+        where = torch.zeros(emb.shape[0], 1, dtype=emb.dtype, device=emb.device)
+        if self.cfg.query_span == "first":
+            where[position] = 1.0
+        else:
+            where[position:] = 1.0
+        return emb + where * query

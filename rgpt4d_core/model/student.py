@@ -152,7 +152,9 @@ class Student(nn.Module):
         image_owner: torch.Tensor | None,
         padding_side: str,
         token_boxes: Sequence[torch.Tensor] | None = None,
-    ) -> FusedBatch:
+    ) -> tuple[FusedBatch, torch.Tensor | None]:
+        """The fused LLM inputs, and the region tracks' answer query ``[B, D]`` that each token after the prompt
+        gets (``None`` unless ``region_tracks.query_span == "answer"``)."""
         batch = len(input_ids)
         embed = self.llm.get_input_embeddings()
         per_video: list[list[torch.Tensor]] = [[] for _ in range(batch)]
@@ -176,13 +178,15 @@ class Student(nn.Module):
                     video_features[b] = feats[i]
         lengths = [int(ids.shape[0]) for ids in input_ids]
         text = list(torch.split(embed(torch.cat(list(input_ids))), lengths))
+        answer_query = None
         if token_boxes is not None:
             if self.region_box_embedding is not None:
                 text = self.region_box_embedding(text, token_boxes)
             if self.region_track_encoder is not None:
-                text = self.region_track_encoder(
+                tracked = self.region_track_encoder(
                     text, token_boxes, video_features, answer_positions(input_ids, labels)
                 )
+                text, answer_query = tracked.text, tracked.answer_query
         per_image: list[list[torch.Tensor]] = [[] for _ in range(batch)]
         if images is not None:
             if images.dim() != 4 or image_owner is None or image_owner.shape != images.shape[:1]:
@@ -203,7 +207,7 @@ class Student(nn.Module):
         if fusion.frame_separator:
             sep_id = torch.tensor([self.cfg.tokens.frame_separator_token_id], device=text[0].device)
             separator = embed(sep_id)[0]
-        return fuse(input_ids, text, self._media, per_video, per_image, labels, separator, cfg)
+        return fuse(input_ids, text, self._media, per_video, per_image, labels, separator, cfg), answer_query
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -242,7 +246,7 @@ class Student(nn.Module):
         Returns:
             :class:`StudentOutput`.
         """
-        fused = self._fuse(
+        fused, _ = self._fuse(
             input_ids,
             labels,
             videos,
@@ -296,7 +300,7 @@ class Student(nn.Module):
 
         Arguments as in :meth:`forward` (``input_ids`` are prompts ending where the answer starts).
         """
-        fused = self._fuse(
+        fused, answer_query = self._fuse(
             input_ids, None, videos, timestamps_s, video_mask, images, image_owner, "left", token_boxes
         )
         out = self.llm.model(
@@ -310,6 +314,7 @@ class Student(nn.Module):
             cache=out.past_key_values,
             attention_mask=fused.attention_mask,
             next_position=fused.attention_mask.sum(dim=1),
+            answer_query=answer_query,
         )
 
     @torch.no_grad()
@@ -355,7 +360,7 @@ class Student(nn.Module):
                 break
             mask = torch.cat((mask, torch.ones(batch, 1, dtype=mask.dtype, device=mask.device)), dim=1)
             out = self.llm.model(
-                inputs_embeds=embed(token.unsqueeze(1)),
+                inputs_embeds=state.continue_embeddings(embed(token.unsqueeze(1))),
                 attention_mask=mask,
                 position_ids=position.unsqueeze(1),
                 past_key_values=cache,

@@ -119,9 +119,20 @@ class Prefill:
         cache: the LLM's KV cache over the ``L`` prompt positions (``transformers`` ``Cache``).
         attention_mask: int64 ``[B, L]`` (0 on the left padding).
         next_position: int64 ``[B]`` position id of each sample's first new token.
+        answer_query: float ``[B, D]`` added to the embedding of every new token (the region tracks' answer
+            query with ``query_span = "answer"``), or ``None``.
     """
 
     last_logits: torch.Tensor
     cache: Any
     attention_mask: torch.Tensor
     next_position: torch.Tensor
+    answer_query: torch.Tensor | None = None
+
+    def continue_embeddings(self, embeds: torch.Tensor, owner: torch.Tensor | None = None) -> torch.Tensor:
+        """``embeds`` ``[N, M, D]`` of new tokens plus the answer query of their sample (``owner`` int64 ``[N]``:
+        the prompt each row continues; default row ``i`` continues prompt ``i``)."""
+        if self.answer_query is None:
+            return embeds
+        query = self.answer_query if owner is None else self.answer_query[owner]
+        return embeds + query[:, None].to(embeds.dtype)
