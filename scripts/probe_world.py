@@ -38,14 +38,24 @@ class World:
 
 
 def decode_world(root: str, videos: Sequence[str], size: int, frames: int) -> World:
+    """The ``videos`` of the world at ``root`` decoded to ``frames`` frames of ``size`` px, cached in
+    ``<root>/probe_cache_<size>_<frames>.npz``; a cache that lacks some of them gets them added (a probe of one
+    category caches that category's videos only)."""
     cache = Path(root) / f"probe_cache_{size}_{frames}.npz"
-    if not cache.exists():
+    known: dict[str, np.ndarray] = {}
+    if cache.exists():
+        z = np.load(cache)
+        known = {"frames": z["frames"], "timestamps_s": z["timestamps_s"], "videos": z["videos"]}
+    missing = sorted(set(videos) - set(known["videos"].tolist() if known else []))
+    if missing:
         cfg = DecodeConfig(num_frames=frames, resize=(size, size))
-        clips = [decode_clip(os.path.join(root, v), cfg) for v in videos]
-        np.savez(cache, videos=np.array(videos), frames=np.stack([c.frames for c in clips]),
-                 timestamps_s=np.stack([c.timestamps_s.astype(np.float32) for c in clips]))  # fmt: skip
-    z = np.load(cache)
-    return World(z["frames"], z["timestamps_s"], {v: i for i, v in enumerate(z["videos"].tolist())})
+        clips = [decode_clip(os.path.join(root, v), cfg) for v in missing]
+        new = {"videos": np.array(missing), "frames": np.stack([c.frames for c in clips]),
+               "timestamps_s": np.stack([c.timestamps_s.astype(np.float32) for c in clips])}  # fmt: skip
+        merged = {k: np.concatenate([known[k], new[k]]) for k in new} if known else new
+        np.savez(cache, **merged)
+        known = merged
+    return World(known["frames"], known["timestamps_s"], {v: i for i, v in enumerate(known["videos"].tolist())})
 
 
 #: sub-cells per token side of the oracle dense target (3: a 9x9 map over the 3x3 token grid of a 64-px frame)

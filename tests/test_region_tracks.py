@@ -116,7 +116,8 @@ def test_a_checkpoint_keeps_the_trained_region_modules(tmp_path) -> None:
 @pytest.mark.parametrize("span", ["first", "answer"])
 def test_scoring_and_generation_see_the_answer_query_as_training_does(span: str) -> None:
     """With ``query_span="answer"`` every answer token gets the query; option scoring and greedy generation
-    (which continue from a KV cache) must give the answer the log-probability teacher forcing gives it."""
+    (which continue from a KV cache) must give the answer the log-probability teacher forcing gives it, also for
+    an option that names a region (its reference stays a plain token in both)."""
     tok = tiny_tokenizer()
     torch.manual_seed(0)
     cfg = RegionTrackConfig(enabled=True, query_span=span)
@@ -124,13 +125,13 @@ def test_scoring_and_generation_see_the_answer_query_as_training_does(span: str)
     ids, boxes = _prompt(tok)
     video = torch.rand(1, 8, 3, 64, 64) * 2 - 1
     ts = torch.arange(8, dtype=torch.float32)[None] * 0.25
-    answers = ["It rotates clockwise", "It does not rotate"]
+    answers = ["It rotates clockwise", "It does not rotate", "to the left of <obj_5> and closer to the camera"]
     conts = [torch.tensor(tok.encode(a) + [tok.im_end_id]) for a in answers]
     (scores,) = option_log_likelihoods(model, [ids], [conts], video, ts, token_boxes=[boxes])
     for k, cont in enumerate(conts):
         full = torch.cat((ids, cont))
         labels = torch.cat((torch.full_like(ids, -100), cont))
-        full_boxes = torch.cat((boxes, torch.full((len(cont), 4), float("nan"))))
+        full_boxes = token_region_boxes(tok, full.tolist(), REGIONS)  # as training builds them: the answer's too
         with torch.no_grad():
             out = model([full], [labels], video, ts, token_boxes=[full_boxes], compute_latents=False)
         lp = torch.log_softmax(out.logits[0, :-1].double(), -1)

@@ -49,6 +49,20 @@ def answer_positions(
     return positions
 
 
+def prompt_boxes_only(
+    token_boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor] | None
+) -> Sequence[torch.Tensor]:
+    """``token_boxes`` with the supervised answer's rows set to NaN: a region reference inside the answer (an SR
+    option names the other region) is a plain token. Option scoring and generation continue from the prompt's KV
+    cache without region boxes, so the answer's tokens must look the same when teacher-forced in training."""
+    if labels is None:
+        return token_boxes
+    return [
+        torch.where((lab != -100)[:, None].to(boxes.device), torch.full_like(boxes, float("nan")), boxes)
+        for boxes, lab in zip(token_boxes, labels, strict=True)
+    ]
+
+
 class Student(nn.Module):
     """NVILA-Lite-style video LLM with TPE; with ``expert_spec`` (latents) also the D_4DP decoder.
 
@@ -180,6 +194,7 @@ class Student(nn.Module):
         text = list(torch.split(embed(torch.cat(list(input_ids))), lengths))
         answer_query = None
         if token_boxes is not None:
+            token_boxes = prompt_boxes_only(token_boxes, labels)
             if self.region_box_embedding is not None:
                 text = self.region_box_embedding(text, token_boxes)
             if self.region_track_encoder is not None:
