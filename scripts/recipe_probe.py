@@ -125,8 +125,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "tiny preset has it since the ninth round, the probe keeps it off unless asked)")
     p.add_argument("--no-answer-query", action="store_true",
                    help="region tracks at the region tokens only (RegionTrackConfig.answer_query off)")
-    p.add_argument("--zero-init-query", action="store_true",
-                   help="the answer query's projection starts at zero (RegionTrackConfig.zero_init_query)")
     p.add_argument("--query-span", choices=QUERY_SPANS, default=RegionTrackConfig().query_span,
                    help="where the answer query is added: the position predicting the answer's first token, or "
                         "that position and every answer token (RegionTrackConfig.query_span)")
@@ -284,8 +282,7 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
                                region_boxes=cfg.region_boxes and not args.no_region_boxes,
                                region_tracks=RegionTrackConfig(enabled=args.region_tracks and not args.no_region_boxes,
                                                               answer_query=not args.no_answer_query,
-                                                              query_span=args.query_span,
-                                                              zero_init_query=args.zero_init_query),
+                                                              query_span=args.query_span),
                                tpe=TPEConfig(placement=args.tpe, base=cfg.tpe.base) if args.tpe else cfg.tpe)  # fmt: skip
 
 

@@ -52,10 +52,6 @@ class RegionTrackConfig:
             teacher-forced, each generated or scored token at inference), so that options sharing a prefix
             ("It rotates ..." / "It does not ...", "To the left" / "To the right") are told apart at the token
             where they differ with the evidence in that token's own residual stream.
-        zero_init_query: start the answer query's projection at zero (as ControlNet's zero convolutions and
-            LoRA's ``B = 0``): the query then adds nothing at the first step instead of noise that the optimiser
-            first removes, and its first gradient (the answer's loss gradient times the regions' codes) already
-            points at what correlates with the answer.
     """
 
     enabled: bool = False
@@ -67,7 +63,6 @@ class RegionTrackConfig:
     answer_query: bool = True
     query_regions: int = 2
     query_span: str = "answer"
-    zero_init_query: bool = False
 
     def __post_init__(self) -> None:
         if self.query_span not in QUERY_SPANS:
@@ -133,9 +128,6 @@ class RegionTrackEncoder(nn.Module):
         self.query = (
             nn.Linear(cfg.query_regions * (hidden + BOX_FEATURES), hidden) if cfg.answer_query else None
         )
-        if self.query is not None and cfg.zero_init_query:
-            nn.init.zeros_(self.query.weight)
-            nn.init.zeros_(self.query.bias)
 
     def track_codes(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Codes of regions in one video.
