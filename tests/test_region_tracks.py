@@ -4,6 +4,7 @@ the student adds it, and that a checkpoint keeps the trained region modules."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -160,3 +161,14 @@ def test_scoring_and_generation_see_the_answer_query_as_training_does(span: str)
     assert (tracked.answer_query is not None) == (span == "answer")
     with pytest.raises(ValueError, match="query_span"):
         RegionTrackConfig(enabled=True, query_span="all")
+
+
+def test_a_checkpoint_saved_before_the_query_span_existed_keeps_its_first_token_query(tmp_path) -> None:
+    model = _tracked()
+    save_student(model, tmp_path / "ckpt", tokenizer=tiny_tokenizer())
+    config = tmp_path / "ckpt" / "config.json"
+    top = json.loads(config.read_text())
+    assert top["rgpt4d"]["region_tracks"]["query_span"] == "answer"
+    del top["rgpt4d"]["region_tracks"]["query_span"]
+    config.write_text(json.dumps(top))
+    assert load_student(tmp_path / "ckpt").cfg.region_tracks.query_span == "first"

@@ -209,7 +209,11 @@ def _student_config(
     top: dict[str, Any], vision: VisionConfig, llm: LLMConfig, projector_kind: str
 ) -> StudentConfig:
     if "rgpt4d" in top:
-        base = from_yaml(StudentConfig, json.dumps(top["rgpt4d"]))
+        saved = top["rgpt4d"]
+        tracks = saved.get("region_tracks")
+        if isinstance(tracks, dict) and "query_span" not in tracks:  # saved before the span existed: first only
+            saved = {**saved, "region_tracks": {**tracks, "query_span": "first"}}
+        base = from_yaml(StudentConfig, json.dumps(saved))
     else:  # a checkpoint written by NVILA / 4D-RGPT: real-preset defaults, TPE only if the flag says so
         base = nvila_lite_8b()
         placement = "pre_projector" if top.get("use_time_pe", False) else "off"
