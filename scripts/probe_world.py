@@ -53,7 +53,7 @@ def decode_world(root: str, videos: Sequence[str], size: int, frames: int) -> Wo
         new = {"videos": np.array(missing), "frames": np.stack([c.frames for c in clips]),
                "timestamps_s": np.stack([c.timestamps_s.astype(np.float32) for c in clips])}  # fmt: skip
         merged = {k: np.concatenate([known[k], new[k]]) for k in new} if known else new
-        np.savez(cache, **merged)
+        np.savez(cache, videos=merged["videos"], frames=merged["frames"], timestamps_s=merged["timestamps_s"])
         known = merged
     return World(known["frames"], known["timestamps_s"], {v: i for i, v in enumerate(known["videos"].tolist())})
 
