@@ -58,3 +58,28 @@ def test_loss_and_gradients_equal_the_full_sequence() -> None:
     assert grads.keys() == full_grads.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(grad, full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_right_padded_teacher_forcing_needs_no_mask() -> None:
+    """Student.forward runs the right-padded batch with the causal kernel alone (no [B, 1, L, L] mask): the hidden
+    state of every real token equals the explicitly masked computation's."""
+    torch.manual_seed(0)
+    student = Student(tiny()).eval()
+    g = torch.Generator().manual_seed(2)
+    ids = [torch.cat((torch.tensor([4]), torch.randint(40, 1000, (n,), generator=g))) for n in (12, 40, 25)]
+    videos = torch.rand(3, 2, 3, 64, 64, generator=g) * 2 - 1
+    ts = torch.tensor([[0.0, 0.5]] * 3)
+    fused, _ = student._fuse(ids, None, videos, ts, None, None, None, "right")
+    assert not bool(fused.attention_mask.all())  # the batch is padded
+    assert student._teacher_forced_mask(fused) == (None, None)
+    with torch.no_grad():
+        masked = student.llm(
+            inputs_embeds=fused.inputs_embeds,
+            attention_mask=fused.attention_mask,
+            position_ids=fused.position_ids,
+            use_cache=False,
+        ).logits
+        unmasked = student(ids, None, videos, ts, compute_latents=False).logits
+    real = fused.attention_mask.bool()
+    torch.testing.assert_close(unmasked[real], masked[real], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(unmasked[~real], masked[~real])  # padding rows differ, and nobody reads them

@@ -225,6 +225,19 @@ class Student(nn.Module):
         return fuse(input_ids, text, self._media, per_video, per_image, labels, separator, cfg), answer_query
 
     # ------------------------------------------------------------------ forward
+    def _teacher_forced_mask(self, fused: FusedBatch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(attention_mask, position_ids)`` for the LLM's teacher-forced pass over ``fused``.
+
+        Right padding puts every real token's causal context on real tokens, and its position equals its index, so
+        the pass needs neither: ``(None, None)`` lets SDPA run its causal kernel without a materialised
+        ``[B, 1, L, L]`` mask (it skips the masked half; about 2x faster attention on CPU, the largest cost of a
+        tiny training step). Real tokens' outputs are unchanged; padding rows' outputs change and nothing reads
+        them (labels are ignored there, D_4DP gathers video positions). Left padding keeps both.
+        """
+        if self.cfg.fusion.padding_side == "right":
+            return None, None
+        return fused.attention_mask, fused.position_ids
+
     def forward(
         self,
         input_ids: Sequence[torch.Tensor],
@@ -274,10 +287,11 @@ class Student(nn.Module):
         )
         decode = self.decoder is not None and compute_latents
         layer = self.cfg.decoder.hidden_layer
+        mask, positions = self._teacher_forced_mask(fused)
         out = self.llm.model(
             inputs_embeds=fused.inputs_embeds,
-            attention_mask=fused.attention_mask,
-            position_ids=fused.position_ids,
+            attention_mask=mask,
+            position_ids=positions,
             use_cache=False,
             output_hidden_states=decode and layer != -1,
         )
