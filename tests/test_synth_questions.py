@@ -106,7 +106,8 @@ def _expected(row: dict[str, Any], gt: GroundTruth) -> Any:
         dyaw = np.diff(_series(gt, a)[1])
         return "none" if np.all(dyaw == 0) else ("counter-clockwise" if np.all(dyaw >= 0) else "clockwise")
     if kind.startswith("count_"):
-        ids = list(inst.values())
+        ids = [inst[k] for k in meta["objs"]]
+        assert all(f"<obj_{k}>" in row["question"] for k in meta["objs"]), row["question"]
         moved = [_first_change(_series(gt, k)[0][:, :2]) is not None for k in ids]
         spun = [_first_change(_series(gt, k)[1]) is not None for k in ids]
         return {"count_translating": sum(moved), "count_rotating": sum(spun),

@@ -46,7 +46,8 @@ class RegionTrackConfig:
             ``query_regions`` regions the prompt names (each its track code and box features, in order of first
             mention): the answer reads the regions from its own residual stream instead of finding their tokens
             by attention, the lookup a from-scratch student does not learn (``docs/results.md``, ninth round).
-        query_regions: regions (by first mention) the answer query carries; absent ones are zeros.
+        query_regions: regions (by first mention) the answer query carries; absent ones are zeros (4: a counting
+            question names up to four, ``synth.dynamic_questions.COUNT_NAMED``).
         query_span: where the answer query is added: ``"first"``, only the position that predicts the answer's
             first token; ``"answer"``, that position and every later one (the answer's own tokens when
             teacher-forced, each generated or scored token at inference), so that options sharing a prefix
@@ -61,7 +62,7 @@ class RegionTrackConfig:
     frame_width: int = 64
     segments: int = 4
     answer_query: bool = True
-    query_regions: int = 2
+    query_regions: int = 4
     query_span: str = "answer"
 
     def __post_init__(self) -> None:

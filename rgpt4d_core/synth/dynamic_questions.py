@@ -22,6 +22,8 @@ ROTATION_OPTIONS = {
 }
 #: counting options: always the same four counts (a window around the answer would leak it at the window's edge)
 COUNT_OPTIONS = ("0", "1", "2", "3")
+#: regions a counting question names (all of them when the frame shows fewer)
+COUNT_NAMED = 4
 DIRECTION_OPTIONS = {
     "left": "To the left",
     "right": "To the right",
@@ -48,31 +50,31 @@ def r_question(c: QuestionContext) -> dict[str, Any] | None:
 
 
 def c_question(c: QuestionContext) -> dict[str, Any] | None:
-    """C: how many marked objects translate, rotate or stay still (options ``COUNT_OPTIONS``)."""
+    """C: how many of up to ``COUNT_NAMED`` named regions translate, rotate or stay still (options ``COUNT_OPTIONS``).
+
+    The question names the regions it counts (``"How many of <obj_1>, <obj_3> and <obj_4> ..."``), as region-level
+    benchmarks do, so that the student reads each one's motion where the prompt points at it; ``meta["objs"]`` lists
+    them."""
+    if len(c.marks) < 2:
+        return None
     kind = c.pick(["translating", "rotating", "static"])
-    objs = [c.obj(m) for m in c.marks]
+    chosen = sorted(c.rng.choice(len(c.marks), size=min(len(c.marks), COUNT_NAMED), replace=False).tolist())
+    named = [c.marks[i] for i in chosen]
+    objs = [c.obj(m) for m in named]
+    regions = ", ".join(m.token for m in named[:-1]) + f" and {named[-1].token}"
     if kind == "translating":
-        n, q = (
-            sum(o.translates for o in objs),
-            "How many of the marked objects change their position during the video?",
-        )
+        n, q = sum(o.translates for o in objs), f"How many of {regions} change their position during the video?"
     elif kind == "rotating":
-        n, q = (
-            sum(o.rotates for o in objs),
-            "How many of the marked objects spin about their vertical axis during the video?",
-        )
+        n, q = sum(o.rotates for o in objs), f"How many of {regions} spin about their vertical axis during the video?"
     else:
-        n, q = (
-            sum(not o.moves for o in objs),
-            "How many of the marked objects stay completely still during the video?",
-        )
+        n, q = sum(not o.moves for o in objs), f"How many of {regions} stay completely still during the video?"
     if n >= len(COUNT_OPTIONS):
         return None
     return {
         "question": q,
         "options": shuffle(list(COUNT_OPTIONS), c.rng),
         "answer": str(n),
-        "meta": {"kind": f"count_{kind}"},
+        "meta": {"kind": f"count_{kind}", "objs": [m.obj_id for m in named]},
     }
 
 
