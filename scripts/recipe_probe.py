@@ -128,6 +128,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--query-span", choices=QUERY_SPANS, default=RegionTrackConfig().query_span,
                    help="where the answer query is added: the position predicting the answer's first token, or "
                         "that position and every answer token (RegionTrackConfig.query_span)")
+    p.add_argument("--motion-pairs", action="store_true",
+                   help="region tracks also code consecutive frame pairs (RegionTrackConfig.motion_pairs)")
     p.add_argument("--first-tasks", default="SR", help="categories of the first --first-steps steps (curriculum)")
     p.add_argument("--first-steps", type=int, default=0, help="steps on --first-tasks only before all tasks")
     p.add_argument("--first-derived", choices=["", "moves", "moves-static-camera"], default="",
@@ -282,7 +284,8 @@ def probe_config(args: argparse.Namespace) -> StudentConfig:
                                region_boxes=cfg.region_boxes and not args.no_region_boxes,
                                region_tracks=RegionTrackConfig(enabled=args.region_tracks and not args.no_region_boxes,
                                                               answer_query=not args.no_answer_query,
-                                                              query_span=args.query_span),
+                                                              query_span=args.query_span,
+                                                              motion_pairs=args.motion_pairs),
                                tpe=TPEConfig(placement=args.tpe, base=cfg.tpe.base) if args.tpe else cfg.tpe)  # fmt: skip
 
 
@@ -392,7 +395,8 @@ def main(argv: Sequence[str] | None = None, probe_cls: type[Probe] = Probe) -> d
               "final_dense_loss": round(float(np.mean(probe.dense_losses[-50:])), 3) if probe.dense_losses else None, "load_avg_1min": round(os.getloadavg()[0], 2),
               "final_region_loss": round(float(np.mean(probe.region_aux.losses[-50:])), 3) if probe.region_aux else None,
               "n_held_out": len(held_sample), "tower_pretrain_loss": tower_log,
-              "held_out_curve": curve}  # fmt: skip
+              "held_out_curve": curve,
+              "held_out_predictions": {q.id: p for q, p in zip(held_sample, held_preds, strict=True)}}  # fmt: skip
     print(json.dumps(result), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,25 @@ def test_a_region_code_responds_to_change_inside_its_window() -> None:
     assert torch.isfinite(enc.track_codes(still[:1], boxes)).all()  # fewer frames than segments: still defined
 
 
+@pytest.mark.parametrize("pairs", [False, True])
+def test_motion_pairs_tell_which_way_the_content_moved(pairs: bool) -> None:
+    """Two frames, a blob one cell to the right in the second (rightwards) or in the first (leftwards): with one
+    segment the mean code and the mean absolute change are blind to the order; the pair codes are not."""
+    torch.manual_seed(0)
+    cfg = RegionTrackConfig(enabled=True, segments=1, motion_pairs=pairs)
+    enc = RegionTrackEncoder(cfg, vision_width=3, hidden=16)
+    frames = torch.rand(1, 16, 16, 3).expand(2, -1, -1, -1).clone()
+    frames[0, 6:8, 6:8], frames[1, 6:8, 7:9] = 3.0, 3.0  # a blob that steps right
+    rightwards, leftwards = frames.flatten(1, 2), frames.flip(0).flatten(1, 2)
+    box = torch.tensor([[0.375, 0.375, 0.5625, 0.5625]])
+    right, left = enc.track_codes(rightwards, box), enc.track_codes(leftwards, box)
+    if pairs:
+        assert (right - left).abs().max() > 1e-3
+        assert torch.isfinite(enc.track_codes(rightwards[:1], box)).all()  # one frame: no pair, still defined
+    else:
+        torch.testing.assert_close(right, left)
+
+
 def test_answer_positions_point_at_the_token_that_predicts_the_first_answer_token() -> None:
     tok = tiny_tokenizer()
     example = build_training_example(tok, "Does <obj_2> move?", "Yes")

@@ -53,6 +53,11 @@ class RegionTrackConfig:
             teacher-forced, each generated or scored token at inference), so that options sharing a prefix
             ("It rotates ..." / "It does not ...", "To the left" / "To the right") are told apart at the token
             where they differ with the evidence in that token's own residual stream.
+        motion_pairs: also code each pair of consecutive frames' samples jointly (one linear map of both, then a
+            GELU: a learned motion-energy unit, selective to the direction in which the window's content moves,
+            where a single frame's code and the mean absolute change are not) and add the ``segments`` means of
+            those pair codes to the summary; for the direction questions (T: left / right / away / towards, R:
+            clockwise / counter-clockwise).
     """
 
     enabled: bool = False
@@ -64,6 +69,7 @@ class RegionTrackConfig:
     answer_query: bool = True
     query_regions: int = 4
     query_span: str = "answer"
+    motion_pairs: bool = False
 
     def __post_init__(self) -> None:
         if self.query_span not in QUERY_SPANS:
@@ -125,7 +131,17 @@ class RegionTrackEncoder(nn.Module):
             nn.Linear(2 * k2 * vision_width, cfg.frame_width),
             nn.GELU(),
         )
-        self.out = nn.Linear((cfg.segments + 1) * cfg.frame_width, hidden)
+        self.pair_code = (
+            nn.Sequential(
+                nn.LayerNorm(4 * k2 * vision_width),
+                nn.Linear(4 * k2 * vision_width, cfg.frame_width),
+                nn.GELU(),
+            )
+            if cfg.motion_pairs
+            else None
+        )
+        summaries = 2 * cfg.segments + 1 if cfg.motion_pairs else cfg.segments + 1
+        self.out = nn.Linear(summaries * cfg.frame_width, hidden)
         self.query = (
             nn.Linear(cfg.query_regions * (hidden + BOX_FEATURES), hidden) if cfg.answer_query else None
         )
@@ -156,7 +172,21 @@ class RegionTrackEncoder(nn.Module):
             change = (codes[:, 1:] - codes[:, :-1]).abs().mean(dim=1)
         else:  # a single frame shows no change
             change = codes.new_zeros(n, codes.shape[-1])
-        return self.out(torch.cat([segments, change], dim=-1))
+        summary = [segments, change]
+        if self.pair_code is not None:
+            summary.append(self._pair_segments(per_region))
+        return self.out(torch.cat(summary, dim=-1))
+
+    def _pair_segments(self, per_region: torch.Tensor) -> torch.Tensor:
+        """``segments`` means of the codes of consecutive frame pairs: ``per_region`` float ``[N, T, 2k²C]`` (each
+        frame's samples) -> float ``[N, S*H]`` (zeros for a single frame)."""
+        assert self.pair_code is not None
+        n, frames = per_region.shape[:2]
+        width = self.cfg.frame_width
+        if frames < 2:
+            return per_region.new_zeros(n, self.cfg.segments * width)
+        pairs = self.pair_code(torch.cat([per_region[:, :-1], per_region[:, 1:]], dim=-1))  # [N, T-1, H]
+        return F.adaptive_avg_pool1d(pairs.transpose(1, 2), self.cfg.segments).flatten(1)
 
     def forward(
         self,
