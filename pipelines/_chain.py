@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines._paths import REPO
 from rgpt4d_core.config import load, to_yaml
 from rgpt4d_core.inputs import INPUT_SPEC_FILE
+from rgpt4d_core.synth.config import GENERATOR_VERSION
 from rgpt4d_core.tracking import default_tracking_uri
 
 if TYPE_CHECKING:
@@ -105,6 +106,12 @@ def outputs_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(tree))
 
 
+def world_key(synth: Any) -> str:
+    """The reuse key of a synthetic world: its ``SynthConfig`` and the generator version (a generator that renders or
+    asks differently for the same seed must not reuse a world written by an older one)."""
+    return digest(to_yaml(synth), GENERATOR_VERSION)
+
+
 def file_digest(path: str | Path) -> str:
     """SHA-256 (16 hex digits) of a file's bytes."""
     h = hashlib.sha256()
@@ -179,7 +186,7 @@ class Chain:
 
         root = self.out / "synth"
         job = load(MakeSyntheticJob, conf_files(section.config), section.overrides, {"out": root})
-        key = digest(to_yaml(job.synth))
+        key = world_key(job.synth)
         with self.stage("synthetic world"):
             if self._reuse("synthetic world", root, key, root / "dataset.json") is None:
                 summary = generate(job, progress=progress_wanted())

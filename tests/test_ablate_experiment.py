@@ -109,3 +109,16 @@ def test_untrained_expert_stage_saves_the_initial_weights_once(tmp_path: Path) -
     before = path.stat().st_mtime_ns
     assert chain.untrained_expert(section) == path and chain.reused["untrained expert"]
     assert path.stat().st_mtime_ns == before
+
+
+def test_a_world_from_another_generator_version_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The synth stage's reuse key holds the generator version: after a generator change (other questions for the
+    same seed) `make demo` and the experiments regenerate their world instead of reusing the old one."""
+    from pipelines import _chain
+    from rgpt4d_core.synth.config import SynthConfig
+
+    cfg = SynthConfig()
+    before = _chain.world_key(cfg)
+    assert _chain.world_key(SynthConfig()) == before
+    monkeypatch.setattr(_chain, "GENERATOR_VERSION", "0.0.0-test")
+    assert _chain.world_key(cfg) != before

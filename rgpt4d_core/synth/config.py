@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: bumped whenever scenes, rendering or questions change for the same seed
-GENERATOR_VERSION = "1.2.0"
+GENERATOR_VERSION = "1.3.0"  # 1.3.0: counting questions name their regions
 
 
 @dataclass(frozen=True)
