@@ -5,7 +5,8 @@
 
 One Ray task per scene renders it, encodes the video and writes its files (scene record last); the driver shows
 a progress bar, then gathers the question files and the dataset card. Re-running with the same ``--out`` skips
-scenes already written (resume). A scene that fails is recorded in ``failures.json`` (and the run exits non-zero)
+scenes already written (resume) when the same generator version and configuration wrote them (``generator.json`` at
+the root records both; another one's directory is refused, never mixed). A scene that fails is recorded in ``failures.json`` (and the run exits non-zero)
 instead of stopping the others.
 """
 
@@ -23,7 +24,8 @@ if __package__ in (None, ""):  # `python pipelines/<job>.py`: put this repositor
 
 from pipelines._cli import job_from_args, job_parser
 from rgpt4d_core import storage
-from rgpt4d_core.synth.config import SynthConfig
+from rgpt4d_core.config import to_yaml
+from rgpt4d_core.synth.config import GENERATOR_VERSION, SynthConfig
 from rgpt4d_core.synth.scenes import scene_id_for
 from rgpt4d_core.synth.writer import build_scene, finalize, write_scene
 
@@ -49,6 +51,46 @@ class MakeSyntheticJob:
     forward_env: list[str] = field(
         default_factory=lambda: list(storage.S3_ENV_VARS)
     )
+
+
+#: at a world's root, written before its first scene: the generator version and configuration that write it
+IDENTITY_FILE = "generator.json"
+
+
+class WorldMismatchError(ValueError):
+    """``--out`` holds scenes that another generator version or configuration wrote: resuming would mix worlds."""
+
+
+def claim_world(out: str, cfg: SynthConfig, done: set[str]) -> None:
+    """Record (first run) or check (resume) which generator version and configuration write ``out``.
+
+    Args:
+        out: the world's root.
+        cfg: this run's generator configuration.
+        done: scene ids already written under ``out``.
+
+    Raises:
+        WorldMismatchError: ``out`` was written by another generator version or configuration, or holds scenes
+            without an identity (written before it was recorded).
+    """
+    identity = {"generator_version": GENERATOR_VERSION, "synth": to_yaml(cfg)}
+    path = storage.join(out, IDENTITY_FILE)
+    if storage.exists(path):
+        saved = json.loads(storage.read_bytes(path))
+        if saved != identity:
+            what = ("generator " + str(saved.get("generator_version"))
+                    if saved.get("generator_version") != GENERATOR_VERSION else "another synth configuration")  # fmt: skip
+            raise WorldMismatchError(
+                f"{out} was written by {what} (this is generator {GENERATOR_VERSION}); resuming would mix two "
+                "worlds: write to a new --out or delete that directory"
+            )
+        return
+    if done:
+        raise WorldMismatchError(
+            f"{out} holds {len(done)} scenes but no {IDENTITY_FILE} (written by a generator before 1.3.0, or not by "
+            "this tool); resuming would mix two worlds: write to a new --out or delete that directory"
+        )
+    storage.write_bytes(path, json.dumps(identity, indent=1).encode())
 
 
 def done_scene_ids(out: str) -> set[str]:
@@ -78,6 +120,7 @@ def generate(job: MakeSyntheticJob, address: str | None = None, progress: bool =
 
     job.synth.validate()
     done = done_scene_ids(job.out)
+    claim_world(job.out, job.synth, done)
     todo = [i for i in range(job.synth.num_scenes) if scene_id_for(i) not in done]
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -130,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     job = job_from_args(MakeSyntheticJob, args)
     if job is None:
         return 0
-    summary = generate(job, address=args.address, progress=not args.no_progress)
+    try:
+        summary = generate(job, address=args.address, progress=not args.no_progress)
+    except WorldMismatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     card = summary.pop("card")
     print(json.dumps(summary))
     if card is None:

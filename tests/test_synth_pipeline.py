@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.make_synthetic import MakeSyntheticJob, generate, main, write_preview
+from pipelines import make_synthetic
+from pipelines.make_synthetic import (
+    MakeSyntheticJob,
+    WorldMismatchError,
+    claim_world,
+    generate,
+    main,
+    write_preview,
+)
 from rgpt4d_core.config import load
 from rgpt4d_core.synth.writer import load_ground_truth, load_questions
 
@@ -57,3 +65,29 @@ def test_writes_to_s3(s3_bucket: str, capsys: pytest.CaptureFixture[str]) -> Non
     assert items and items[0].video.startswith("videos/")
     gt = load_ground_truth(f"{out}/{items[0].video}")
     assert gt.depth.shape[1:] == (32, 32) and np.all(gt.depth > 0)
+
+
+def test_a_resume_never_mixes_generators_or_configurations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first run records its generator version and configuration; a resume by another one is refused (the CLI
+    exits 2 naming the directory, before any scene is written), as is a directory of scenes with no record."""
+    out = tmp_path / "ds"
+    job = _job(str(out), "synth.num_scenes=4")
+    claim_world(str(out), job.synth, set())
+    claim_world(str(out), job.synth, {"s000000"})  # the same generator and config resume
+    other = _job(str(out), "synth.num_scenes=4", "synth.seed=7").synth
+    with pytest.raises(WorldMismatchError, match="another synth configuration"):
+        claim_world(str(out), other, set())
+    monkeypatch.setattr(make_synthetic, "GENERATOR_VERSION", "9.9.9")
+    with pytest.raises(WorldMismatchError, match="written by generator 1"):
+        claim_world(str(out), job.synth, set())
+    monkeypatch.undo()
+    assert main(["--config", str(ROOT / "conf/synth/tiny.yaml"), "--out", str(out), "synth.seed=7"]) == 2
+    assert f"{out} was written by another synth configuration" in capsys.readouterr().err
+    assert not (out / "scenes").exists()
+    legacy = tmp_path / "legacy"
+    (legacy / "scenes").mkdir(parents=True)
+    (legacy / "scenes" / "s000000.json").write_text("{}")
+    with pytest.raises(WorldMismatchError, match="no generator.json"):
+        claim_world(str(legacy), job.synth, make_synthetic.done_scene_ids(str(legacy)))
