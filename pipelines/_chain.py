@@ -207,8 +207,9 @@ class Chain:
         cfg = load(P.PretrainExpertJob, conf_files(section.config), section.overrides, {
             "output": output, "data.root": directory / "world", "run.storage_path": directory / "runs",
             "mlflow.tracking_uri": self.tracking_uri})  # fmt: skip
-        # the preset's architecture too: a checkpoint of an older head layout must not be reused
-        key = digest(to_yaml(cfg), repr(get_preset(cfg.preset)))
+        # the preset's architecture too (a checkpoint of an older head layout must not be reused), and the generator
+        # version of the world it trains on
+        key = digest(to_yaml(cfg), repr(get_preset(cfg.preset)), GENERATOR_VERSION)
         with self.stage("pretrain expert"):
             saved = self._reuse("pretrain expert", directory, key, output)
             if saved is None:
