@@ -98,6 +98,12 @@ def window_grid(boxes: torch.Tensor, samples: int, scale: float, min_side: float
     return grid * 2 - 1
 
 
+def code_unit(width: int, out: int) -> nn.Sequential:
+    """The encoder's coding unit: ``LayerNorm(width)``, ``Linear(width, out)``, GELU (float ``[..., width]`` ->
+    ``[..., out]``)."""
+    return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, out), nn.GELU())
+
+
 @dataclass
 class TrackedText:
     """What :class:`RegionTrackEncoder` returns.
@@ -125,21 +131,9 @@ class RegionTrackEncoder(nn.Module):
     def __init__(self, cfg: RegionTrackConfig, vision_width: int, hidden: int) -> None:
         super().__init__()
         self.cfg = cfg
-        k2 = cfg.samples * cfg.samples
-        self.frame_code = nn.Sequential(
-            nn.LayerNorm(2 * k2 * vision_width),
-            nn.Linear(2 * k2 * vision_width, cfg.frame_width),
-            nn.GELU(),
-        )
-        self.pair_code = (
-            nn.Sequential(
-                nn.LayerNorm(4 * k2 * vision_width),
-                nn.Linear(4 * k2 * vision_width, cfg.frame_width),
-                nn.GELU(),
-            )
-            if cfg.motion_pairs
-            else None
-        )
+        samples = 2 * cfg.samples * cfg.samples * vision_width  # one frame's local + whole-frame samples
+        self.frame_code = code_unit(samples, cfg.frame_width)
+        self.pair_code = code_unit(2 * samples, cfg.frame_width) if cfg.motion_pairs else None
         summaries = 2 * cfg.segments + 1 if cfg.motion_pairs else cfg.segments + 1
         self.out = nn.Linear(summaries * cfg.frame_width, hidden)
         self.query = (
