@@ -107,9 +107,11 @@ def outputs_yaml(cfg: Any) -> str:
 
 
 def world_key(synth: Any) -> str:
-    """The reuse key of a synthetic world: its ``SynthConfig`` and the generator version (a generator that renders or
-    asks differently for the same seed must not reuse a world written by an older one)."""
-    return digest(to_yaml(synth), GENERATOR_VERSION)
+    """The reuse key of a synthetic world: its ``make_synthetic.world_identity`` (generator version and config; a
+    generator that renders or asks differently for the same seed must not reuse a world written by an older one)."""
+    from pipelines.make_synthetic import world_identity
+
+    return digest(world_identity(synth))
 
 
 def file_digest(path: str | Path) -> str:

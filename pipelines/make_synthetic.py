@@ -61,6 +61,12 @@ class WorldMismatchError(ValueError):
     """``--out`` holds scenes that another generator version or configuration wrote: resuming would mix worlds."""
 
 
+def world_identity(cfg: SynthConfig) -> dict[str, str]:
+    """What makes two worlds the same for a resume or a reuse: the generator version and the resolved configuration
+    (the same pair gives byte-identical scenes)."""
+    return {"generator_version": GENERATOR_VERSION, "synth": to_yaml(cfg)}
+
+
 def claim_world(out: str, cfg: SynthConfig, done: set[str]) -> None:
     """Record (first run) or check (resume) which generator version and configuration write ``out``.
 
@@ -73,7 +79,7 @@ def claim_world(out: str, cfg: SynthConfig, done: set[str]) -> None:
         WorldMismatchError: ``out`` was written by another generator version or configuration, or holds scenes
             without an identity (written before it was recorded).
     """
-    identity = {"generator_version": GENERATOR_VERSION, "synth": to_yaml(cfg)}
+    identity = world_identity(cfg)
     path = storage.join(out, IDENTITY_FILE)
     if storage.exists(path):
         saved = json.loads(storage.read_bytes(path))

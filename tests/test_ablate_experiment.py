@@ -114,11 +114,11 @@ def test_untrained_expert_stage_saves_the_initial_weights_once(tmp_path: Path) -
 def test_a_world_from_another_generator_version_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The synth stage's reuse key holds the generator version: after a generator change (other questions for the
     same seed) `make demo` and the experiments regenerate their world instead of reusing the old one."""
-    from pipelines import _chain
+    from pipelines import _chain, make_synthetic
     from rgpt4d_core.synth.config import SynthConfig
 
     cfg = SynthConfig()
     before = _chain.world_key(cfg)
     assert _chain.world_key(SynthConfig()) == before
-    monkeypatch.setattr(_chain, "GENERATOR_VERSION", "0.0.0-test")
+    monkeypatch.setattr(make_synthetic, "GENERATOR_VERSION", "0.0.0-test")
     assert _chain.world_key(cfg) != before
