@@ -230,8 +230,9 @@ class Student(nn.Module):
 
         Right padding puts every real token's causal context on real tokens, and its position equals its index, so
         the pass needs neither: ``(None, None)`` lets SDPA run its causal kernel without a materialised
-        ``[B, 1, L, L]`` mask (it skips the masked half; about 2x faster attention on CPU, the largest cost of a
-        tiny training step). Real tokens' outputs are unchanged; padding rows' outputs change and nothing reads
+        ``[B, 1, L, L]`` mask (it skips the masked half: in a profile of the tiny recipe an LLM layer's attention,
+        forward + backward, went from ≈ 56 to ≈ 42 ms per batch of 8; a whole training step is 1.21x faster,
+        ``bench/llm_mask.py``). Real tokens' outputs are unchanged; padding rows' outputs change and nothing reads
         them (labels are ignored there, D_4DP gathers video positions). Left padding keeps both.
         """
         if self.cfg.fusion.padding_side == "right":
