@@ -17,7 +17,7 @@ from typing import Any
 from pipelines._chain import Chain, Trained
 from rgpt4d_core.eval.metrics import AccuracyTable, mean_std_tables
 from rgpt4d_core.eval.paired import PairedSummary, interval_text, paired_differences
-from rgpt4d_core.eval.tasks import TABLE_COLUMNS
+from rgpt4d_core.eval.tasks import SCORED_COLUMNS, TABLE_COLUMNS
 
 BEGIN, END = "<!-- ablate:begin -->", "<!-- ablate:end -->"
 LOSS_KEYS = ("loss/sft", "loss/ld", "loss/ed/depth", "loss/ed/flow_2d_backward", "loss/ed/dyn_mask", "loss/total")
@@ -78,24 +78,25 @@ def comparison_csv(found: list[Comparison]) -> str:
 def comparison_markdown(c: Comparison, labels: dict[str, str]) -> str:
     """Rows: the difference of each paired seed, then the mean with its 95 % interval; columns: the 12 of the
     accuracy tables (accuracy points)."""
+    shown = [k for k in SCORED_COLUMNS if k in TABLE_COLUMNS or k in c.columns]  # the 12, then TB when scored
     rows = [f"#### {labels.get(c.treatment, c.treatment)} − {labels.get(c.baseline, c.baseline)}, size `{c.size}`",
-            "", "| paired difference | " + " | ".join(TABLE_COLUMNS) + " |", "|---|" + "---|" * len(TABLE_COLUMNS)]  # fmt: skip
+            "", "| paired difference | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]  # fmt: skip
     for i, seed in enumerate(c.seeds):
-        cells = [f"{c.columns[k].diffs[i]:+.1f}" if k in c.columns else "-" for k in TABLE_COLUMNS]
+        cells = [f"{c.columns[k].diffs[i]:+.1f}" if k in c.columns else "-" for k in shown]
         rows.append(f"| seed {seed} | " + " | ".join(cells) + " |")
-    means = [interval_text(c.columns[k]) if k in c.columns else "-" for k in TABLE_COLUMNS]
+    means = [interval_text(c.columns[k]) if k in c.columns else "-" for k in shown]
     rows.append("| **mean [95 % CI]** | " + " | ".join(means) + " |")
     return "\n".join(rows) + "\n"
 
 
 def curve_markdown(found: list[Comparison], questions: Callable[[str], int], means: dict[tuple[str, str], float],
-                   labels: dict[str, str]) -> str:  # fmt: skip
-    """The learning curve as a table: per comparison and size, the training questions, each side's mean Avg and
-    the paired Avg difference with its interval."""
-    rows = ["| comparison | size | training questions | baseline Avg | treatment Avg | paired Δ Avg [95 % CI] | n |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+                   labels: dict[str, str], column: str = "Avg") -> str:  # fmt: skip
+    """The learning curve as a table: per comparison and size, the training questions, each side's mean ``column``
+    (Avg, or a time probe) and the paired difference in it with its interval."""
+    rows = [f"| comparison | size | training questions | baseline {column} | treatment {column} | "
+            f"paired Δ {column} [95 % CI] | n |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in found:
-        avg = c.columns.get("Avg")
+        avg = c.columns.get(column)
         if avg is None:
             continue
         name = f"{labels.get(c.treatment, c.treatment)} − {labels.get(c.baseline, c.baseline)}"
@@ -104,19 +105,20 @@ def curve_markdown(found: list[Comparison], questions: Callable[[str], int], mea
     return "\n".join(rows) + "\n"
 
 
-def mean_avg(outcomes: list[Outcome]) -> dict[tuple[str, str], float]:
-    """Mean held-out Avg per (variant, size) over seeds."""
+def mean_avg(outcomes: list[Outcome], column: str = "Avg") -> dict[tuple[str, str], float]:
+    """Mean held-out ``column`` (Avg by default) per (variant, size) over seeds."""
     groups: dict[tuple[str, str], list[float]] = {}
     for o in outcomes:
-        value = o.table.accuracy.get("Avg")
+        value = o.table.accuracy.get(column)
         if value is not None:
             groups.setdefault((o.variant, o.size), []).append(value)
     return {k: sum(v) / len(v) for k, v in groups.items()}
 
 
-def selected(candidates: list[str], size: str, outcomes: list[Outcome]) -> tuple[str, float] | None:
-    """The candidate variant with the best mean Avg at ``size`` (ties: the first in config order), or ``None``."""
-    means = mean_avg(outcomes)
+def selected(candidates: list[str], size: str, outcomes: list[Outcome], column: str = "Avg") -> tuple[str, float] | None:
+    """The candidate variant with the best mean ``column`` at ``size`` (ties: the first in config order), or
+    ``None``."""
+    means = mean_avg(outcomes, column)
     scored = [(v, means[(v, size)]) for v in candidates if (v, size) in means]
     return max(scored, key=lambda vs: vs[1]) if scored else None
 

@@ -102,14 +102,39 @@ def _nested(values: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
+#: field metadata: leave the field out of :func:`to_container` / :func:`to_yaml` while it holds an empty value. For
+#: options added to a config after records of it exist (world identities, reuse keys, dataset cards): at the
+#: default they leave every earlier record, and the caches keyed by it, unchanged.
+OMIT_WHEN_EMPTY = "omit_when_empty"
+
+
+def to_container(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain dicts and lists, without the :data:`OMIT_WHEN_EMPTY` fields that are empty."""
+    tree = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    assert isinstance(tree, dict)
+    _prune_empty(cfg, tree)
+    return tree  # type: ignore[return-value]
+
+
+def _prune_empty(obj: Any, tree: dict[Any, Any]) -> None:
+    if not dataclasses.is_dataclass(obj):
+        return
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get(OMIT_WHEN_EMPTY) and not value:
+            tree.pop(f.name, None)
+        elif isinstance(tree.get(f.name), dict):
+            _prune_empty(value, tree[f.name])
+
+
 def to_yaml(cfg: Any) -> str:
-    """The resolved config as YAML (for MLflow params, checkpoints and ``--print-config``)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)
+    """The resolved config as YAML (for MLflow params, checkpoints, reuse keys and ``--print-config``)."""
+    return OmegaConf.to_yaml(OmegaConf.create(to_container(cfg)))
 
 
 def to_flat_dict(cfg: Any) -> dict[str, Any]:
     """The resolved config flattened to ``{"a.b.c": value}`` (MLflow params)."""
-    container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    container = to_container(cfg)
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:

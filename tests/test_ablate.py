@@ -100,3 +100,26 @@ def test_report_pairs_seeds_with_an_interval_and_a_learning_curve(tmp_path: Path
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![learning curve](p4d-curve-full.png)" in text
     csv_rows = ablate.R.comparison_csv(ablate.R.comparisons(job.compare, job.size_names(), outcomes)).splitlines()
     assert "p4d,sft,2k,Avg,3,3.333,1.528,-0.462,7.128,+3.00 +2.00 +5.00" in csv_rows
+
+
+def test_the_time_cue_experiment_reports_the_time_probe_column(tmp_path: Path) -> None:
+    conf = Path(ablate.__file__).resolve().parents[1] / "conf" / "ablate"
+    md = tmp_path / "tpe.md"
+    job = load(ablate.AblateJob, [conf / "tpe.yaml"], [f"results_md={md}", f"out={tmp_path / 'o'}",
+                                                      f"curve_png={tmp_path / 'tpe.png'}"])  # fmt: skip
+    assert job.column == "TB" and [c.variant for c in ablate.plan(job)][:4] == ["no_cue", "tpe", "prompt", "tpe_prompt"]
+    assert len(ablate.plan(job)) == 12
+    with pytest.raises(ValueError, match="column"):
+        ablate.plan(load(ablate.AblateJob, [conf / "tpe.yaml"], ["column=Speed"]))
+
+    def tb_table(name: str, tb: float) -> AccuracyTable:  # a TB-only benchmark: no R4D question, Avg undefined
+        return AccuracyTable(name, {**dict.fromkeys(TABLE_COLUMNS), "TB": tb}, {**dict.fromkeys(TABLE_COLUMNS, 0), "TB": 200})
+
+    outcomes = [ablate.Outcome(v, s, Trained(f"abl-{v}-s{s}", "x", None, 12), tb_table(v, tb), {"loss/sft": 0.5})
+                for v, s, tb in [("no_cue", 0, 30.0), ("no_cue", 1, 34.0), ("prompt", 0, 90.0), ("prompt", 1, 96.0)]]
+    ablate.write_report(job, Chain(tmp_path / "o"), outcomes, [], "python -m pipelines.ablate", 60.0)
+    text = md.read_text()
+    assert "val+test split (200 questions)" in text
+    assert "| seed 0 | - | - | - | - | - | - | - | - | - | - | - | - | +60.0 |" in text  # the 12 R4D columns, then TB
+    assert "| duration sentence − no time cue | all | " in text and "| 32.0 | 93.0 | +61.0 [" in text  # curve in TB
+    assert (tmp_path / "tpe.png").is_file()

@@ -1,7 +1,8 @@
 """Accuracy tables in R4D-Bench's 12-column format (Avg, Sta, Dyn, then the nine categories).
 
-* ``Avg`` is the accuracy over *all* scored questions (not the mean of category accuracies), as in the paper;
-  ``Sta``/``Dyn`` likewise over the questions of each group.
+* ``Avg`` is the accuracy over *all* scored R4D questions (not the mean of category accuracies), as in the paper;
+  ``Sta``/``Dyn`` likewise over the questions of each group. The time probe ``TB`` (``tasks.TIME_TASKS``) has a
+  13th column of its own, present only when the benchmark asks it, and stays out of Avg, Sta and Dyn.
 * Items that could not be scored (e.g. the video failed to decode) are counted as wrong and reported in
   ``errors``: they never silently leave the denominator.
 * The random-guess row is the expected accuracy of a uniform guess, ``mean(1 / len(options))`` over the items
@@ -14,7 +15,15 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from rgpt4d_core.eval.tasks import ALL_TASKS, DYNAMIC_TASKS, STATIC_TASKS, TABLE_COLUMNS, canonical_task
+from rgpt4d_core.eval.tasks import (
+    ALL_TASKS,
+    DYNAMIC_TASKS,
+    SCORED_COLUMNS,
+    STATIC_TASKS,
+    TABLE_COLUMNS,
+    TIME_TASKS,
+    canonical_task,
+)
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,21 @@ class AccuracyTable:
 
 def _columns_of(task: str) -> tuple[str, ...]:
     code = canonical_task(task)
+    if code in TIME_TASKS:
+        return (code,)
     group = "Sta" if code in STATIC_TASKS else "Dyn"
     return ("Avg", group, code)
+
+
+def _present(counts: dict[str, int]) -> tuple[str, ...]:
+    """The 12 R4D columns, then each time-probe column that has questions."""
+    return (*TABLE_COLUMNS, *(c for c in TIME_TASKS if counts.get(c)))
+
+
+def table_columns(tables: Iterable[AccuracyTable]) -> tuple[str, ...]:
+    """The columns to print for ``tables``: the 12 R4D columns, then the time probes any of them scored."""
+    present = {c for t in tables for c in t.accuracy}
+    return tuple(c for c in SCORED_COLUMNS if c in TABLE_COLUMNS or c in present)
 
 
 def _percent(num: float, den: int) -> float | None:
@@ -61,45 +83,51 @@ def _percent(num: float, den: int) -> float | None:
 
 
 def accuracy_table(items: Iterable[ScoredItem], name: str) -> AccuracyTable:
-    """Score ``items`` into the 12 columns; errors count as wrong and are tallied per column."""
-    hits = dict.fromkeys(TABLE_COLUMNS, 0)
-    counts = dict.fromkeys(TABLE_COLUMNS, 0)
-    errors = dict.fromkeys(TABLE_COLUMNS, 0)
+    """Score ``items`` into the 12 columns (and ``TB`` when asked); errors count as wrong and are tallied per
+    column."""
+    hits = dict.fromkeys(SCORED_COLUMNS, 0)
+    counts = dict.fromkeys(SCORED_COLUMNS, 0)
+    errors = dict.fromkeys(SCORED_COLUMNS, 0)
     for it in items:
         for col in _columns_of(it.task):
             counts[col] += 1
             hits[col] += int(it.correct and it.error is None)
             errors[col] += int(it.error is not None)
+    columns = _present(counts)
     return AccuracyTable(
         name=name,
-        accuracy={c: _percent(hits[c], counts[c]) for c in TABLE_COLUMNS},
-        counts=counts,
+        accuracy={c: _percent(hits[c], counts[c]) for c in columns},
+        counts={c: counts[c] for c in columns},
         errors={c: n for c, n in errors.items() if n},
     )
 
 
 def random_guess_table(items: Iterable[ScoredItem], name: str = "Random") -> AccuracyTable:
-    """Expected accuracy of a uniform guess over each item's options, in the same 12 columns."""
-    expected = dict.fromkeys(TABLE_COLUMNS, 0.0)
-    counts = dict.fromkeys(TABLE_COLUMNS, 0)
+    """Expected accuracy of a uniform guess over each item's options, in the same columns."""
+    expected = dict.fromkeys(SCORED_COLUMNS, 0.0)
+    counts = dict.fromkeys(SCORED_COLUMNS, 0)
     for it in items:
         if it.num_options < 1:
             raise ValueError(f"item {it.id!r} has no options")
         for col in _columns_of(it.task):
             counts[col] += 1
             expected[col] += 1.0 / it.num_options
-    return AccuracyTable(name=name, accuracy={c: _percent(expected[c], counts[c]) for c in TABLE_COLUMNS},
-                         counts=counts)
+    columns = _present(counts)
+    return AccuracyTable(name=name, accuracy={c: _percent(expected[c], counts[c]) for c in columns},
+                         counts={c: counts[c] for c in columns})
 
 
 def markdown_table(tables: Iterable[AccuracyTable], std: dict[str, dict[str, float]] | None = None) -> str:
-    """Render tables as one Markdown table with the 12 R4D columns; ``std[name][col]`` adds ``± s``."""
-    header = "| Method | " + " | ".join(TABLE_COLUMNS) + " |"
-    rule = "|---|" + "---|" * len(TABLE_COLUMNS)
+    """Render tables as one Markdown table with the 12 R4D columns (and ``TB`` when any table scored it);
+    ``std[name][col]`` adds ``± s``."""
+    tables = list(tables)
+    columns = table_columns(tables)
+    header = "| Method | " + " | ".join(columns) + " |"
+    rule = "|---|" + "---|" * len(columns)
     rows = [header, rule]
     for t in tables:
         cells = []
-        for c in TABLE_COLUMNS:
+        for c in columns:
             v = t.accuracy.get(c)
             cell = "-" if v is None else f"{v:.1f}"
             if std and t.name in std and c in std[t.name] and v is not None:
@@ -115,7 +143,7 @@ def mean_std_tables(runs: list[AccuracyTable], name: str) -> tuple[AccuracyTable
         raise ValueError("no runs to aggregate")
     mean: dict[str, float | None] = {}
     std: dict[str, float] = {}
-    for c in TABLE_COLUMNS:
+    for c in table_columns(runs):
         vals = [r.accuracy[c] for r in runs if r.accuracy.get(c) is not None]
         if not vals:
             mean[c] = None
@@ -129,8 +157,10 @@ def mean_std_tables(runs: list[AccuracyTable], name: str) -> tuple[AccuracyTable
 __all__ = [
     "ALL_TASKS",
     "DYNAMIC_TASKS",
+    "SCORED_COLUMNS",
     "STATIC_TASKS",
     "TABLE_COLUMNS",
+    "TIME_TASKS",
     "AccuracyTable",
     "ScoredItem",
     "accuracy_table",

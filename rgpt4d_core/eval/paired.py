@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rgpt4d_core.eval.metrics import AccuracyTable
-from rgpt4d_core.eval.tasks import TABLE_COLUMNS
+from rgpt4d_core.eval.tasks import SCORED_COLUMNS
 
 #: t_{0.975, df} for df = 1..30
 _T975 = (
@@ -81,7 +81,7 @@ def summarise(diffs: Sequence[float]) -> PairedSummary:
 
 
 def paired_differences(treatment: Mapping[int, AccuracyTable], baseline: Mapping[int, AccuracyTable],
-                       columns: Sequence[str] = TABLE_COLUMNS) -> dict[str, PairedSummary]:  # fmt: skip
+                       columns: Sequence[str] = SCORED_COLUMNS) -> dict[str, PairedSummary]:  # fmt: skip
     """Per column, the summary of ``treatment[seed] − baseline[seed]`` over the seeds both have (sorted), skipping
     seeds where either side has no value in that column; columns with no pair are left out."""
     seeds = sorted(set(treatment) & set(baseline))

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table
+from rgpt4d_core.eval.metrics import AccuracyTable, markdown_table, table_columns
 from rgpt4d_core.eval.predict import Prediction
-from rgpt4d_core.eval.tasks import TABLE_COLUMNS, TASK_NAMES
+from rgpt4d_core.eval.tasks import TASK_NAMES
 
 PREDICTIONS_FILE = "predictions.jsonl"
 TABLE_MD = "table.md"
@@ -87,17 +87,19 @@ def render_markdown(tables: Sequence[AccuracyTable], summary: dict[str, Any], ti
     """The Markdown report: title, the 12-column table, counts per column and the error note."""
     head = f"## {title}\n\n" if title else ""
     counts = tables[0].counts if tables else {}
-    count_row = "| n | " + " | ".join(str(counts.get(c, 0)) for c in TABLE_COLUMNS) + " |\n"
-    legend = ", ".join(f"{code} = {name}" for code, name in TASK_NAMES.items())
+    columns = table_columns(tables)
+    count_row = "| n | " + " | ".join(str(counts.get(c, 0)) for c in columns) + " |\n"
+    legend = ", ".join(f"{code} = {name}" for code, name in TASK_NAMES.items() if code in columns)
+    probe = " TB is outside Avg." if "TB" in columns else ""
     return (
         f"{head}{markdown_table(tables)}{count_row}\n"
-        f"Accuracy in % (Avg over all questions; Sta = VG+DM+SR, Dyn = R+C+T+FP+SA+DP). {legend}.\n\n"
+        f"Accuracy in % (Avg over all R4D questions; Sta = VG+DM+SR, Dyn = R+C+T+FP+SA+DP).{probe} {legend}.\n\n"
         f"{error_note(summary)}\n"
     )
 
 
 def bar_chart(tables: Sequence[AccuracyTable], path: Path, title: str = "") -> Path:
-    """Grouped bar chart of the 12 columns, one bar colour per table (random-guess row drawn hatched)."""
+    """Grouped bar chart of the 12 columns (and TB), one bar colour per table (random-guess row drawn hatched)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,12 +109,13 @@ def bar_chart(tables: Sequence[AccuracyTable], path: Path, title: str = "") -> P
     fig, ax = plt.subplots(figsize=(12, 4.2), dpi=100)
     n = max(1, len(tables))
     width = 0.8 / n
+    columns = table_columns(tables)
     for i, t in enumerate(tables):
-        xs = [j + (i - (n - 1) / 2) * width for j in range(len(TABLE_COLUMNS))]
-        ys = [t.accuracy.get(c) or 0.0 for c in TABLE_COLUMNS]
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(columns))]
+        ys = [t.accuracy.get(c) or 0.0 for c in columns]
         hatch = "//" if t.name.lower().startswith("random") else None
         ax.bar(xs, ys, width=width, label=t.name, hatch=hatch, edgecolor="black", linewidth=0.4)
-    ax.set_xticks(range(len(TABLE_COLUMNS)), list(TABLE_COLUMNS))
+    ax.set_xticks(range(len(columns)), list(columns))
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.axvline(2.5, color="grey", linewidth=0.6)
@@ -143,7 +146,7 @@ def write_report(
     files.table_md.write_text(render_markdown(tables, summary, title), encoding="utf-8")
     payload = {
         "title": title,
-        "columns": list(TABLE_COLUMNS),
+        "columns": list(table_columns(tables)),
         "tables": [json.loads(t.to_json()) for t in tables],
         "summary": summary,
         **(extra or {}),

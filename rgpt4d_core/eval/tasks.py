@@ -1,4 +1,6 @@
-"""R4D-Bench's task taxonomy (paper-spec §6): nine region-level categories split into static and dynamic.
+"""R4D-Bench's task taxonomy (paper-spec §6): nine region-level categories split into static and dynamic, plus
+the time probe TB (a TimeBench-style "How much time has passed in the video?", paper Table A3), which is scored in
+a column of its own and never enters Avg, Sta or Dyn.
 
 The released benchmark names tasks in different spellings across versions (``"VG"``, ``"3D Video Grounding"``,
 ``"Speed & Acceleration"`` ...); :func:`canonical_task` maps them all to the short codes used in the table.
@@ -13,6 +15,10 @@ DYNAMIC_TASKS: tuple[str, ...] = ("R", "C", "T", "FP", "SA", "DP")
 ALL_TASKS: tuple[str, ...] = STATIC_TASKS + DYNAMIC_TASKS
 #: the 12 columns of R4D-Bench Table 3, in order
 TABLE_COLUMNS: tuple[str, ...] = ("Avg", "Sta", "Dyn", *ALL_TASKS)
+#: probes outside R4D-Bench, each scored only in its own column (after the 12, when a benchmark has any)
+TIME_TASKS: tuple[str, ...] = ("TB",)
+#: every column a table can have, in order
+SCORED_COLUMNS: tuple[str, ...] = (*TABLE_COLUMNS, *TIME_TASKS)
 
 TASK_NAMES: dict[str, str] = {
     "VG": "3D Video Grounding",
@@ -24,6 +30,7 @@ TASK_NAMES: dict[str, str] = {
     "FP": "False Positive",
     "SA": "Speed & Acceleration",
     "DP": "Displacement & Path Length",
+    "TB": "Time Passed",
 }
 
 
@@ -49,16 +56,18 @@ _ALIASES.update(
         _key("Displacement and Path Length"): "DP",
         _key("Displacement"): "DP",
         _key("Path Length"): "DP",
+        _key("TimeBench"): "TB",
+        _key("Time"): "TB",
     }
 )
 
 
 class UnknownTaskError(ValueError):
-    """A benchmark row names a task outside R4D-Bench's nine categories."""
+    """A benchmark row names a task outside R4D-Bench's nine categories and the time probe."""
 
 
 def canonical_task(name: str) -> str:
-    """The short code (``"VG"`` ... ``"DP"``) for any spelling of an R4D-Bench task name."""
+    """The short code (``"VG"`` ... ``"DP"``, ``"TB"``) for any spelling of a task name."""
     code = _ALIASES.get(_key(name))
     if code is None:
         raise UnknownTaskError(f"unknown R4D-Bench task {name!r}; known: {', '.join(TASK_NAMES.values())}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from rgpt4d_core.config import OMIT_WHEN_EMPTY
 
 #: bumped whenever scenes, rendering or questions change for the same seed
 GENERATOR_VERSION = "1.3.0"  # 1.3.0: counting questions name their regions
@@ -34,6 +36,10 @@ class SynthConfig:
             ≈ 4× smaller files, compression artefacts like real videos) does not: libx264's lossy bitstream varies
             with the process's heap state (``tests/test_synth_writer.py``), and with it everything trained on the
             world.
+        tasks: which question categories to ask, by code; empty (the default) = R4D-Bench's nine. ``TB`` is the
+            TimeBench-style time probe ("How much time has passed in the video?", paper Table A3), asked only when
+            listed, e.g. ``[TB]`` for a world of time questions alone. Left out of the config's records while empty,
+            so worlds written before the field existed keep their identity.
     """
 
     seed: int = 0
@@ -55,6 +61,7 @@ class SynthConfig:
     balance_answers: bool = True
     depth_dtype: str = "float32"
     crf: int = 0
+    tasks: tuple[str, ...] = field(default=(), metadata={OMIT_WHEN_EMPTY: True})
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the configuration cannot work."""
@@ -72,3 +79,8 @@ class SynthConfig:
             raise ValueError(f"synth.depth_dtype must be float32 or float16, got {self.depth_dtype}")
         if self.max_frames < 4:
             raise ValueError("synth.max_frames must be >= 4")
+        from rgpt4d_core.synth.questions import QUESTION_TASKS
+
+        unknown = [t for t in self.tasks if t not in QUESTION_TASKS]
+        if unknown or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"synth.tasks must be distinct codes of {', '.join(QUESTION_TASKS)}; got {list(self.tasks)}")

@@ -8,7 +8,8 @@ Every question carries ``meta``: a machine-readable statement of what is asked (
 that answers can be re-derived from the ground-truth arrays alone (``tests/test_synth_questions.py`` does).
 Frames of the world: positions are in the ground frame of the first camera (x right, y forward, z up, metres).
 
-The builders are ``static_questions.py`` (VG, DM, SR) and ``dynamic_questions.py`` (R, C, T, FP, SA, DP), over a
+The builders are ``static_questions.py`` (VG, DM, SR), ``dynamic_questions.py`` (R, C, T, FP, SA, DP) and, asked
+only when a world lists it (``SynthConfig.tasks``), ``time_questions.py`` (the time probe TB), over a
 :class:`~rgpt4d_core.synth.question_context.QuestionContext`; the regions are ``marks.py`` (re-exported here).
 """
 
@@ -33,10 +34,15 @@ from rgpt4d_core.synth.question_context import QuestionContext
 from rgpt4d_core.synth.render import Rendering
 from rgpt4d_core.synth.scenes import Scene
 from rgpt4d_core.synth.static_questions import dm_question, sr_question, vg_question
+from rgpt4d_core.synth.time_questions import tb_question
 
 STATIC_TASKS: tuple[str, ...] = ("VG", "DM", "SR")
 DYNAMIC_TASKS: tuple[str, ...] = ("R", "C", "T", "FP", "SA", "DP")
 TASKS: tuple[str, ...] = STATIC_TASKS + DYNAMIC_TASKS
+#: the time probe (outside R4D-Bench's Avg; ``rgpt4d_core.eval.tasks.TIME_TASKS``), asked only when listed
+TIME_TASKS: tuple[str, ...] = ("TB",)
+#: every category a world can ask, in the order a scene asks them
+QUESTION_TASKS: tuple[str, ...] = TASKS + TIME_TASKS
 
 #: task -> builder of one question (``None``: this scene cannot ask it fairly)
 BUILDERS: dict[str, Callable[[QuestionContext], dict[str, Any] | None]] = {
@@ -49,13 +55,16 @@ BUILDERS: dict[str, Callable[[QuestionContext], dict[str, Any] | None]] = {
     "FP": fp_question,
     "SA": sa_question,
     "DP": dp_question,
+    "TB": tb_question,
 }
 
 
 def make_questions(
-    scene: Scene, rendering: Rendering, marks: list[Mark], rng: np.random.Generator, per_category: int = 1
+    scene: Scene, rendering: Rendering, marks: list[Mark], rng: np.random.Generator, per_category: int = 1,
+    tasks: tuple[str, ...] = TASKS,
 ) -> list[dict[str, Any]]:
-    """Up to ``per_category`` questions of every task for one scene (none when no region is visible).
+    """Up to ``per_category`` questions of every task in ``tasks`` (codes of :data:`QUESTION_TASKS`, asked in that
+    order) for one scene (none when no region is visible).
 
     Returns:
         dicts with ``task, question, options, answer, meta`` (the writer adds ids, paths and regions).
@@ -65,7 +74,7 @@ def make_questions(
         return []
     ctx = QuestionContext(scene, rendering, marks, rng)
     out: list[dict[str, Any]] = []
-    for task in TASKS:
+    for task in tasks:
         seen: set[str] = set()
         # one question per answer per scene: a scene of still objects would fill the rotation task with
         # "It does not rotate" otherwise
@@ -84,4 +93,5 @@ def make_questions(
     return out
 
 
-__all__ = ["TASKS", "STATIC_TASKS", "DYNAMIC_TASKS", "Mark", "find_marks", "make_questions", "fmt_number"]
+__all__ = ["TASKS", "STATIC_TASKS", "DYNAMIC_TASKS", "TIME_TASKS", "QUESTION_TASKS", "Mark", "find_marks",
+           "make_questions", "fmt_number"]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from rgpt4d_core import storage
+from rgpt4d_core.config import to_container
 from rgpt4d_core.regions import draw_set_of_marks
 from rgpt4d_core.synth.balance import balance_answers
 from rgpt4d_core.synth.config import GENERATOR_VERSION, SynthConfig
@@ -108,6 +109,11 @@ class SceneOutput:
     record: dict[str, Any]
 
 
+def asked_tasks(cfg: SynthConfig) -> tuple[str, ...]:
+    """The categories a world asks: ``cfg.tasks``, or R4D-Bench's nine when it lists none."""
+    return cfg.tasks or TASKS
+
+
 def _regions(marks: list[Mark], instance0: np.ndarray) -> list[Region]:
     return [Region(m.obj_id, m.box, mask=instance0 == m.index + 1, label=m.label) for m in marks]
 
@@ -133,7 +139,9 @@ def build_scene(cfg: SynthConfig, index: int) -> SceneOutput:
     som = draw_set_of_marks(r.rgb[0], _regions(marks, r.instance[0]))
     region_rows = [{"obj_id": m.obj_id, "box": list(m.box), "label": m.label, "instance_id": m.index + 1} for m in marks]
     rows = []
-    for n, q in enumerate(make_questions(scene, r, marks, scene_rng(cfg.seed, index, 1), cfg.questions_per_category)):
+    questions = make_questions(scene, r, marks, scene_rng(cfg.seed, index, 1), cfg.questions_per_category,
+                               asked_tasks(cfg))  # fmt: skip
+    for n, q in enumerate(questions):
         rows.append({
             "id": f"{sid}_{q['task']}_{n:02d}", "video": video_rel, "som_image": som_rel, "question": q["question"],
             "options": q["options"], "answer": q["answer"], "task": q["task"], "regions": region_rows,
@@ -198,7 +206,7 @@ def finalize(root: str, cfg: SynthConfig) -> dict[str, Any]:
         split_of += [rec["split"]] * len(rec["questions"])
     kept = balance_answers(rows, split_of, cfg.seed) if cfg.balance_answers else list(range(len(rows)))
     by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
-    counts = {s: {t: 0 for t in TASKS} for s in SPLITS}
+    counts = {s: {t: 0 for t in asked_tasks(cfg)} for s in SPLITS}
     for i in kept:
         by_split[split_of[i]].append(json.dumps(rows[i], ensure_ascii=False))
         counts[split_of[i]][rows[i]["task"]] += 1
@@ -207,13 +215,13 @@ def finalize(root: str, cfg: SynthConfig) -> dict[str, Any]:
         storage.write_bytes(storage.join(root, "questions", f"{s}.jsonl"), text.encode())
     card = {
         "name": "rgpt4d-synthetic-4d", "generator_version": GENERATOR_VERSION, "seed": cfg.seed,
-        "num_scenes": cfg.num_scenes, "resolution": [cfg.height, cfg.width], "config": dataclasses.asdict(cfg),
+        "num_scenes": cfg.num_scenes, "resolution": [cfg.height, cfg.width], "config": to_container(cfg),
         "fps_range": [min(fps_seen, default=0), max(fps_seen, default=0)],
         "duration_s_range": [min(dur_seen, default=0), max(dur_seen, default=0)],
         "frames_range": [min(frames_seen, default=0), max(frames_seen, default=0)],
         "scenes_per_split": {s: sum(1 for i in range(cfg.num_scenes) if split_for(i, cfg.split_fractions) == s) for s in SPLITS},
         "questions_per_split": {s: sum(counts[s].values()) for s in SPLITS},
-        "questions_per_task": {t: sum(counts[s][t] for s in SPLITS) for t in TASKS},
+        "questions_per_task": {t: sum(counts[s][t] for s in SPLITS) for t in asked_tasks(cfg)},
         "questions_per_split_and_task": counts,
         "questions_generated": len(rows),
         "answer_balance": (
