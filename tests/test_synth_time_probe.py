@@ -15,15 +15,14 @@ from omegaconf import OmegaConf
 from rgpt4d_core.config import to_container, to_yaml
 from rgpt4d_core.eval.metrics import ScoredItem, accuracy_table, markdown_table, random_guess_table
 from rgpt4d_core.eval.tasks import TABLE_COLUMNS, canonical_task
-from rgpt4d_core.synth.balance import answer_class
 from rgpt4d_core.synth.config import SynthConfig
 from rgpt4d_core.synth.questions import TASKS
-from rgpt4d_core.synth.time_questions import TIME_PASSED_QUESTION
+from rgpt4d_core.synth.time_questions import TIME_PASSED_QUESTION, duration_options
 from rgpt4d_core.synth.writer import build_scene, finalize, write_scene
 
 R4D = SynthConfig(seed=5, num_scenes=6, width=64, height=64, fps_choices=(10, 12), min_duration_s=2.0,
                   max_duration_s=3.5, max_frames=42, min_objects=2, max_objects=4, balance_answers=False)
-TIME = dataclasses.replace(R4D, seed=6, num_scenes=60, min_duration_s=2.0, max_duration_s=6.0, max_frames=72,
+TIME = dataclasses.replace(R4D, seed=6, num_scenes=60, min_duration_s=2.0, max_duration_s=4.0, max_frames=48,
                            tasks=("TB",), balance_answers=True)  # fmt: skip
 
 
@@ -40,19 +39,27 @@ def _rows(root: Path) -> list[dict[str, object]]:
             for line in (root / "questions" / f"{s}.jsonl").read_text().splitlines()]  # fmt: skip
 
 
-def test_a_time_world_asks_only_the_video_length_with_the_answer_at_every_rank(time_world) -> None:
+def test_a_time_world_asks_only_the_video_length_among_the_same_options(time_world) -> None:
     root, card = time_world
     rows = _rows(root)
     assert card["questions_per_task"] == {"TB": len(rows)} and len(rows) >= 30
+    lengths = ["2.00 seconds", "2.50 seconds", "3.00 seconds", "3.50 seconds", "4.00 seconds"]
     for row in rows:
         scene = json.loads((root / "scenes" / f"{row['scene_id']}.json").read_text())
         assert row["task"] == "TB" and row["question"] == TIME_PASSED_QUESTION
         assert row["answer"] == f"{scene['num_frames'] / scene['fps']:.2f} seconds"  # what the duration sentence says
-        assert len(row["options"]) == 5 and row["answer"] in row["options"]
-    ranks = Counter(answer_class(r) for r in rows if r["split"] == "train")
-    assert set(ranks) == {f"rank{k}" for k in range(5)} and len(set(ranks.values())) == 1  # no rank wins by prior
-    durations = {r["meta"]["duration_s"] for r in rows}
-    assert len(durations) >= 5  # the world's durations vary, so the answer is not one constant
+        assert sorted(row["options"]) == lengths  # the world's five lengths: the text never hints at the answer
+    answers = Counter(r["answer"] for r in rows if r["split"] == "train")
+    assert set(answers) == set(lengths) and len(set(answers.values())) == 1  # and no length wins by prior
+    assert len({tuple(r["options"]) for r in rows}) > 5  # their order is shuffled
+
+
+def test_a_world_with_more_lengths_offers_a_window_that_holds_the_answer() -> None:
+    grid = tuple(2.0 + 0.5 * k for k in range(9))  # 2.0 ... 6.0 s
+    assert duration_options(3.0, grid, 0) == [2.0, 2.5, 3.0, 3.5, 4.0]
+    assert duration_options(3.0, grid, 2) == [3.0, 3.5, 4.0, 4.5, 5.0]
+    assert duration_options(3.0, grid, 3) is None and duration_options(3.25, grid, 0) is None  # outside / off grid
+    assert duration_options(2.5, grid[:3], 0) is None  # fewer than four lengths: not askable
 
 
 def test_default_worlds_ask_the_nine_r4d_categories_and_never_tb() -> None:

@@ -21,9 +21,12 @@ class QuestionContext:
     """Scene, rendering, marks and a seeded generator shared by the question builders of one scene."""
 
     def __init__(
-        self, scene: Scene, rendering: Rendering, marks: list[Mark], rng: np.random.Generator
+        self, scene: Scene, rendering: Rendering, marks: list[Mark], rng: np.random.Generator,
+        durations: tuple[float, ...] = (),
     ) -> None:
         self.scene, self.r, self.marks, self.rng = scene, rendering, marks, rng
+        #: the video lengths (s) the world draws from (``scenes.duration_steps``); empty = unknown
+        self.durations = durations
         last = (scene.num_frames - 1) / scene.fps
         self.grid = np.arange(0.0, last + 1e-9, 0.5)
 

@@ -61,10 +61,11 @@ BUILDERS: dict[str, Callable[[QuestionContext], dict[str, Any] | None]] = {
 
 def make_questions(
     scene: Scene, rendering: Rendering, marks: list[Mark], rng: np.random.Generator, per_category: int = 1,
-    tasks: tuple[str, ...] = TASKS,
+    tasks: tuple[str, ...] = TASKS, durations: tuple[float, ...] = (),
 ) -> list[dict[str, Any]]:
     """Up to ``per_category`` questions of every task in ``tasks`` (codes of :data:`QUESTION_TASKS`, asked in that
-    order) for one scene (none when no region is visible).
+    order) for one scene (none when no region is visible). ``durations``: the video lengths the world draws from
+    (the options of TB, which is not asked without them).
 
     Returns:
         dicts with ``task, question, options, answer, meta`` (the writer adds ids, paths and regions).
@@ -72,7 +73,7 @@ def make_questions(
     """
     if not marks:
         return []
-    ctx = QuestionContext(scene, rendering, marks, rng)
+    ctx = QuestionContext(scene, rendering, marks, rng, durations)
     out: list[dict[str, Any]] = []
     for task in tasks:
         seen: set[str] = set()

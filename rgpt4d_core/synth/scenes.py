@@ -229,10 +229,15 @@ def _fits(obj: SceneObject, others: list[SceneObject], t: np.ndarray, cam_xy: np
     return True
 
 
+def duration_steps(cfg: SynthConfig) -> np.ndarray:
+    """The video lengths a world draws from (s, ascending): ``min_duration_s`` to ``max_duration_s`` in 0.5 s steps."""
+    return np.arange(cfg.min_duration_s, cfg.max_duration_s + 1e-9, 0.5)
+
+
 def make_scene(cfg: SynthConfig, index: int) -> Scene:
     """The scene with ``index`` of a dataset with ``cfg.seed``; pure function of ``(cfg, index)``."""
     rng = scene_rng(cfg.seed, index, 0)
-    steps = np.arange(cfg.min_duration_s, cfg.max_duration_s + 1e-9, 0.5)
+    steps = duration_steps(cfg)
     duration = float(steps[int(rng.integers(len(steps)))])
     # frame rates that fit the duration into max_frames (else the lowest rate, and the clip is cut at max_frames)
     fitting = [f for f in cfg.fps_choices if duration * f <= cfg.max_frames] or [min(cfg.fps_choices)]

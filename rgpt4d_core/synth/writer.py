@@ -35,7 +35,7 @@ from rgpt4d_core.synth.config import GENERATOR_VERSION, SynthConfig
 from rgpt4d_core.synth.dataset import GroundTruth, load_ground_truth, load_questions
 from rgpt4d_core.synth.questions import TASKS, Mark, find_marks, make_questions
 from rgpt4d_core.synth.render import Rendering, render_scene
-from rgpt4d_core.synth.scenes import Scene, make_scene, scene_rng
+from rgpt4d_core.synth.scenes import Scene, duration_steps, make_scene, scene_rng
 from rgpt4d_core.types import Region
 from rgpt4d_core.video.encode import encode_video
 
@@ -140,7 +140,7 @@ def build_scene(cfg: SynthConfig, index: int) -> SceneOutput:
     region_rows = [{"obj_id": m.obj_id, "box": list(m.box), "label": m.label, "instance_id": m.index + 1} for m in marks]
     rows = []
     questions = make_questions(scene, r, marks, scene_rng(cfg.seed, index, 1), cfg.questions_per_category,
-                               asked_tasks(cfg))  # fmt: skip
+                               asked_tasks(cfg), tuple(float(d) for d in duration_steps(cfg)))  # fmt: skip
     for n, q in enumerate(questions):
         rows.append({
             "id": f"{sid}_{q['task']}_{n:02d}", "video": video_rel, "som_image": som_rel, "question": q["question"],
