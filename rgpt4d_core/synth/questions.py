@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from rgpt4d_core.eval.tasks import TIME_TASKS
 from rgpt4d_core.synth.dynamic_questions import (
     c_question,
     dp_question,
@@ -39,9 +40,7 @@ from rgpt4d_core.synth.time_questions import tb_question
 STATIC_TASKS: tuple[str, ...] = ("VG", "DM", "SR")
 DYNAMIC_TASKS: tuple[str, ...] = ("R", "C", "T", "FP", "SA", "DP")
 TASKS: tuple[str, ...] = STATIC_TASKS + DYNAMIC_TASKS
-#: the time probe (outside R4D-Bench's Avg; ``rgpt4d_core.eval.tasks.TIME_TASKS``), asked only when listed
-TIME_TASKS: tuple[str, ...] = ("TB",)
-#: every category a world can ask, in the order a scene asks them
+#: every category a world can ask (the time probe TB, outside R4D-Bench's Avg, only when listed), in the order a scene asks them
 QUESTION_TASKS: tuple[str, ...] = TASKS + TIME_TASKS
 
 #: task -> builder of one question (``None``: this scene cannot ask it fairly)
