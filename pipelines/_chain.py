@@ -99,8 +99,9 @@ def outputs_yaml(cfg: Any) -> str:
     """``to_yaml(cfg)`` without :data:`OPERATIONAL_KEYS`: what a stage's stamp covers."""
     from omegaconf import OmegaConf
 
-    tree = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    assert isinstance(tree, dict)
+    from rgpt4d_core.config import to_container
+
+    tree = to_container(cfg)
     for section, key in OPERATIONAL_KEYS:
         tree.get(section, {}).pop(key, None)
     return OmegaConf.to_yaml(OmegaConf.create(tree))
