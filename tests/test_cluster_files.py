@@ -349,6 +349,8 @@ def _parse_command(script: str, tokens: list[str], where: str) -> JobCommand:
             break
         kept.append(tok)
         if tok == "--config":
+            if i + 1 == len(tokens):  # a command wrapped after its flag: say where, instead of an IndexError
+                raise ValueError(f"{where}: '--config' without its file (keep a documented command on one line)")
             configs.append(tokens[i + 1])
             kept.append(tokens[i + 1])
             i += 2
