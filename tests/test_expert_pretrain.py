@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from rgpt4d_core.config import load, to_yaml
 from rgpt4d_core.experts.l4p import build_model, get_preset
 from rgpt4d_core.experts.l4p_training import (
     LossWeights,
@@ -20,6 +21,7 @@ from rgpt4d_core.experts.l4p_training import (
     to_tensors,
     zero_flow_epe,
 )
+from rgpt4d_core.experts.pretrain_config import PretrainExpertJob
 from rgpt4d_core.synth.writer import load_ground_truth
 from tests.expert_testkit import small_world, write_world
 
@@ -127,6 +129,14 @@ def test_dyn_mask_dice_scores_overlap_per_clip_and_is_off_by_default() -> None:
     assert float(off["dyn_mask_dice"]) == pytest.approx(1.0 / 3.0)
     assert float(off["total"]) == float(off["dyn_mask"])  # depth, flow, rays exact: only the BCE is left
     assert float(on["total"]) == pytest.approx(float(off["total"]) + 3.0 / 3.0)
+
+
+def test_dyn_mask_dice_is_left_out_of_the_job_yaml_while_off() -> None:
+    """Off, the term leaves the job's YAML (and so every existing teacher's reuse key) as it was before it existed."""
+    off = to_yaml(PretrainExpertJob())
+    assert "dyn_mask_dice" not in off and "dyn_mask_pos_weight" in off
+    on = to_yaml(load(PretrainExpertJob, [], ["loss.dyn_mask_dice=2"]))
+    assert "dyn_mask_dice: 2.0" in on
 
 
 def test_moving_pixel_epe_of_a_no_motion_model_equals_the_zero_motion_baseline(

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rgpt4d_core.config import OMIT_WHEN_EMPTY
 from rgpt4d_core.experts.classical import ClassicalExpert, ClassicalParams
 from rgpt4d_core.experts.l4p import IMAGENET_MEAN, IMAGENET_STD, L4PModel, L4PPreset, resize_frames
 from rgpt4d_core.experts.oracle import resize_flow, targets_from_ground_truth
@@ -59,7 +60,8 @@ class LossWeights:
     flow_error: str = "epe"
     dyn_mask: float = 1.0
     dyn_mask_pos_weight: float = 1.0
-    dyn_mask_dice: float = 0.0
+    # off by default and left out of the job's YAML while off, so the reuse keys of existing teachers stay the same
+    dyn_mask_dice: float = field(default=0.0, metadata={OMIT_WHEN_EMPTY: True})
     camray: float = 0.5
 
 
