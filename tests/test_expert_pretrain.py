@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from rgpt4d_core.config import load, to_yaml
 from rgpt4d_core.experts.l4p import build_model, get_preset
 from rgpt4d_core.experts.l4p_training import (
     LossWeights,
@@ -16,9 +17,11 @@ from rgpt4d_core.experts.l4p_training import (
     flip_horizontally,
     init_output_priors,
     pretrain_losses,
+    soft_dice_loss,
     to_tensors,
     zero_flow_epe,
 )
+from rgpt4d_core.experts.pretrain_config import PretrainExpertJob
 from rgpt4d_core.synth.writer import load_ground_truth
 from tests.expert_testkit import small_world, write_world
 
@@ -106,6 +109,34 @@ def test_dyn_mask_pos_weight_multiplies_the_moving_pixels_cross_entropy() -> Non
     for w in (1.0, 5.0):
         term = pretrain_losses(pred, target, LossWeights(dyn_mask_pos_weight=w))["dyn_mask"]
         assert float(term) == pytest.approx((7 + w) * np.log(2) / 8)
+
+
+def test_dyn_mask_dice_scores_overlap_per_clip_and_is_off_by_default() -> None:
+    """Clip 0: one moving pixel of 8 at probability 0.5 everywhere: 1 - (2 * 0.5 + 1) / (4 + 1 + 1) = 2/3.
+    Clip 1: the mask predicted exactly (logits +-30): 0. The term joins the total only with its weight."""
+    mask = torch.zeros(2, 2, 2, 2)
+    mask[:, 1, 0, 0] = 1.0
+    logits = torch.zeros(2, 2, 2, 2)
+    logits[1] = mask[1] * 60.0 - 30.0
+    assert float(soft_dice_loss(logits[:1], mask[:1])) == pytest.approx(2.0 / 3.0)
+    assert float(soft_dice_loss(logits[1:], mask[1:])) == pytest.approx(0.0, abs=1e-6)
+    assert float(soft_dice_loss(logits, mask)) == pytest.approx(1.0 / 3.0)
+    target = {"depth": torch.ones(2, 2, 2, 2), "flow_2d_backward": torch.zeros(2, 2, 2, 2, 2), "dyn_mask": mask,
+              "camray": torch.zeros(2, 2, 1, 1, 6)}  # fmt: skip
+    pred = {**target, "dyn_mask": logits}
+    off = pretrain_losses(pred, target, LossWeights())
+    on = pretrain_losses(pred, target, LossWeights(dyn_mask_dice=3.0))
+    assert float(off["dyn_mask_dice"]) == pytest.approx(1.0 / 3.0)
+    assert float(off["total"]) == float(off["dyn_mask"])  # depth, flow, rays exact: only the BCE is left
+    assert float(on["total"]) == pytest.approx(float(off["total"]) + 3.0 / 3.0)
+
+
+def test_dyn_mask_dice_is_left_out_of_the_job_yaml_while_off() -> None:
+    """Off, the term leaves the job's YAML (and so every existing teacher's reuse key) as it was before it existed."""
+    off = to_yaml(PretrainExpertJob())
+    assert "dyn_mask_dice" not in off and "dyn_mask_pos_weight" in off
+    on = to_yaml(load(PretrainExpertJob, [], ["loss.dyn_mask_dice=2"]))
+    assert "dyn_mask_dice: 2.0" in on
 
 
 def test_moving_pixel_epe_of_a_no_motion_model_equals_the_zero_motion_baseline(
