@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines._paths import REPO
-from rgpt4d_core.config import load, to_yaml
+from rgpt4d_core.config import load, to_container, to_yaml
 from rgpt4d_core.inputs import INPUT_SPEC_FILE
 from rgpt4d_core.synth.config import GENERATOR_VERSION
 from rgpt4d_core.tracking import default_tracking_uri
@@ -98,8 +98,6 @@ OPERATIONAL_KEYS: tuple[tuple[str, str], ...] = (("run", "forward_env"), ("mlflo
 def outputs_yaml(cfg: Any) -> str:
     """``to_yaml(cfg)`` without :data:`OPERATIONAL_KEYS`: what a stage's stamp covers."""
     from omegaconf import OmegaConf
-
-    from rgpt4d_core.config import to_container
 
     tree = to_container(cfg)
     for section, key in OPERATIONAL_KEYS:

@@ -177,9 +177,8 @@ def pretrain_losses(pred: Mapping[str, torch.Tensor], target: Mapping[str, torch
         "camray": (pred["camray"] - target["camray"]).abs().mean(),
         "dyn_mask_dice": soft_dice_loss(pred["dyn_mask"], target["dyn_mask"]),
     }
-    w = {"depth": weights.depth, "flow": weights.flow, "flow_moving": weights.flow_moving,
-         "dyn_mask": weights.dyn_mask, "camray": weights.camray, "dyn_mask_dice": weights.dyn_mask_dice}  # fmt: skip
-    terms["total"] = sum((w[k] * v for k, v in terms.items()), torch.zeros(()))
+    # each term is weighed by the LossWeights field of its name
+    terms["total"] = sum((getattr(weights, k) * v for k, v in terms.items()), torch.zeros(()))
     return terms
 
 
