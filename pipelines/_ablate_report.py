@@ -92,10 +92,14 @@ def comparison_markdown(c: Comparison, labels: dict[str, str]) -> str:
 def curve_markdown(found: list[Comparison], questions: Callable[[str], int], means: dict[tuple[str, str], float],
                    labels: dict[str, str], column: str = "Avg") -> str:  # fmt: skip
     """The learning curve as a table: per comparison and size, the training questions, each side's mean ``column``
-    (Avg, or a time probe) and the paired difference in it with its interval."""
+    (Avg, or a time probe) and the paired difference in it with its interval; comparisons in their order, each one's
+    sizes by training questions (ascending), whatever order the config listed them in."""
     rows = [f"| comparison | size | training questions | baseline {column} | treatment {column} | "
             f"paired Δ {column} [95 % CI] | n |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for c in found:
+    first: dict[tuple[str, str], int] = {}
+    for i, c in enumerate(found):
+        first.setdefault((c.treatment, c.baseline), i)
+    for c in sorted(found, key=lambda c: (first[(c.treatment, c.baseline)], questions(c.size))):
         avg = c.columns.get(column)
         if avg is None:
             continue

@@ -63,7 +63,13 @@ def test_the_experiment_configs_plan_what_their_comments_say() -> None:
     ]
     assert ablate.run_name(ablate.plan(main)[1]) == "abl-p4d-2k-s0"
     curve = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_curve.yaml"], [])
-    assert list(curve.sizes) == ["2k", "8k", "full"] and len(ablate.plan(curve)) == 18  # 2k reused from p4d.yaml
+    assert list(curve.sizes) == ["2k", "0.5k", "8k", "full"] and len(ablate.plan(curve)) == 24  # 2k reused from p4d.yaml
+    chosen = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_chosen.yaml"], [])
+    assert ablate.eval_split(chosen) == "test" and [c.variant for c in ablate.plan(chosen)][:2] == ["sft", "w_code"]
+    assert ablate.run_name(ablate.plan(chosen)[1]) == "abl-w_code-2k-s0"  # p4d_weights.yaml's training, reused
+    mask = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_mask.yaml"], [])
+    assert mask.out == "out/experiment_mask" and mask.expert.config[-1].endswith("motion_mask.yaml")
+    assert len(ablate.plan(mask)) == 6
     controls = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_controls.yaml"], [])
     assert controls.variants["p4d_untrained"].teacher == "untrained"
     assert [c.variant for c in ablate.plan(controls)][:2] == ["sft", "p4d"] and len(ablate.plan(controls)) == 15
@@ -85,7 +91,8 @@ def test_report_pairs_seeds_with_an_interval_and_a_learning_curve(tmp_path: Path
     chain = Chain(tmp_path / "o")
     (chain.out / "synth").mkdir()
     (chain.out / "synth" / ".chain_stamp.json").write_text('{"payload": {"questions_per_split": {"train": 5000}}}')
-    avgs = {("sft", "2k"): [40.0, 50.0, 45.0], ("p4d", "2k"): [43.0, 52.0, 50.0], ("sft", "8k"): [50.0], ("p4d", "8k"): [51.0]}
+    avgs = {("sft", "2k"): [40.0, 50.0, 45.0], ("p4d", "2k"): [43.0, 52.0, 50.0], ("sft", "8k"): [50.0], ("p4d", "8k"): [51.0],
+            ("sft", "0.5k"): [30.0], ("p4d", "0.5k"): [29.0]}
     outcomes = [ablate.Outcome(v, s, Trained(f"abl-{v}-{size}-s{s}", "x", None, 1000), _table(v, a), {}, size=size)
                 for (v, size), values in avgs.items() for s, a in enumerate(values)]  # fmt: skip
     ablate.write_report(job, chain, outcomes, [], "python -m pipelines.ablate --config conf/ablate/p4d.yaml", 60.0)
@@ -95,6 +102,8 @@ def test_report_pairs_seeds_with_an_interval_and_a_learning_curve(tmp_path: Path
     assert "| **mean [95 % CI]** | +3.3 [-0.5, +7.1] |" in text
     assert "| P4D (LD+ED) − SFT-only | 2k | 2000 | 45.0 | 48.3 | +3.3 [-0.5, +7.1] | 3 |" in text
     assert "| P4D (LD+ED) − SFT-only | 8k | 5000 | 50.0 | 51.0 | +1.0 (n=1) | 1 |" in text  # capped by the world
+    # the curve's rows by training questions, though the config lists 0.5k after 2k
+    assert text.index("| P4D (LD+ED) − SFT-only | 0.5k | 500 |") < text.index("| P4D (LD+ED) − SFT-only | 2k | 2000 |")
     assert "| SFT-only, size 2k (n=3) | 45.0 ± 5.0 |" in text
     png = tmp_path / "p4d-curve-full.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![learning curve](p4d-curve-full.png)" in text
