@@ -107,9 +107,14 @@ def _nested(values: Mapping[str, Any]) -> dict[str, Any]:
 #: default they leave every earlier record, and the caches keyed by it, unchanged.
 OMIT_WHEN_EMPTY = "omit_when_empty"
 
+#: field metadata: leave the field out while it holds its default, for options whose meaningful values include empty
+#: ones (a layer index of 0), so that :data:`OMIT_WHEN_EMPTY` would drop a real setting.
+OMIT_AT_DEFAULT = "omit_at_default"
+
 
 def to_container(cfg: Any) -> dict[str, Any]:
-    """The resolved config as plain dicts and lists, without the :data:`OMIT_WHEN_EMPTY` fields that are empty."""
+    """The resolved config as plain dicts and lists, without the :data:`OMIT_WHEN_EMPTY` fields that are empty and
+    the :data:`OMIT_AT_DEFAULT` fields at their default."""
     tree = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     assert isinstance(tree, dict)
     _prune_empty(cfg, tree)
@@ -121,7 +126,9 @@ def _prune_empty(obj: Any, tree: dict[Any, Any]) -> None:
         return
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if f.metadata.get(OMIT_WHEN_EMPTY) and not value:
+        if (f.metadata.get(OMIT_WHEN_EMPTY) and not value) or (
+            f.metadata.get(OMIT_AT_DEFAULT) and value == f.default
+        ):
             tree.pop(f.name, None)
         elif isinstance(tree.get(f.name), dict):
             _prune_empty(value, tree[f.name])

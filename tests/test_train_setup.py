@@ -125,3 +125,54 @@ def test_option_answer_style_supervises_the_option_text(shards: str) -> None:
         assert supervised[-1] == tok.im_end_id
         assert tok.decode(supervised[:-1]) == answer
         assert tok.decode([int(t) for t in ids]).count("Answer with the text of the correct option.") == 1
+
+
+
+def _decoder_input_and_embeddings(cfg: DistillJobConfig, shards: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward of a freshly built student: (D_4DP's input ``[B, T, n, C]``, the LLM's input embeddings
+    ``[B, L, C]``)."""
+    s = open_shards(shards)
+    setup = build_setup(cfg, s.manifest.expert_spec, torch.device("cpu"))
+    batch = setup.prepare(next(s.iter_batches(1)), torch.device("cpu"))
+    student = setup.student
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep_embeddings(_m: object, _a: object, kwargs: dict[str, torch.Tensor]) -> None:
+        seen["embeds"] = kwargs["inputs_embeds"]
+
+    def keep_decoder_input(_m: object, args: tuple[torch.Tensor, ...]) -> None:
+        seen["read"] = args[0]
+
+    hooks = [
+        student.llm.model.register_forward_pre_hook(keep_embeddings, with_kwargs=True),
+        student.decoder.register_forward_pre_hook(keep_decoder_input),  # type: ignore[union-attr]
+    ]
+    with torch.no_grad():
+        setup.loss(student, batch)
+    for h in hooks:
+        h.remove()
+    return seen["read"], seen["embeds"]
+
+
+def test_decoder_layer_reads_the_chosen_hidden_state_and_stays_out_of_the_yaml_by_default(shards: str) -> None:
+    """``student.decoder_layer=0`` distils into the projected visual tokens (the LLM's input embeddings); unset,
+    D_4DP reads the last layer and the job's YAML (so every reuse key) is unchanged."""
+    from rgpt4d_core.config import to_yaml
+
+    assert "decoder_layer" not in to_yaml(_cfg(shards))
+    cfg = _cfg(shards, "student.decoder_layer=0")
+    assert "decoder_layer: 0" in to_yaml(cfg)
+    losses, setup = _one_step(cfg, shards)
+    assert setup.student.cfg.decoder.hidden_layer == 0  # type: ignore[attr-defined]
+    assert np.isfinite(losses["ld"]) and losses["ld"] > 0
+    for layer_args, reads_embeddings in (((), False), (("student.decoder_layer=0",), True)):
+        read, embeds = _decoder_input_and_embeddings(_cfg(shards, *layer_args), shards)
+        b, t, n, c = read.shape
+        # every token D_4DP reads is (or is not) one of the LLM's input embedding rows of its own sample
+        nearest = torch.cdist(read.reshape(b, t * n, c), embeds, compute_mode="donot_use_mm_for_euclid_dist").min(dim=-1).values
+        assert bool((nearest < 1e-6).all()) == reads_embeddings
+
+
+def test_decoder_layer_out_of_range_is_refused(shards: str) -> None:
+    with pytest.raises(ValueError, match="student.decoder_layer=5"):
+        _one_step(_cfg(shards, "student.decoder_layer=5"), shards)

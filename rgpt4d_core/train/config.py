@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
+from rgpt4d_core.config import OMIT_AT_DEFAULT
 from rgpt4d_core.experts.config import ExpertConfig
 from rgpt4d_core.train.job_sections import MLflowSection, RunSection, WorkerScaling
 from rgpt4d_core.train.optim import OptimConfig
@@ -78,6 +79,10 @@ class StudentSection:
     answer_style: ``"letter"`` (supervise the option letter, R4D-Bench's format) or ``"option"`` (supervise the
         option's text; inference scores each option's likelihood); ``None`` keeps the preset's / checkpoint's.
         Recorded in the exported checkpoint, so evaluation and Serve answer the way the student was trained.
+    decoder_layer: which LLM hidden state D_4DP reads (``DecoderConfig.hidden_layer``: 0 = the input embeddings,
+        i.e. the projected visual tokens, ``k`` = block ``k``'s output, ``-1`` = the last layer after the final
+        norm); ``None`` keeps the preset's (the released code's last layer). Left out of the job's YAML while
+        ``None``, so earlier runs keep their reuse keys.
     """
 
     preset: str = "tiny"
@@ -88,6 +93,7 @@ class StudentSection:
     train_decoder: bool = True
     lora_rank: int = 0
     answer_style: str | None = None
+    decoder_layer: int | None = field(default=None, metadata={OMIT_AT_DEFAULT: True})
 
 
 @dataclass

@@ -115,7 +115,16 @@ def _student_overrides(scfg: Any, cfg: DistillJobConfig) -> Any:
     if cfg.ablation.tpe and tpe.placement == "off":
         tpe = TPEConfig(placement="pre_projector", base=scfg.tpe.base)
     style = cfg.student.answer_style or scfg.answer_style
-    return dataclasses.replace(scfg, vision=vision, tpe=tpe, answer_style=style)
+    decoder = scfg.decoder
+    layer = cfg.student.decoder_layer
+    if layer is not None:
+        if not -1 <= layer <= scfg.llm.num_layers:
+            raise ValueError(
+                f"student.decoder_layer={layer} is not a hidden state of a {scfg.llm.num_layers}-layer LLM "
+                f"(0..{scfg.llm.num_layers}, or -1 for the last layer after the final norm)"
+            )
+        decoder = dataclasses.replace(decoder, hidden_layer=layer)
+    return dataclasses.replace(scfg, vision=vision, tpe=tpe, answer_style=style, decoder=decoder)
 
 
 def set_trainable(student: Student, cfg: DistillJobConfig) -> None:
