@@ -161,13 +161,15 @@ def _floats(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
 
 class DistillLoss:
     """The P4D :data:`LossFn`: forward the student on a :class:`~rgpt4d_core.train.collate.StudentBatch`, then
-    L = L_SFT + w_LD·L_LD + Σ_m w_m·L_ED,m with :func:`rgpt4d_core.losses.p4d_loss`.
+    L = L_SFT + w_LD·L_LD + Σ_m w_m·L_ED,m with :func:`rgpt4d_core.losses.p4d_loss`, plus w_region·L_region with
+    ``region`` (region-level ED, :mod:`rgpt4d_core.train.region_distill`; logged as ``region``).
 
     Args:
         loss_cfg: kinds and weights (a preset of ``rgpt4d_core.losses`` with the job's overrides and ablation).
         heads: the expert's frozen dense heads (``None``: no L_ED).
         compute_latents: run D_4DP (any distillation term on).
         norm: the targets' statistics (needed when ``loss_cfg.normalize_targets``).
+        region: the region-ED term (``losses.region``), or ``None``.
     """
 
     def __init__(self, loss_cfg: P4DLossConfig, heads: nn.Module | None, compute_latents: bool,
