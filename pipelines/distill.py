@@ -165,9 +165,10 @@ def _dataset(questions: pa.Table) -> Any:
 
 def target_norm(cfg: DistillJobConfig, shards: ShardSet) -> TargetNorm | None:
     """The targets' statistics when the job's loss standardises them (``losses.normalize`` or a preset that does)
-    and distils at all; ``None`` otherwise. Computed here, once per job, and handed to every worker."""
+    and distils at all (P4D or region ED); ``None`` otherwise. Computed here, once per job, and handed to every
+    worker."""
     loss = loss_config(cfg)
-    if not (loss.normalize_targets and loss.distills):
+    if not (loss.normalize_targets and (loss.distills or cfg.losses.region)):
         return None
     return target_norm_from_shards(shards, cfg.data.split, loss.depth_eps)
 

@@ -95,7 +95,7 @@ def test_decoder_reads_the_configured_llm_hidden_state() -> None:
     assert torch.equal(out_mid.logits, out_last.logits)  # the answer path is untouched
     assert out_mid.latents is not None and out_last.latents is not None
     assert not torch.allclose(out_mid.latents, out_last.latents)
-    fused, _ = middle._fuse(b["input_ids"], b["labels"], b["videos"], b["timestamps_s"], b["video_mask"], b["images"],
+    fused, _, _ = middle._fuse(b["input_ids"], b["labels"], b["videos"], b["timestamps_s"], b["video_mask"], b["images"],
                          b["image_owner"], middle.cfg.fusion.padding_side)  # fmt: skip
     index, has_video = fused.first_video_index()
     rows = torch.nonzero(has_video).flatten()

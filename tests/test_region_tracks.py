@@ -12,7 +12,13 @@ import torch
 from rgpt4d_core.model.checkpoint import load_student, save_student
 from rgpt4d_core.model.option_scoring import option_log_likelihoods
 from rgpt4d_core.model.presets import tiny
-from rgpt4d_core.model.region_tracks import RegionTrackConfig, RegionTrackEncoder, window_grid
+from rgpt4d_core.model.region_tracks import (
+    DENSE_CHANNELS,
+    RegionTrackConfig,
+    RegionTrackEncoder,
+    sample_windows,
+    window_grid,
+)
 from rgpt4d_core.model.student import Student, answer_positions
 from rgpt4d_core.text.prompts import build_inference_ids, build_training_example, r4d_user_text
 from rgpt4d_core.text.region_refs import token_region_boxes
@@ -37,6 +43,37 @@ def test_window_grid_centres_a_square_window_on_the_box_and_keeps_a_minimum_side
     assert torch.allclose(xy[0, 0, 1], torch.tensor([0.6, 0.35]))  # row-major: x varies along the last axis
     # box 1: 0.02 * 2 < 0.25 -> the minimum side, cell centres at +-0.0625 from (0.51, 0.51)
     assert torch.allclose(xy[1, 0, 0], torch.tensor([0.4475, 0.4475]))
+
+
+def test_sample_windows_reads_each_map_at_the_window_points_and_over_the_whole_frame() -> None:
+    """On maps whose channels are the pixel centres' x and y (a linear ramp, which bilinear sampling reproduces
+    exactly inside the frame) the samples are the window points themselves, for every frame."""
+    side, frames = 16, 3
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    ramp = torch.stack(torch.broadcast_tensors(centres[None, :], centres[:, None]))  # [2, H, W]: x, y
+    maps = ramp.expand(frames, 2, side, side)
+    cfg = RegionTrackConfig(enabled=True, samples=2, window_scale=2.0, min_window=0.25)
+    boxes = torch.tensor([[0.4, 0.4, 0.6, 0.5]])
+    out = sample_windows(maps, boxes, cfg)
+    assert out.shape == (1, frames, 2, 2, 2, 2)  # [N, T, window, k, k, C]
+    local = (window_grid(boxes, 2, 2.0, 0.25) + 1) / 2  # [N, k, k, (x, y)]
+    whole = (window_grid(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), 2, 1.0, 0.0) + 1) / 2
+    assert torch.allclose(out[0, 2, 0], local[0], atol=1e-6)
+    assert torch.allclose(out[0, 0, 1], whole[0], atol=1e-6)
+
+
+def test_the_dense_head_predicts_each_frame_pair_at_the_window_points_only_when_built() -> None:
+    torch.manual_seed(0)
+    features = [torch.randn(5, 64, 8)]
+    text = [torch.zeros(4, 16)]
+    boxes = [torch.tensor([[0.1, 0.1, 0.3, 0.3], [float("nan")] * 4, [0.5, 0.5, 0.7, 0.8], [0.1, 0.1, 0.3, 0.3]])]
+    with_head = RegionTrackEncoder(RegionTrackConfig(enabled=True, dense_head=True), vision_width=8, hidden=16)
+    dense = with_head(text, boxes, features, [3]).dense
+    assert len(dense) == 1 and dense[0].sample == 0
+    assert dense[0].boxes.shape == (2, 4)  # the two distinct regions
+    assert dense[0].pred.shape == (2, 4, 2, 4, 4, DENSE_CHANNELS)  # [U, T-1, window, k, k, channels]
+    without = RegionTrackEncoder(RegionTrackConfig(enabled=True), vision_width=8, hidden=16)
+    assert without(text, boxes, features, [3]).dense == [] and without.dense_head is None
 
 
 def test_a_region_code_responds_to_change_inside_its_window() -> None:

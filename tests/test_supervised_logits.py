@@ -69,7 +69,7 @@ def test_right_padded_teacher_forcing_needs_no_mask() -> None:
     ids = [torch.cat((torch.tensor([4]), torch.randint(40, 1000, (n,), generator=g))) for n in (12, 40, 25)]
     videos = torch.rand(3, 2, 3, 64, 64, generator=g) * 2 - 1
     ts = torch.tensor([[0.0, 0.5]] * 3)
-    fused, _ = student._fuse(ids, None, videos, ts, None, None, None, "right")
+    fused, _, _ = student._fuse(ids, None, videos, ts, None, None, None, "right")
     assert not bool(fused.attention_mask.all())  # the batch is padded
     assert student._teacher_forced_mask(fused) == (None, None)
     with torch.no_grad():

@@ -16,7 +16,7 @@ embedding's SR questions do. The paper preset keeps it off.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,8 @@ from rgpt4d_core.model.region_boxes import box_fourier_features, keep_in_graph
 
 #: where :class:`RegionTrackConfig`'s answer query is added
 QUERY_SPANS = ("first", "answer")
+#: channels of the dense head's prediction per sample point: log-depth, backward flow (x, y), dynamic-mask probability
+DENSE_CHANNELS = 4
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,11 @@ class RegionTrackConfig:
             where a single frame's code and the mean absolute change are not) and add the ``segments`` means of
             those pair codes to the summary; for the direction questions (T: left / right / away / towards, R:
             clockwise / counter-clockwise).
+        dense_head: also build a training-only head that predicts, from each pair of consecutive frames' codes, the
+            expert's dense maps (log-depth, backward flow, dynamic-mask probability; :data:`DENSE_CHANNELS`)
+            sampled at the same window points as the codes (region-level explicit distillation,
+            ``rgpt4d_core/train/region_distill.py``): the teacher's motion delivered to the read-out the answers
+            use. Not in 4D-RGPT, which has no region encoder.
     """
 
     enabled: bool = False
@@ -70,6 +77,7 @@ class RegionTrackConfig:
     query_regions: int = 4
     query_span: str = "answer"
     motion_pairs: bool = False
+    dense_head: bool = False
 
     def __post_init__(self) -> None:
         if self.query_span not in QUERY_SPANS:
@@ -98,10 +106,48 @@ def window_grid(boxes: torch.Tensor, samples: int, scale: float, min_side: float
     return grid * 2 - 1
 
 
+def sample_windows(maps: torch.Tensor, boxes: torch.Tensor, cfg: RegionTrackConfig) -> torch.Tensor:
+    """Bilinear samples of per-frame maps on each region's local window and on the whole frame.
+
+    Args:
+        maps: float ``[T, C, H, W]`` one video's per-frame maps (the vision tower's patch features, or the
+            expert's dense targets).
+        boxes: float ``[N, 4]`` normalised frame-1 boxes.
+        cfg: the window sizes (``samples`` = ``k``, ``window_scale``, ``min_window``).
+
+    Returns:
+        float ``[N, T, 2, k, k, C]``: index 0 of the third axis the local window, 1 the whole frame.
+    """
+    frames, width = maps.shape[:2]
+    k, n = cfg.samples, boxes.shape[0]
+    local = window_grid(boxes, k, cfg.window_scale, cfg.min_window)  # [N, k, k, 2]
+    whole = window_grid(boxes.new_tensor([[0.0, 0.0, 1.0, 1.0]]), k, 1.0, 0.0).expand(n, k, k, 2)
+    grid = torch.cat([local, whole], dim=2).transpose(0, 1).reshape(1, k, n * 2 * k, 2)  # regions side by side
+    grid = grid.expand(frames, -1, -1, -1)
+    sampled = F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear", align_corners=False)  # [T, C, k, 2kN]
+    return sampled.reshape(frames, width, k, n, 2, k).permute(3, 0, 4, 2, 5, 1)
+
+
 def code_unit(width: int, out: int) -> nn.Sequential:
     """The encoder's coding unit: ``LayerNorm(width)``, ``Linear(width, out)``, GELU (float ``[..., width]`` ->
     ``[..., out]``)."""
     return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, out), nn.GELU())
+
+
+@dataclass
+class RegionDense:
+    """The dense head's prediction for the regions one sample names (``RegionTrackConfig.dense_head``).
+
+    Attributes:
+        sample: the sample's index in the batch.
+        boxes: float ``[U, 4]`` the distinct regions' normalised frame-1 boxes.
+        pred: float ``[U, T-1, 2, k, k, DENSE_CHANNELS]`` for frames 1..T-1 (each from its own and the previous
+            frame's code), at the points of :func:`sample_windows`.
+    """
+
+    sample: int
+    boxes: torch.Tensor
+    pred: torch.Tensor
 
 
 @dataclass
@@ -113,10 +159,12 @@ class TrackedText:
         answer_query: float ``[B, D]``, the query every token after the prompt gets (generation, option
             scoring; zeros for a sample without a named region or video), when ``query_span = "answer"``;
             else ``None``.
+        dense: the dense head's predictions, one per sample with video and named regions (empty without the head).
     """
 
     text: list[torch.Tensor]
     answer_query: torch.Tensor | None
+    dense: list[RegionDense] = field(default_factory=list)
 
 
 class RegionTrackEncoder(nn.Module):
@@ -139,6 +187,16 @@ class RegionTrackEncoder(nn.Module):
         self.query = (
             nn.Linear(cfg.query_regions * (hidden + BOX_FEATURES), hidden) if cfg.answer_query else None
         )
+        points = 2 * cfg.samples * cfg.samples * DENSE_CHANNELS
+        self.dense_head = nn.Linear(2 * cfg.frame_width, points) if cfg.dense_head else None
+
+    def predict_dense(self, codes: torch.Tensor) -> torch.Tensor:
+        """The dense head on consecutive frames' codes ``[N, T, H]`` (``T >= 2``) → float
+        ``[N, T-1, 2, k, k, DENSE_CHANNELS]`` (frames 1..T-1)."""
+        assert self.dense_head is not None
+        k = self.cfg.samples
+        pred = self.dense_head(torch.cat([codes[:, 1:], codes[:, :-1]], dim=-1))
+        return pred.unflatten(-1, (2, k, k, DENSE_CHANNELS))
 
     def track_codes(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Codes of regions in one video.
@@ -150,17 +208,21 @@ class RegionTrackEncoder(nn.Module):
         Returns:
             float ``[N, D_llm]``.
         """
+        return self._summary(*self._frame_codes(features, boxes))
+
+    def _frame_codes(self, features: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(each frame's code float ``[N, T, H]``, each frame's samples float ``[N, T, 2k²C_v]``) of the regions
+        ``boxes`` ``[N, 4]`` in a video's features ``[T, g*g, C_v]``."""
         frames, cells, width = features.shape
         g = int(round(cells**0.5))
         maps = features.transpose(1, 2).reshape(frames, width, g, g)
-        k, n = self.cfg.samples, boxes.shape[0]
-        local = window_grid(boxes, k, self.cfg.window_scale, self.cfg.min_window)  # [N, k, k, 2]
-        whole = window_grid(boxes.new_tensor([[0.0, 0.0, 1.0, 1.0]]), k, 1.0, 0.0).expand(n, k, k, 2)
-        grid = torch.cat([local, whole], dim=2).transpose(0, 1).reshape(1, k, n * 2 * k, 2)  # regions side by side
-        grid = grid.expand(frames, -1, -1, -1)
-        sampled = F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear", align_corners=False)  # [T, C, k, 2kN]
-        per_region = sampled.reshape(frames, width, k, n, 2 * k).permute(3, 0, 2, 4, 1).flatten(2)  # [N, T, 2k²C]
-        codes = self.frame_code(per_region)  # [N, T, H]
+        # [N, T, 2k²C] in the order the frame code reads: sample row, window (local, whole), sample column, channel
+        per_region = sample_windows(maps, boxes, self.cfg).transpose(2, 3).flatten(2)
+        return self.frame_code(per_region), per_region
+
+    def _summary(self, codes: torch.Tensor, per_region: torch.Tensor) -> torch.Tensor:
+        """A region's code ``[N, D_llm]`` from its frames' codes ``[N, T, H]`` and samples ``[N, T, 2k²C_v]``."""
+        n, frames = codes.shape[:2]
         segments = F.adaptive_avg_pool1d(codes.transpose(1, 2), self.cfg.segments).flatten(1)  # [N, S*H]
         if frames > 1:
             change = (codes[:, 1:] - codes[:, :-1]).abs().mean(dim=1)
@@ -207,7 +269,7 @@ class RegionTrackEncoder(nn.Module):
             )
         if self.query is not None and (answer_positions is None or len(answer_positions) != len(text)):
             raise ValueError("region_tracks.answer_query needs one answer position per sample")
-        out, queries, used = [], [], False
+        out, queries, dense, used = [], [], [], False
         for b, (emb, boxes, feats) in enumerate(zip(text, token_boxes, features, strict=True)):
             named = torch.isfinite(boxes).all(dim=1)
             if feats is None or not bool(named.any()):
@@ -215,7 +277,10 @@ class RegionTrackEncoder(nn.Module):
                 queries.append(emb.new_zeros(emb.shape[-1]))
                 continue
             unique, which = torch.unique(boxes[named], dim=0, return_inverse=True)
-            codes = self.track_codes(feats, unique.to(feats.dtype)).to(emb.dtype)  # [U, D]
+            frame_codes, samples = self._frame_codes(feats, unique.to(feats.dtype))
+            codes = self._summary(frame_codes, samples).to(emb.dtype)  # [U, D]
+            if self.dense_head is not None and feats.shape[0] > 1:
+                dense.append(RegionDense(b, unique, self.predict_dense(frame_codes)))
             emb = emb.index_add(0, torch.nonzero(named).flatten(), codes[which])
             if self.query is not None:
                 assert answer_positions is not None
@@ -227,7 +292,7 @@ class RegionTrackEncoder(nn.Module):
         if not used:
             keep_in_graph(self, out)
         carried = self.query is not None and self.cfg.query_span == "answer"
-        return TrackedText(out, torch.stack(queries) if carried else None)
+        return TrackedText(out, torch.stack(queries) if carried else None, dense)
 
     def _query(self, codes: torch.Tensor, boxes: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
         """The answer query ``[D]`` from the regions' ``codes`` ``[U, D]`` and ``boxes`` ``[U, 4]`` (``which``

@@ -23,7 +23,7 @@ from rgpt4d_core.model.perception_decoder import (
 )
 from rgpt4d_core.model.projector import DownsampleProjector, build_projector
 from rgpt4d_core.model.region_boxes import RegionBoxEmbedding
-from rgpt4d_core.model.region_tracks import RegionTrackEncoder
+from rgpt4d_core.model.region_tracks import RegionDense, RegionTrackEncoder
 from rgpt4d_core.model.student_types import (  # noqa: F401  (re-exported: the student's public types)
     GenerationOutput,
     Prefill,
@@ -166,9 +166,10 @@ class Student(nn.Module):
         image_owner: torch.Tensor | None,
         padding_side: str,
         token_boxes: Sequence[torch.Tensor] | None = None,
-    ) -> tuple[FusedBatch, torch.Tensor | None]:
-        """The fused LLM inputs, and the region tracks' answer query ``[B, D]`` that each token after the prompt
-        gets (``None`` unless ``region_tracks.query_span == "answer"``)."""
+    ) -> tuple[FusedBatch, torch.Tensor | None, list[RegionDense]]:
+        """The fused LLM inputs, the region tracks' answer query ``[B, D]`` that each token after the prompt
+        gets (``None`` unless ``region_tracks.query_span == "answer"``), and the region tracks' dense predictions
+        (empty without ``region_tracks.dense_head``)."""
         batch = len(input_ids)
         embed = self.llm.get_input_embeddings()
         per_video: list[list[torch.Tensor]] = [[] for _ in range(batch)]
@@ -193,6 +194,7 @@ class Student(nn.Module):
         lengths = [int(ids.shape[0]) for ids in input_ids]
         text = list(torch.split(embed(torch.cat(list(input_ids))), lengths))
         answer_query = None
+        dense: list[RegionDense] = []
         if token_boxes is not None:
             token_boxes = prompt_boxes_only(token_boxes, labels)
             if self.region_box_embedding is not None:
@@ -201,7 +203,7 @@ class Student(nn.Module):
                 tracked = self.region_track_encoder(
                     text, token_boxes, video_features, answer_positions(input_ids, labels)
                 )
-                text, answer_query = tracked.text, tracked.answer_query
+                text, answer_query, dense = tracked.text, tracked.answer_query, tracked.dense
         per_image: list[list[torch.Tensor]] = [[] for _ in range(batch)]
         if images is not None:
             if images.dim() != 4 or image_owner is None or image_owner.shape != images.shape[:1]:
@@ -222,7 +224,8 @@ class Student(nn.Module):
         if fusion.frame_separator:
             sep_id = torch.tensor([self.cfg.tokens.frame_separator_token_id], device=text[0].device)
             separator = embed(sep_id)[0]
-        return fuse(input_ids, text, self._media, per_video, per_image, labels, separator, cfg), answer_query
+        fused = fuse(input_ids, text, self._media, per_video, per_image, labels, separator, cfg)
+        return fused, answer_query, dense
 
     # ------------------------------------------------------------------ forward
     def _teacher_forced_mask(self, fused: FusedBatch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -275,7 +278,7 @@ class Student(nn.Module):
         Returns:
             :class:`StudentOutput`.
         """
-        fused, _ = self._fuse(
+        fused, _, region_dense = self._fuse(
             input_ids,
             labels,
             videos,
@@ -301,7 +304,9 @@ class Student(nn.Module):
         if supervised_logits_only and labels is not None:
             scored, labels_out = compact_supervised(hidden, fused.labels)
         logits = self.llm.lm_head(scored)
-        result = StudentOutput(logits=logits, labels=labels_out, attention_mask=fused.attention_mask)
+        result = StudentOutput(
+            logits=logits, labels=labels_out, attention_mask=fused.attention_mask, region_dense=region_dense
+        )
         if decode:
             assert self.decoder is not None
             read = hidden if layer == -1 else out.hidden_states[layer]
@@ -330,7 +335,7 @@ class Student(nn.Module):
 
         Arguments as in :meth:`forward` (``input_ids`` are prompts ending where the answer starts).
         """
-        fused, answer_query = self._fuse(
+        fused, answer_query, _ = self._fuse(
             input_ids, None, videos, timestamps_s, video_mask, images, image_owner, "left", token_boxes
         )
         out = self.llm.model(

@@ -11,7 +11,7 @@ from rgpt4d_core.model.fusion import FusionConfig
 from rgpt4d_core.model.llm import LLMConfig
 from rgpt4d_core.model.perception_decoder import DecoderConfig
 from rgpt4d_core.model.projector import ProjectorConfig
-from rgpt4d_core.model.region_tracks import RegionTrackConfig
+from rgpt4d_core.model.region_tracks import RegionDense, RegionTrackConfig
 from rgpt4d_core.model.tpe import TPEConfig
 from rgpt4d_core.model.vision import VisionConfig
 from rgpt4d_core.text.prompts import ANSWER_STYLES
@@ -83,6 +83,7 @@ class StudentOutput:
         latents: float ``[B, K, T', h', w', C']`` D_4DP predictions in the expert latent layout (zeros for
             samples without video), or ``None`` when the model has no decoder or it was not asked for.
         latent_mask: bool ``[B]``, ``True`` where ``latents`` are real predictions; ``None`` with ``latents``.
+        region_dense: the region tracks' dense predictions (``RegionTrackConfig.dense_head``; empty without it).
     """
 
     logits: torch.Tensor
@@ -90,6 +91,7 @@ class StudentOutput:
     attention_mask: torch.Tensor
     latents: torch.Tensor | None = None
     latent_mask: torch.Tensor | None = None
+    region_dense: list[RegionDense] = field(default_factory=list)
 
 
 @dataclass

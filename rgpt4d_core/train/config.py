@@ -109,6 +109,9 @@ class LossSection:
         depth, flow_2d_backward, dyn_mask, camray: weights of the L_ED terms.
         normalize: standardise the targets per channel (``rgpt4d_core/losses/normalise.py``; statistics of the
             training shards, computed by the job's driver); ``None`` keeps the preset's choice.
+        region: weight of region-level explicit distillation (``rgpt4d_core/train/region_distill.py``; needs the
+            preset's region tracks, builds their dense head; independent of ``ablation.variant``, an option of the
+            tiny recipe that 4D-RGPT does not have). ``None`` = off, left out of the job's YAML.
     """
 
     preset: str = "released_code"
@@ -119,6 +122,7 @@ class LossSection:
     dyn_mask: float | None = None
     camray: float | None = None
     normalize: bool | None = None
+    region: float | None = field(default=None, metadata={OMIT_AT_DEFAULT: True})
 
 
 @dataclass

@@ -124,7 +124,14 @@ def _student_overrides(scfg: Any, cfg: DistillJobConfig) -> Any:
                 f"(0..{scfg.llm.num_layers}, or -1 for the last layer after the final norm)"
             )
         decoder = dataclasses.replace(decoder, hidden_layer=layer)
-    return dataclasses.replace(scfg, vision=vision, tpe=tpe, answer_style=style, decoder=decoder)
+    tracks = scfg.region_tracks
+    if cfg.losses.region:
+        if not tracks.enabled:
+            raise ValueError("losses.region (region-level distillation) needs a student preset with region tracks")
+        tracks = dataclasses.replace(tracks, dense_head=True)
+    return dataclasses.replace(
+        scfg, vision=vision, tpe=tpe, answer_style=style, decoder=decoder, region_tracks=tracks
+    )
 
 
 def set_trainable(student: Student, cfg: DistillJobConfig) -> None:
@@ -176,7 +183,7 @@ def build_setup(cfg: DistillJobConfig, expert_spec: ExpertSpec | None, device: t
         from rgpt4d_core.experts.registry import build_expert
 
         online = build_expert(dataclasses.replace(cfg.expert, device=str(device)))
-    return DistillSetup(student, heads, tokenizer, collate, DistillLoss.from_config(cfg, heads, norm), online)
+    return DistillSetup(student, heads, tokenizer, collate, DistillLoss.from_config(cfg, heads, norm, student.cfg.region_tracks), online)
 
 
 def _has_tokenizer(path: Path) -> bool:

@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from rgpt4d_core.losses import P4DLossConfig, TargetNorm, loss_preset, p4d_loss
+from rgpt4d_core.model.region_tracks import RegionTrackConfig
 from rgpt4d_core.train.optim import clip_gradients
+from rgpt4d_core.train.region_distill import RegionDistillation
 
 
 @dataclass(frozen=True)
@@ -159,27 +161,39 @@ def _floats(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
 
 class DistillLoss:
     """The P4D :data:`LossFn`: forward the student on a :class:`~rgpt4d_core.train.collate.StudentBatch`, then
-    L = L_SFT + w_LD·L_LD + Σ_m w_m·L_ED,m with :func:`rgpt4d_core.losses.p4d_loss`.
+    L = L_SFT + w_LD·L_LD + Σ_m w_m·L_ED,m with :func:`rgpt4d_core.losses.p4d_loss`, plus w_region·L_region with
+    ``region`` (region-level ED, :mod:`rgpt4d_core.train.region_distill`; logged as ``region``).
 
     Args:
         loss_cfg: kinds and weights (a preset of ``rgpt4d_core.losses`` with the job's overrides and ablation).
         heads: the expert's frozen dense heads (``None``: no L_ED).
         compute_latents: run D_4DP (any distillation term on).
         norm: the targets' statistics (needed when ``loss_cfg.normalize_targets``).
+        region: the region-ED term (``losses.region``), or ``None``.
     """
 
     def __init__(self, loss_cfg: P4DLossConfig, heads: nn.Module | None, compute_latents: bool,
-                 norm: TargetNorm | None = None) -> None:  # fmt: skip
+                 norm: TargetNorm | None = None, region: RegionDistillation | None = None) -> None:  # fmt: skip
         self.loss_cfg = loss_cfg
         self.heads = heads
         self.compute_latents = compute_latents
         self.norm = norm
+        self.region = region
+        if region is not None and loss_cfg.normalize_targets and norm is None:
+            raise ValueError("region ED with standardised targets needs the targets' statistics (norm=TargetNorm)")
 
     @classmethod
-    def from_config(cls, cfg: Any, heads: nn.Module | None, norm: TargetNorm | None = None) -> DistillLoss:
-        """From a ``DistillJobConfig`` (:func:`loss_config`)."""
+    def from_config(cls, cfg: Any, heads: nn.Module | None, norm: TargetNorm | None = None,
+                    tracks: RegionTrackConfig | None = None) -> DistillLoss:  # fmt: skip
+        """From a ``DistillJobConfig`` (:func:`loss_config`); ``tracks``: the student's region tracks (needed
+        with ``losses.region``)."""
         distills = cfg.ablation.latent_distillation or cfg.ablation.explicit_distillation
-        return cls(loss_config(cfg), heads, compute_latents=distills, norm=norm)
+        region = None
+        if cfg.losses.region:
+            if tracks is None or not tracks.dense_head:
+                raise ValueError("losses.region needs the student's region tracks with their dense head")
+            region = RegionDistillation(float(cfg.losses.region), tracks)
+        return cls(loss_config(cfg), heads, compute_latents=distills, norm=norm, region=region)
 
     def __call__(self, model: nn.Module, batch: Any) -> LossOutput:
         out = model(
@@ -203,9 +217,16 @@ class DistillLoss:
             heads=self.heads,
             norm=self.norm,
         )
+        total = terms.total
         logged = {**terms.terms, **{f"weighted/{k}": v for k, v in terms.weighted.items()}}
+        if self.region is not None:
+            norm = self.norm if self.loss_cfg.normalize_targets else None
+            term = self.region.term(out.region_dense, batch.targets, len(batch), norm, self.loss_cfg.depth_eps)
+            if term is not None:
+                total = total + self.region.weight * term
+                logged |= {"region": term, "weighted/region": self.region.weight * term}
         return LossOutput(
-            total=terms.total,
+            total=total,
             terms={k: v.detach() for k, v in logged.items()},
             num_samples=len(batch),
             num_tokens=int(batch.num_tokens),
