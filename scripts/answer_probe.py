@@ -11,7 +11,10 @@ did not reach it. T's time window is in the question's text, not in the query, s
 
     .venv/bin/python scripts/answer_probe.py --shards out/experiment/shards --out out/answer_probe.json --student sft=out/experiment/runs/abl-sft-2k-s0/<checkpoint>/export
 
-(``--student NAME=PATH`` repeated; ``--student NAME=init`` scores the preset's untrained student as a floor.)
+(``--student NAME=PATH`` repeated; ``--student NAME=init`` scores the preset's untrained student as a floor;
+``--student NAME=teacher`` probes, instead of a student's query, what the teacher's own outputs say about the named
+regions: :func:`teacher_features`, an upper bound for what distilling them could give these categories;
+``--student NAME=PATH:dense`` the same summaries of a region-ED student's dense head, its own copy of those maps.)
 Probe only, not part of the product.
 """
 
@@ -31,9 +34,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rgpt4d_core.config import load  # noqa: E402
 from rgpt4d_core.model.checkpoint import load_student  # noqa: E402
+from rgpt4d_core.model.region_tracks import RegionTrackConfig, sample_windows  # noqa: E402
+from rgpt4d_core.regions import find_object_refs  # noqa: E402
 from rgpt4d_core.shards.reader import open_shards  # noqa: E402
 from rgpt4d_core.train.config import DistillJobConfig  # noqa: E402
 from rgpt4d_core.train.distill import build_setup  # noqa: E402
+from rgpt4d_core.train.region_distill import dense_maps  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[1] / "conf" / "distill" / "tiny.yaml"
 CATEGORIES = ("R", "C", "T")
@@ -51,11 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def answer_queries(student: Any, setup: Any, shards: str, skip: int, rows: int, batch: int) -> dict[str, list[Any]]:
-    """Per probed row of a category in :data:`CATEGORIES`: its answer query float ``[D]``, category, answer and
-    clip (row order = shard order)."""
-    grabbed: list[torch.Tensor] = []
-    hook = student.region_track_encoder.register_forward_hook(lambda _m, _i, out: grabbed.append(out.answer_query))
+def answer_queries(student: Any, setup: Any, shards: str, skip: int, rows: int, batch: int,
+                   dense_head: bool = False) -> dict[str, list[Any]]:  # fmt: skip
+    """Per probed row of a category in :data:`CATEGORIES`: its answer query float ``[D]`` (with ``dense_head``:
+    :func:`dense_head_features` instead), category, answer and clip (row order = shard order)."""
+    grabbed: list[Any] = []
+    hook = student.region_track_encoder.register_forward_hook(lambda _m, _i, out: grabbed.append(out))
     keep: dict[str, list[Any]] = defaultdict(list)
     seen = 0
     student.eval()
@@ -71,15 +78,80 @@ def answer_queries(student: Any, setup: Any, shards: str, skip: int, rows: int, 
             student(input_ids=batch_in.input_ids, labels=batch_in.labels, videos=batch_in.videos,
                     timestamps_s=batch_in.timestamps_s, images=batch_in.images, image_owner=batch_in.image_owner,
                     compute_latents=False, token_boxes=batch_in.token_boxes)  # fmt: skip
-            query = grabbed[0]
+            query = grabbed[0].answer_query
+            by_sample = {d.sample: d for d in grabbed[0].dense}
             for i in range(len(tb.sample_ids)):
                 if start + i < skip or tb.tasks[i] not in CATEGORIES:
                     continue
-                keep["query"].append(query[i].float())
+                keep["query"].append(dense_head_features(tb, i, by_sample.get(i)) if dense_head else query[i].float())
                 keep["task"].append(tb.tasks[i])
                 keep["answer"].append(tb.answers[i])
                 keep["clip"].append(hashlib.sha1(tb.frames[i].tobytes()).hexdigest())  # same frames = same clip
     hook.remove()
+    return keep
+
+
+def window_features(windows: torch.Tensor) -> torch.Tensor:
+    """Summaries of dense maps sampled at regions' windows: ``windows`` float ``[N, T-1, 2, k, k, 4]`` (log-depth,
+    flow x, flow y, mask; window 0 local, 1 the whole frame) → float ``[N, 4, 8]``: per 4 time segments the mean
+    flow (x, y) in the window and over the whole frame (the camera's part), the flow's curl and divergence over the
+    window's k x k points (rotation; towards / away), the window's mean mask probability and log-depth."""
+    local, whole = windows[:, :, 0], windows[:, :, 1]
+    fx, fy = local[..., 1], local[..., 2]  # [N, T-1, k, k]; x along the last axis, y along the one before
+    curl = (fy[..., :, 1:] - fy[..., :, :-1]).mean((-1, -2)) - (fx[..., 1:, :] - fx[..., :-1, :]).mean((-1, -2))
+    div = (fx[..., :, 1:] - fx[..., :, :-1]).mean((-1, -2)) + (fy[..., 1:, :] - fy[..., :-1, :]).mean((-1, -2))
+    per_frame = torch.stack([fx.mean((-1, -2)), fy.mean((-1, -2)), whole[..., 1].mean((-1, -2)),
+                             whole[..., 2].mean((-1, -2)), curl, div, local[..., 3].mean((-1, -2)),
+                             local[..., 0].mean((-1, -2))], dim=-1)  # [N, T-1, 8]  # fmt: skip
+    return F.adaptive_avg_pool1d(per_frame.transpose(1, 2), 4).transpose(1, 2)
+
+
+def named_boxes(tb: Any, i: int) -> list[tuple[float, float, float, float]]:
+    """The frame-1 boxes of the regions sample ``i``'s question names (up to 4, in order of mention)."""
+    boxes = {r.obj_id: r.box for r in tb.regions[i]}
+    return [boxes[k] for k in find_object_refs(tb.questions[i]) if k in boxes][:4]
+
+
+def teacher_features(tb: Any, i: int, cfg: RegionTrackConfig) -> torch.Tensor:
+    """What the teacher's maps say about sample ``i``'s named regions: :func:`window_features` of each (zeros for
+    absent ones), float ``[4 * 4 * 8]``."""
+    targets = {k: torch.from_numpy(v[i : i + 1].astype("float32")) for k, v in tb.targets.items() if v is not None}
+    maps = dense_maps(targets, 0, None, 1e-8)  # [T, 4, H, W]: log-depth, flow x, flow y, mask
+    named = named_boxes(tb, i)
+    out = torch.zeros(4, 4, 8)
+    if named:
+        out[: len(named)] = window_features(sample_windows(maps, torch.tensor(named), cfg)[:, 1:])
+    return out.flatten()
+
+
+def dense_head_features(tb: Any, i: int, dense: Any) -> torch.Tensor:
+    """As :func:`teacher_features`, from a student's region dense head (its prediction of the teacher's standardised
+    maps at the same points; ``dense``: the sample's ``RegionDense`` or ``None``)."""
+    out = torch.zeros(4, 4, 8)
+    if dense is not None:
+        for j, box in enumerate(named_boxes(tb, i)):
+            match = (dense.boxes - torch.tensor(box, dtype=dense.boxes.dtype)).abs().sum(1).argmin()
+            out[j] = window_features(dense.pred[match : match + 1].float())[0]
+    return out.flatten()
+
+
+def teacher_rows(shards: str, skip: int, rows: int, batch: int, cfg: RegionTrackConfig) -> dict[str, list[Any]]:
+    """As :func:`answer_queries`, with :func:`teacher_features` in place of a student's query."""
+    keep: dict[str, list[Any]] = defaultdict(list)
+    seen = 0
+    for tb in open_shards(shards).iter_batches(batch):
+        start, seen = seen, seen + len(tb.sample_ids)
+        if seen <= skip:
+            continue
+        if start >= skip + rows:
+            break
+        for i in range(len(tb.sample_ids)):
+            if start + i < skip or tb.tasks[i] not in CATEGORIES:
+                continue
+            keep["query"].append(teacher_features(tb, i, cfg))
+            keep["task"].append(tb.tasks[i])
+            keep["answer"].append(tb.answers[i])
+            keep["clip"].append(hashlib.sha1(tb.frames[i].tobytes()).hexdigest())
     return keep
 
 
@@ -117,8 +189,12 @@ def main(argv: list[str] | None = None) -> None:
         name, path = entry.split("=", 1)
         torch.manual_seed(0)
         setup = build_setup(cfg, spec, torch.device("cpu"))
-        student = setup.student if path == "init" else load_student(path)
-        rows = answer_queries(student, setup, args.shards, args.skip, args.rows, args.batch)
+        if path == "teacher":
+            rows = teacher_rows(args.shards, args.skip, args.rows, args.batch, setup.student.cfg.region_tracks)
+        else:
+            path, dense_head = path.removesuffix(":dense"), path.endswith(":dense")
+            student = setup.student if path == "init" else load_student(path)
+            rows = answer_queries(student, setup, args.shards, args.skip, args.rows, args.batch, dense_head)
         clips = list(dict.fromkeys(rows["clip"]))
         fit_clips = set(clips[: int(len(clips) * args.fit_fraction)])
         results[name] = {}
