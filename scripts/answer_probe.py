@@ -25,6 +25,7 @@ import hashlib
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,22 +58,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def probed_rows(shards: str, skip: int, rows: int, batch: int) -> Iterator[tuple[Any, list[int]]]:
+    """Shard batches overlapping rows ``skip .. skip + rows`` (shard order), each with the indices of its rows in
+    that range whose category is in :data:`CATEGORIES`."""
+    seen = 0
+    for tb in open_shards(shards).iter_batches(batch):
+        start, seen = seen, seen + len(tb.sample_ids)
+        if seen <= skip:
+            continue
+        if start >= skip + rows:
+            return
+        keep = [i for i in range(len(tb.sample_ids)) if start + i >= skip and tb.tasks[i] in CATEGORIES]
+        yield tb, keep
+
+
+def record(rows: dict[str, list[Any]], tb: Any, i: int, features: torch.Tensor) -> None:
+    """Append row ``i`` of ``tb``: its features, category, answer and clip (same frames = same clip)."""
+    rows["query"].append(features)
+    rows["task"].append(tb.tasks[i])
+    rows["answer"].append(tb.answers[i])
+    rows["clip"].append(hashlib.sha1(tb.frames[i].tobytes()).hexdigest())
+
+
 def answer_queries(student: Any, setup: Any, shards: str, skip: int, rows: int, batch: int,
                    dense_head: bool = False) -> dict[str, list[Any]]:  # fmt: skip
-    """Per probed row of a category in :data:`CATEGORIES`: its answer query float ``[D]`` (with ``dense_head``:
-    :func:`dense_head_features` instead), category, answer and clip (row order = shard order)."""
+    """Per probed row (:func:`probed_rows`): its answer query float ``[D]`` (with ``dense_head``:
+    :func:`dense_head_features` instead), category, answer and clip."""
     grabbed: list[Any] = []
     hook = student.region_track_encoder.register_forward_hook(lambda _m, _i, out: grabbed.append(out))
     keep: dict[str, list[Any]] = defaultdict(list)
-    seen = 0
     student.eval()
     with torch.no_grad():
-        for tb in open_shards(shards).iter_batches(batch):
-            start, seen = seen, seen + len(tb.sample_ids)
-            if seen <= skip:
-                continue
-            if start >= skip + rows:
-                break
+        for tb, probed in probed_rows(shards, skip, rows, batch):
             batch_in = setup.prepare(tb, torch.device("cpu"))
             grabbed.clear()
             student(input_ids=batch_in.input_ids, labels=batch_in.labels, videos=batch_in.videos,
@@ -80,13 +97,8 @@ def answer_queries(student: Any, setup: Any, shards: str, skip: int, rows: int, 
                     compute_latents=False, token_boxes=batch_in.token_boxes)  # fmt: skip
             query = grabbed[0].answer_query
             by_sample = {d.sample: d for d in grabbed[0].dense}
-            for i in range(len(tb.sample_ids)):
-                if start + i < skip or tb.tasks[i] not in CATEGORIES:
-                    continue
-                keep["query"].append(dense_head_features(tb, i, by_sample.get(i)) if dense_head else query[i].float())
-                keep["task"].append(tb.tasks[i])
-                keep["answer"].append(tb.answers[i])
-                keep["clip"].append(hashlib.sha1(tb.frames[i].tobytes()).hexdigest())  # same frames = same clip
+            for i in probed:
+                record(keep, tb, i, dense_head_features(tb, i, by_sample.get(i)) if dense_head else query[i].float())
     hook.remove()
     return keep
 
@@ -138,20 +150,9 @@ def dense_head_features(tb: Any, i: int, dense: Any) -> torch.Tensor:
 def teacher_rows(shards: str, skip: int, rows: int, batch: int, cfg: RegionTrackConfig) -> dict[str, list[Any]]:
     """As :func:`answer_queries`, with :func:`teacher_features` in place of a student's query."""
     keep: dict[str, list[Any]] = defaultdict(list)
-    seen = 0
-    for tb in open_shards(shards).iter_batches(batch):
-        start, seen = seen, seen + len(tb.sample_ids)
-        if seen <= skip:
-            continue
-        if start >= skip + rows:
-            break
-        for i in range(len(tb.sample_ids)):
-            if start + i < skip or tb.tasks[i] not in CATEGORIES:
-                continue
-            keep["query"].append(teacher_features(tb, i, cfg))
-            keep["task"].append(tb.tasks[i])
-            keep["answer"].append(tb.answers[i])
-            keep["clip"].append(hashlib.sha1(tb.frames[i].tobytes()).hexdigest())
+    for tb, probed in probed_rows(shards, skip, rows, batch):
+        for i in probed:
+            record(keep, tb, i, teacher_features(tb, i, cfg))
     return keep
 
 
