@@ -93,6 +93,12 @@ class TargetNorm:
         return cls({k: ChannelStats(tuple(v["mean"]), tuple(v["std"]), int(v.get("count", 0))) for k, v in raw.items()})
 
 
+def log_depth(depth: Tensor, eps: float) -> Tensor:
+    """The compared depth quantity, float32 ``log(max(depth, 0) + eps)`` (metres in, any shape) — what L_ED and
+    region ED compare and :func:`channel_values` takes statistics of."""
+    return torch.log(depth.float().clamp(min=0) + eps)
+
+
 def channel_values(name: str, target: np.ndarray, depth_eps: float) -> np.ndarray:
     """One clip's target ``name`` (no batch axis) as float64 ``[elements, channels]`` in the statistics' layout."""
     x = np.asarray(target, dtype=np.float64)

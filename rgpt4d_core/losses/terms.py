@@ -10,7 +10,7 @@ from torch import Tensor
 
 from rgpt4d_core.experts.base import DENSE_TARGETS, LATENTS
 from rgpt4d_core.losses.config import LOSS_KINDS, P4DLossConfig
-from rgpt4d_core.losses.normalise import TargetNorm
+from rgpt4d_core.losses.normalise import TargetNorm, log_depth
 from rgpt4d_core.text.prompts import IGNORE_INDEX
 
 
@@ -92,8 +92,7 @@ def dense_task_loss(task: str, pred: Tensor, target: Tensor, cfg: P4DLossConfig,
         raise ValueError(f"L_ED[{task}]: prediction {tuple(pred.shape)} vs target {tuple(target.shape)}")
     beta = cfg.smooth_l1_beta
     if task == "depth":
-        pred = torch.log(pred.float().clamp(min=0) + cfg.depth_eps)
-        target = torch.log(target.float().clamp(min=0) + cfg.depth_eps)
+        pred, target = log_depth(pred, cfg.depth_eps), log_depth(target, cfg.depth_eps)
     elif task == "flow_2d_backward":
         pred, target = pred[:, 1:], target[:, 1:]
     elif task == "dyn_mask" and cfg.dyn_mask_mode == "bce":

@@ -183,7 +183,8 @@ def build_setup(cfg: DistillJobConfig, expert_spec: ExpertSpec | None, device: t
         from rgpt4d_core.experts.registry import build_expert
 
         online = build_expert(dataclasses.replace(cfg.expert, device=str(device)))
-    return DistillSetup(student, heads, tokenizer, collate, DistillLoss.from_config(cfg, heads, norm, student.cfg.region_tracks), online)
+    loss = DistillLoss.from_config(cfg, heads, norm, student.cfg.region_tracks)
+    return DistillSetup(student, heads, tokenizer, collate, loss, online)
 
 
 def _has_tokenizer(path: Path) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rgpt4d_core.losses.normalise import DEPTH, DYN_MASK, FLOW, TargetNorm
+from rgpt4d_core.losses.normalise import DEPTH, DYN_MASK, FLOW, TargetNorm, log_depth
 from rgpt4d_core.model.region_tracks import RegionDense, RegionTrackConfig, sample_windows
 
 #: the teacher's dense targets region ED reads
@@ -45,11 +45,12 @@ def dense_maps(targets: Mapping[str, Tensor], sample: int, norm: TargetNorm | No
     missing = [n for n in REGION_TARGETS if n not in targets]
     if missing:
         raise ValueError(f"region ED needs the expert targets {list(REGION_TARGETS)}; the batch lacks {missing}")
-    depth = torch.log(targets[DEPTH][sample].float().clamp(min=0) + depth_eps)
+    depth = log_depth(targets[DEPTH][sample], depth_eps)
     flow = targets[FLOW][sample].float()
     mask = targets[DYN_MASK][sample].float()
     if norm is not None:
-        depth, flow, mask = norm.standardise(DEPTH, depth), norm.standardise(FLOW, flow), norm.standardise(DYN_MASK, mask)
+        depth, flow = norm.standardise(DEPTH, depth), norm.standardise(FLOW, flow)
+        mask = norm.standardise(DYN_MASK, mask)
     return torch.cat([depth[:, None], flow.permute(0, 3, 1, 2), mask[:, None]], dim=1)
 
 
@@ -77,8 +78,7 @@ def region_dense_loss(
     if not dense:
         raise ValueError("region ED: the batch has no region predictions")
     device = dense[0].pred.device
-    values = torch.zeros(batch, dtype=torch.float32, device=device)
-    present = torch.zeros(batch, dtype=torch.bool, device=device)
+    errors = []
     for item in dense:
         maps = dense_maps(targets, item.sample, norm, depth_eps).to(device)
         if maps.shape[0] != item.pred.shape[1] + 1:
@@ -87,9 +87,10 @@ def region_dense_loss(
                 f"{item.pred.shape[1] + 1}"
             )
         target = sample_windows(maps, item.boxes.to(maps.dtype), cfg)[:, 1:]  # [U, T-1, 2, k, k, 4]
-        err = (item.pred.float() - target).pow(2).mean()
-        values = values.index_put((torch.tensor([item.sample], device=device),), err.reshape(1))
-        present[item.sample] = True
+        errors.append((item.pred.float() - target).pow(2).mean())
+    rows = torch.tensor([item.sample for item in dense], device=device)
+    values = torch.zeros(batch, dtype=torch.float32, device=device).index_put((rows,), torch.stack(errors))
+    present = torch.zeros(batch, dtype=torch.bool, device=device).index_fill(0, rows, True)
     return values, present
 
 

@@ -179,6 +179,8 @@ class DistillLoss:
         self.compute_latents = compute_latents
         self.norm = norm
         self.region = region
+        #: the statistics region ED standardises with (``None``: raw targets), resolved once as p4d_loss does
+        self.region_norm = norm if loss_cfg.normalize_targets else None
         if region is not None and loss_cfg.normalize_targets and norm is None:
             raise ValueError("region ED with standardised targets needs the targets' statistics (norm=TargetNorm)")
 
@@ -220,8 +222,9 @@ class DistillLoss:
         total = terms.total
         logged = {**terms.terms, **{f"weighted/{k}": v for k, v in terms.weighted.items()}}
         if self.region is not None:
-            norm = self.norm if self.loss_cfg.normalize_targets else None
-            term = self.region.term(out.region_dense, batch.targets, len(batch), norm, self.loss_cfg.depth_eps)
+            term = self.region.term(
+                out.region_dense, batch.targets, len(batch), self.region_norm, self.loss_cfg.depth_eps
+            )
             if term is not None:
                 total = total + self.region.weight * term
                 logged |= {"region": term, "weighted/region": self.region.weight * term}
