@@ -8,7 +8,9 @@ Data position and resume: each worker consumes exactly ``plan.micro_batches_per_
 equal share of *question* rows per epoch (every worker reads the whole question stream in order through the same
 local shuffle buffer, seeded per epoch: ``data.shuffle_buffer``, and keeps every ``world``-th row of it, so the
 split is the same in every run), and joins each micro-batch to
-its clips through a per-worker :class:`~rgpt4d_core.shards.clip_store.ClipStore` of ``data.clip_cache_mb``. A checkpoint records the
+its clips through a per-worker :class:`~rgpt4d_core.shards.clip_store.ClipStore` of ``data.clip_cache_mb``; with
+``data.distill_only_per_micro_batch`` each micro-batch also takes the rows the driver's distillation-only table and
+:class:`~rgpt4d_core.train.distill_only.DistillOnlySchedule` give its (step, micro-batch, rank). A checkpoint records the
 epoch and how many micro-batches of it were consumed; a restarted worker group replays the epoch's stream and
 skips that many, so a run with failures does exactly as many optimiser steps as a clean one.
 """
@@ -34,7 +36,7 @@ from rgpt4d_core.inputs import InputSpec
 from rgpt4d_core.losses import TargetNorm
 from rgpt4d_core.shards.clip_store import ClipStore
 from rgpt4d_core.shards.manifest import Manifest
-from rgpt4d_core.shards.reader import ShardSet
+from rgpt4d_core.shards.reader import ShardSet, TrainingBatch
 from rgpt4d_core.tracking import MLflowTracker, NullTracker, Tracker
 from rgpt4d_core.train.checkpoint import (
     DataPosition,
@@ -50,6 +52,7 @@ from rgpt4d_core.train.distill import (
     trained_input_spec,
     trained_model_id,
 )
+from rgpt4d_core.train.distill_only import DistillOnlySchedule
 from rgpt4d_core.train.loop import Cadence, StepDone, TrainingLoop
 from rgpt4d_core.train.meters import InputWait, SteadyRate
 from rgpt4d_core.train.optim import build_optimizer, build_scheduler
@@ -146,6 +149,7 @@ def train_worker(wc: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     position = _restore(checkpoint, model, optimizer, scheduler)
     worker = _Worker(wc, cfg, plan, rank, world, device, setup, model, optimizer, scheduler, store)
+    worker.distill_only = wc.get("distill_only")
     worker.resumed = checkpoint is not None
     worker.nodes = _worker_nodes(world)
     worker.tracker = _attach_tracker(wc, rank, position.optimizer_step, worker.nodes)
@@ -181,6 +185,9 @@ class _Worker:
         self.wc, self.cfg, self.plan, self.rank, self.world, self.device = wc, cfg, plan, rank, world, device
         self.setup, self.model, self.optimizer, self.scheduler, self.store = setup, model, optimizer, scheduler, store
         self.resumed = False
+        #: one question row per clip of the split, for ``data.distill_only_per_micro_batch`` (``None``: off)
+        self.distill_only: pa.Table | None = None
+        self.steps_done = 0
         self.nodes: list[str] = []
         self.tracker: Tracker = NullTracker()
         self.steady = SteadyRate()
@@ -195,6 +202,7 @@ class _Worker:
         """Epochs until ``plan.total_steps`` optimiser steps, starting at ``position``."""
         self.last = time.perf_counter()
         self.steady, self.input = SteadyRate(), InputWait()
+        self.steps_done = position.optimizer_step
         loop = self.cfg.loop
         cadence = Cadence(log_every_steps=loop.log_every_steps, checkpoint_every_steps=loop.checkpoint_every_steps)
         batches = partial(self.batches, shard)
@@ -221,12 +229,26 @@ class _Worker:
     def step(self, group: list[pa.Table], epoch: int) -> dict[str, float]:
         """One optimiser step over ``group`` (question tables joined to their clips, collated onto the device)."""
         with self.input.joining():  # clips joined and collated on this thread: data/join_fraction
-            batches = [self.setup.prepare(self.store.batch(table), self.device) for table in group]
+            batches = [
+                self.setup.prepare(self.store.batch(table), self.device, self.distill_only_rows(i))
+                for i, table in enumerate(group)
+            ]
         max_norm = self.cfg.optim.max_grad_norm
         stats = optimizer_step(self.model, batches, self.loss_fn, self.optimizer, self.scheduler, max_norm)
+        self.steps_done += 1
         if self.cfg.debug.step_sleep_ms > 0:  # a slower step, simulated (bench/input_wait.py)
             time.sleep(self.cfg.debug.step_sleep_ms / 1e3)
         return self.metrics(stats, epoch)
+
+    def distill_only_rows(self, micro_batch: int) -> TrainingBatch | None:
+        """The distillation-only rows (joined to their clips) of micro-batch ``micro_batch`` of the coming step, or
+        ``None`` when the job has none."""
+        table = self.distill_only
+        if table is None:
+            return None
+        schedule = DistillOnlySchedule(table.num_rows, self.cfg.data.distill_only_per_micro_batch,
+                                       self.plan.accumulation, self.world, self.cfg.loop.seed)  # fmt: skip
+        return self.store.batch(table.take(pa.array(schedule.indices(self.steps_done, micro_batch, self.rank))))
 
     def on_step(self, done: StepDone) -> None:
         """Log the step's metrics when due; inject the debug failure."""

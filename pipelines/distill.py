@@ -54,6 +54,7 @@ from rgpt4d_core.shards.usable import usable_mask
 from rgpt4d_core.tracking import PARENT_RUN_TAG, NullTracker, Tracker, default_tracking_uri
 from rgpt4d_core.train.compat import check_manifest, expected_expert_spec
 from rgpt4d_core.train.config import DistillJobConfig
+from rgpt4d_core.train.distill_only import one_row_per_clip
 from rgpt4d_core.train.plan import StepPlan, plan_steps
 from rgpt4d_core.train.step import loss_config
 
@@ -146,11 +147,24 @@ def usable_questions(cfg: DistillJobConfig, shards: ShardSet) -> pa.Table:
     trained on differently ordered questions), and clip ids hash the videos' absolute paths (another output
     directory, another order). Question ids usually name their video first (the synthetic world's
     ``<scene>_<task>_<n>``), which keeps a clip's questions together for the clip cache."""
+    table = _sorted_usable_questions(cfg, shards)
+    return table.slice(0, cfg.data.max_samples) if cfg.data.max_samples > 0 else table
+
+
+def distill_only_questions(cfg: DistillJobConfig, shards: ShardSet) -> pa.Table | None:
+    """One usable question row per clip of ``data.split`` (the first by question id; ``max_samples`` does not
+    apply), the table ``data.distill_only_per_micro_batch`` draws from (``rgpt4d_core/train/distill_only.py``);
+    ``None`` when that is 0. Handed to every worker with its config (≈ 300 B a clip)."""
+    if not cfg.data.distill_only_per_micro_batch:
+        return None
+    return one_row_per_clip(_sorted_usable_questions(cfg, shards))
+
+
+def _sorted_usable_questions(cfg: DistillJobConfig, shards: ShardSet) -> pa.Table:
     columns = list(dict.fromkeys([*S.QUESTION_TRAIN_COLUMNS, S.SPLIT, S.QUESTION_ID, S.SAMPLE_ID]))
     table = shards.read_table(S.QUESTIONS, columns=columns)
     table = table.filter(usable_mask(table, cfg.data.split))
-    table = table.sort_by([(S.QUESTION_ID, "ascending"), (S.SAMPLE_ID, "ascending")])
-    return table.slice(0, cfg.data.max_samples) if cfg.data.max_samples > 0 else table
+    return table.sort_by([(S.QUESTION_ID, "ascending"), (S.SAMPLE_ID, "ascending")])
 
 
 def _dataset(questions: pa.Table) -> Any:
@@ -174,8 +188,9 @@ def target_norm(cfg: DistillJobConfig, shards: ShardSet) -> TargetNorm | None:
 
 
 def _worker_config(cfg: DistillJobConfig, shards: ShardSet, plan: StepPlan, tracker: Tracker,
-                   norm: TargetNorm | None) -> dict[str, Any]:  # fmt: skip
+                   norm: TargetNorm | None, distill_only: pa.Table | None) -> dict[str, Any]:  # fmt: skip
     return {
+        "distill_only": distill_only,
         "target_norm": norm.to_json() if norm is not None else "",
         "config_yaml": to_yaml(cfg),
         "plan": plan.__dict__,
@@ -217,6 +232,7 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     check_manifest(shards.manifest, expected_expert_spec(cfg), cfg)
     questions = usable_questions(cfg, shards)
     plan = plan_steps(cfg, questions.num_rows)
+    distill_only = distill_only_questions(cfg, shards)
     target = ray_target(cfg)
     start_ray(target, runtime_env=target.runtime_env())
     ensure_cwd()
@@ -228,11 +244,13 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     norm = target_norm(cfg, shards)
     if norm is not None:
         tracker.log_text(norm.to_json(), "losses/target_norm.json")
+    if distill_only is not None:
+        tracker.set_tags({"data.distill_only_clips": str(distill_only.num_rows)})
     storage_fs = storage.filesystem_for(cfg.run.storage_path)[0] if storage.is_s3(cfg.run.storage_path) else None
     storage_path = storage.filesystem_for(cfg.run.storage_path)[1] if storage_fs is not None else cfg.run.storage_path
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=_worker_config(cfg, shards, plan, tracker, norm),
+        train_loop_config=_worker_config(cfg, shards, plan, tracker, norm, distill_only),
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,

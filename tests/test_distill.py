@@ -196,6 +196,34 @@ def test_two_worker_runs_repeat_bit_for_bit_even_across_a_resume(shards: str, tm
 
 
 @pytest.mark.usefixtures("ray_cluster")
+def test_distill_only_rows_reach_the_distillation_not_the_sft_and_a_resume_replays_them(shards: str, tmp_path: Path) -> None:
+    """4 labelled questions (1 step per epoch) and 1 distillation-only row per micro-batch drawn from all 8 clips
+    (each step takes 4 of them, so a resume that took step 1's would change the losses): step 1's SFT loss is the one of the same run without them, its LD loss is not, and a run killed after step 2
+    and resumed from step 1 repeats the clean one bit for bit."""
+    from safetensors.torch import load_file
+
+    base = ("data.max_samples=4", "student.train_vision=false")
+    extra = ("data.distill_only_per_micro_batch=1",)
+    runs = {"plain": base, "extra": (*base, *extra), "killed": (*base, *extra, "debug.fail_at_step=2", "run.max_failures=1")}
+    curves, results, tags = {}, {}, {}
+    for name, overrides in runs.items():
+        cfg = _cfg(shards, tmp_path / name, name, *overrides)
+        results[name] = run(cfg)
+        client, mlruns = _mlflow(cfg)
+        run_id = mlruns[0].info.run_id
+        curves[name] = {key: {m.step: m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp)}
+                        for key in ("loss/total", "loss/sft", "loss/ld")}  # fmt: skip
+        tags[name] = mlruns[0].data.tags
+    assert tags["extra"]["data.distill_only_clips"] == "8" and "data.distill_only_clips" not in tags["plain"]
+    assert curves["extra"]["loss/sft"][1] == pytest.approx(curves["plain"]["loss/sft"][1], rel=1e-5)
+    assert curves["extra"]["loss/ld"][1] != pytest.approx(curves["plain"]["loss/ld"][1], rel=1e-3)
+    assert _history(client, run_id, "attempt/start_step") == [0.0, 1.0]  # "killed" did resume
+    assert curves["killed"] == curves["extra"] and sorted(curves["extra"]["loss/total"]) == [1, 2]
+    extra_w, killed_w = (load_file(str(Path(str(results[n].export)) / "llm" / "model.safetensors")) for n in ("extra", "killed"))
+    assert all(torch.equal(extra_w[k], killed_w[k]) for k in extra_w)
+
+
+@pytest.mark.usefixtures("ray_cluster")
 def test_training_order_depends_on_the_shard_sets_content_not_on_its_files(tmp_path: Path) -> None:
     """The same questions grouped into part files differently (as two precompute runs over the same videos do)
     give the job the same stream of rows."""

@@ -53,6 +53,12 @@ class DataConfig:
         with any number of workers.
     clip_cache_mb: MiB of decoded clips (frames + targets) each worker keeps (``ClipStore``); at the real
         L4P shapes a clip is ≈ 39 MB decoded (29.5 MB targets + 16 x 448 x 448 x 3 frames), so 1 GiB holds ≈ 26.
+    distill_only_per_micro_batch: distillation-only samples appended to every micro-batch (0 = none): one question
+        row per clip of ``split`` (every usable clip, those beyond ``max_samples`` included), drawn in a seeded
+        order (:mod:`rgpt4d_core.train.distill_only`), fed without their answers. They add L_LD / L_ED (and region
+        ED) on clips whose questions the run does not supervise, the teacher labelling unlabelled video; the SFT
+        term sees the same questions as without them. Needs a distillation term. Left out of the job's YAML
+        while 0, so earlier runs keep their reuse keys.
     """
 
     shards: str = MISSING
@@ -64,6 +70,7 @@ class DataConfig:
     duration_prompt: bool = False
     shuffle_buffer: int = 256
     clip_cache_mb: int = 1024
+    distill_only_per_micro_batch: int = field(default=0, metadata={OMIT_AT_DEFAULT: True})
 
 
 @dataclass
@@ -245,6 +252,7 @@ class DistillJobConfig:
             (self.scaling.num_workers >= 1, "scaling.num_workers must be >= 1"),
             (self.loop.micro_batch_size >= 1, "loop.micro_batch_size must be >= 1"),
             (self.loop.epochs >= 1, "loop.epochs must be >= 1"),
+            (self.data.distill_only_per_micro_batch >= 0, "data.distill_only_per_micro_batch must be >= 0"),
             (self.student.lora_rank == 0, "student.lora_rank > 0 (LoRA) is not implemented; the paper fine-tunes fully"),
             (
                 self.scaling.resolved_strategy() != "fsdp" or self.scaling.use_gpu,
@@ -254,7 +262,17 @@ class DistillJobConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.data.distill_only_per_micro_batch and not self.distills():
+            raise ValueError(
+                "data.distill_only_per_micro_batch adds samples without answers, which only the distillation terms "
+                f"use; ablation.variant={self.ablation.variant} without losses.region has none"
+            )
         self.accumulation_steps()
+
+    def distills(self) -> bool:
+        """Whether any distillation term is on: L_LD, L_ED (``ablation.variant``) or region ED (``losses.region``)."""
+        ablation = self.ablation
+        return ablation.latent_distillation or ablation.explicit_distillation or bool(self.losses.region)
 
     def accumulation_steps(self) -> int:
         """Micro-batches per worker per optimiser step (``global / (micro * workers)``, must divide exactly)."""

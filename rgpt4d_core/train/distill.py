@@ -56,11 +56,14 @@ class DistillSetup:
     loss: DistillLoss
     online_expert: Expert | None = None
 
-    def prepare(self, batch: TrainingBatch, device: torch.device) -> StudentBatch:
-        """Collate a shard batch onto ``device``; in ``online`` mode replace its targets by the expert's."""
+    def prepare(self, batch: TrainingBatch, device: torch.device,
+                distill_only: TrainingBatch | None = None) -> StudentBatch:  # fmt: skip
+        """Collate a shard batch (and the distillation-only rows that follow it, without answers) onto ``device``;
+        in ``online`` mode replace their targets by the expert's."""
         if self.online_expert is not None:
             batch = online_targets(self.online_expert, batch)
-        return self.collate(batch).to(device)
+            distill_only = None if distill_only is None else online_targets(self.online_expert, distill_only)
+        return self.collate(batch, distill_only).to(device)
 
 
 def online_targets(expert: Expert, batch: TrainingBatch) -> TrainingBatch:
