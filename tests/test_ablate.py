@@ -76,8 +76,9 @@ def test_the_experiment_configs_plan_what_their_comments_say() -> None:
     region = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_region.yaml"], [])
     assert [c.variant for c in ablate.plan(region)][10:12] == ["p4d_red", "red_only"] and len(ablate.plan(region)) == 20
     unlabelled = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_unlabelled.yaml"], [])
-    assert [c.variant for c in ablate.plan(unlabelled)] == ["sft", "p4d"] * 5 + ["p4d_u"] * 5  # sft, p4d reused
-    assert unlabelled.variants["p4d_u"].overrides == ["data.distill_only_per_micro_batch=4"]
+    assert [c.variant for c in ablate.plan(unlabelled)] == ["sft", "p4d"] * 5 + ["p4d_u", "p4d_u_untrained"] * 5
+    assert unlabelled.variants["p4d_u"].overrides == ["data.distill_only_per_micro_batch=4"]  # sft, p4d reused
+    assert unlabelled.variants["p4d_u_untrained"].teacher == "untrained"
     controls = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_controls.yaml"], [])
     assert controls.variants["p4d_untrained"].teacher == "untrained"
     assert [c.variant for c in ablate.plan(controls)][:2] == ["sft", "p4d"] and len(ablate.plan(controls)) == 15
