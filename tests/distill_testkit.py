@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from rgpt4d_core.config import load
 from rgpt4d_core.experts.registry import ExpertConfig, build_expert
 from rgpt4d_core.shards import rows
 from rgpt4d_core.shards import schema as S
@@ -23,6 +24,7 @@ from rgpt4d_core.shards.codec import make_clip_id
 from rgpt4d_core.shards.commit import commit
 from rgpt4d_core.shards.reader import scan_written
 from rgpt4d_core.shards.writer import clip_rows_per_group, write_part
+from rgpt4d_core.train.config import DistillJobConfig
 from rgpt4d_core.types import Clip, Region, VQAItem
 
 FRAMES = 16
@@ -30,6 +32,7 @@ SIZE = 64
 OPTIONS = ("left", "right", "up", "down")
 
 
+TINY_JOB = Path(__file__).resolve().parents[1] / "conf" / "distill" / "tiny.yaml"
 RESULT_PREFIX = "DISTILL_RESULT "  # the summary line `python pipelines/distill.py` prints last
 
 
@@ -37,6 +40,11 @@ def distill_result(output: str) -> dict[str, Any] | None:
     """The JSON summary from the output of ``python pipelines/distill.py`` (``None`` if it printed none)."""
     line = next((ln for ln in output.splitlines() if ln.startswith(RESULT_PREFIX)), None)
     return None if line is None else json.loads(line[len(RESULT_PREFIX) :])
+
+
+def tiny_job(shards: str, *overrides: str) -> DistillJobConfig:
+    """``conf/distill/tiny.yaml`` on ``shards`` with ``overrides``, for in-process setups (no storage written)."""
+    return load(DistillJobConfig, [TINY_JOB], [f"data.shards={shards}", "run.storage_path=/tmp/unused", *overrides])
 
 
 def _clip(rng: np.random.Generator, direction: int, uri: str) -> tuple[Clip, Region]:

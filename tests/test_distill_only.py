@@ -10,25 +10,19 @@ import pyarrow as pa
 import pytest
 import torch
 
-from rgpt4d_core.config import load, to_yaml
+from rgpt4d_core.config import to_yaml
 from rgpt4d_core.shards import schema as S
 from rgpt4d_core.shards.reader import open_shards
 from rgpt4d_core.text.prompts import IGNORE_INDEX
-from rgpt4d_core.train.config import DistillJobConfig
 from rgpt4d_core.train.distill import build_setup
 from rgpt4d_core.train.distill_only import DistillOnlySchedule, one_row_per_clip
+from tests.distill_testkit import tiny_job as _cfg
 from tests.distill_testkit import write_shards
-
-TINY = Path(__file__).resolve().parents[1] / "conf" / "distill" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(write_shards(tmp_path_factory.mktemp("shards"), num_samples=4, files=1))
-
-
-def _cfg(shards: str, *overrides: str) -> DistillJobConfig:
-    return load(DistillJobConfig, [TINY], [f"data.shards={shards}", "run.storage_path=/tmp/unused", *overrides])
 
 
 def test_one_row_per_clip_keeps_each_clips_first_row_in_table_order() -> None:

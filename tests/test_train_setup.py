@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from rgpt4d_core.config import load
 from rgpt4d_core.shards.reader import open_shards
 from rgpt4d_core.train.config import DistillJobConfig
 from rgpt4d_core.train.distill import build_setup, online_targets
 from rgpt4d_core.train.optim import OptimConfig, build_optimizer, build_scheduler
 from rgpt4d_core.train.plan import plan_steps
 from rgpt4d_core.train.step import optimizer_step
+from tests.distill_testkit import tiny_job as _cfg
 from tests.distill_testkit import write_shards
-
-TINY = Path(__file__).resolve().parents[1] / "conf" / "distill" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(write_shards(tmp_path_factory.mktemp("shards"), num_samples=2, files=1))
-
-
-def _cfg(shards: str, *overrides: str) -> DistillJobConfig:
-    return load(DistillJobConfig, [TINY], [f"data.shards={shards}", "run.storage_path=/tmp/unused", *overrides])
 
 
 def _one_step(cfg: DistillJobConfig, shards: str) -> tuple[dict[str, float], object]:
