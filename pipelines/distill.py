@@ -133,11 +133,11 @@ def ray_target(cfg: DistillJobConfig) -> RayTarget:
 
 
 def usable_questions(cfg: DistillJobConfig, shards: ShardSet) -> pa.Table:
-    """The job's training questions: the usable rows of ``data.split`` (training columns only, a few hundred bytes
-    each), sorted by the dataset's question id (then sample id), at most ``data.max_samples``. Each worker joins its
-    questions to their clips through its own :class:`~rgpt4d_core.shards.clip_store.ClipStore`
-    (``pipelines/_distill_worker.py``), so a clip's frames and targets cross the network and are decoded once per
-    cache residency, not once per question.
+    """Every usable row of ``data.split`` (training columns only, a few hundred bytes each), sorted by the dataset's
+    question id (then sample id): what :func:`training_questions` and :func:`distill_only_questions` take from.
+    Each worker joins its questions to their clips through its own
+    :class:`~rgpt4d_core.shards.clip_store.ClipStore` (``pipelines/_distill_worker.py``), so a clip's frames and
+    targets cross the network and are decoded once per cache residency, not once per question.
 
     The rows are read once, on the driver (≈ 300 B a row: the paper's 210k questions ≈ 60 MB); the same table gives
     the step plan and, through :func:`_dataset`, every worker's every epoch (reading them with Ray Data tasks per
@@ -147,24 +147,22 @@ def usable_questions(cfg: DistillJobConfig, shards: ShardSet) -> pa.Table:
     trained on differently ordered questions), and clip ids hash the videos' absolute paths (another output
     directory, another order). Question ids usually name their video first (the synthetic world's
     ``<scene>_<task>_<n>``), which keeps a clip's questions together for the clip cache."""
-    table = _sorted_usable_questions(cfg, shards)
-    return table.slice(0, cfg.data.max_samples) if cfg.data.max_samples > 0 else table
-
-
-def distill_only_questions(cfg: DistillJobConfig, shards: ShardSet) -> pa.Table | None:
-    """One usable question row per clip of ``data.split`` (the first by question id; ``max_samples`` does not
-    apply), the table ``data.distill_only_per_micro_batch`` draws from (``rgpt4d_core/train/distill_only.py``);
-    ``None`` when that is 0. Handed to every worker with its config (≈ 300 B a clip)."""
-    if not cfg.data.distill_only_per_micro_batch:
-        return None
-    return one_row_per_clip(_sorted_usable_questions(cfg, shards))
-
-
-def _sorted_usable_questions(cfg: DistillJobConfig, shards: ShardSet) -> pa.Table:
     columns = list(dict.fromkeys([*S.QUESTION_TRAIN_COLUMNS, S.SPLIT, S.QUESTION_ID, S.SAMPLE_ID]))
     table = shards.read_table(S.QUESTIONS, columns=columns)
     table = table.filter(usable_mask(table, cfg.data.split))
     return table.sort_by([(S.QUESTION_ID, "ascending"), (S.SAMPLE_ID, "ascending")])
+
+
+def training_questions(cfg: DistillJobConfig, usable: pa.Table) -> pa.Table:
+    """The job's supervised questions: the first ``data.max_samples`` rows of :func:`usable_questions` (all at 0)."""
+    return usable.slice(0, cfg.data.max_samples) if cfg.data.max_samples > 0 else usable
+
+
+def distill_only_questions(cfg: DistillJobConfig, usable: pa.Table) -> pa.Table | None:
+    """One row per clip of :func:`usable_questions` (the first by question id; ``max_samples`` does not apply), the
+    table ``data.distill_only_per_micro_batch`` draws from (``rgpt4d_core/train/distill_only.py``); ``None`` when
+    that is 0. Handed to every worker with its config (≈ 300 B a clip)."""
+    return one_row_per_clip(usable) if cfg.data.distill_only_per_micro_batch else None
 
 
 def _dataset(questions: pa.Table) -> Any:
@@ -230,9 +228,10 @@ def run(cfg: DistillJobConfig) -> DistillResult:
     cfg.validate()
     shards = open_shards(cfg.data.shards)
     check_manifest(shards.manifest, expected_expert_spec(cfg), cfg)
-    questions = usable_questions(cfg, shards)
+    usable = usable_questions(cfg, shards)
+    questions = training_questions(cfg, usable)
     plan = plan_steps(cfg, questions.num_rows)
-    distill_only = distill_only_questions(cfg, shards)
+    distill_only = distill_only_questions(cfg, usable)
     target = ray_target(cfg)
     start_ray(target, runtime_env=target.runtime_env())
     ensure_cwd()

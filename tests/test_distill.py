@@ -227,7 +227,7 @@ def test_distill_only_rows_reach_the_distillation_not_the_sft_and_a_resume_repla
 def test_training_order_depends_on_the_shard_sets_content_not_on_its_files(tmp_path: Path) -> None:
     """The same questions grouped into part files differently (as two precompute runs over the same videos do)
     give the job the same stream of rows."""
-    from pipelines.distill import _dataset, usable_questions
+    from pipelines.distill import _dataset, training_questions, usable_questions
     from rgpt4d_core.shards import schema as S
     from rgpt4d_core.shards.reader import open_shards
 
@@ -235,7 +235,8 @@ def test_training_order_depends_on_the_shard_sets_content_not_on_its_files(tmp_p
     for name, reverse in (("a", False), ("b", True)):
         shards = open_shards(str(write_shards(tmp_path / name, num_samples=6, files=3, reverse_clips=reverse)))
         stored.append(shards.read_table(S.QUESTIONS, columns=[S.SAMPLE_ID]).column(S.SAMPLE_ID).to_pylist())
-        rows = _dataset(usable_questions(_cfg(str(tmp_path / name), tmp_path, "order"), shards)).take_all()
+        cfg = _cfg(str(tmp_path / name), tmp_path, "order")
+        rows = _dataset(training_questions(cfg, usable_questions(cfg, shards))).take_all()
         streams.append([r[S.SAMPLE_ID] for r in rows])
     assert sorted(stored[0]) == sorted(stored[1]) and stored[0] != stored[1]  # same content, other files and order
     assert streams[0] == streams[1] and len(streams[0]) == 6

@@ -89,16 +89,16 @@ def test_distill_only_rows_are_collated_without_answer_and_add_nothing_to_sft(sh
 
 
 def test_driver_table_has_one_row_per_clip_beyond_max_samples(tmp_path: Path) -> None:
-    from pipelines.distill import distill_only_questions, usable_questions
+    from pipelines.distill import distill_only_questions, training_questions, usable_questions
 
     root = str(write_shards(tmp_path / "s", num_samples=6, files=2, questions_per_clip=2))
     cfg = _cfg(root, "data.max_samples=2", "data.distill_only_per_micro_batch=1")
-    shards = open_shards(root)
-    labelled = usable_questions(cfg, shards)
-    table = distill_only_questions(cfg, shards)
+    usable = usable_questions(cfg, open_shards(root))
+    labelled = training_questions(cfg, usable)
+    table = distill_only_questions(cfg, usable)
     assert table is not None and labelled.num_rows == 2
     assert len(set(labelled.column(S.CLIP_ID).to_pylist())) == 1  # the first 2 questions are about one clip
     clips = table.column(S.CLIP_ID).to_pylist()
     assert len(clips) == len(set(clips)) == 3  # every clip of the split, once
-    assert distill_only_questions(_cfg(root, "data.max_samples=2"), shards) is None
+    assert distill_only_questions(_cfg(root, "data.max_samples=2"), usable) is None
     assert np.all(np.isin(labelled.column(S.CLIP_ID).to_numpy(zero_copy_only=False), np.array(clips)))
