@@ -79,25 +79,6 @@ def _perturbed_tiny(seed: int) -> torch.nn.Module:
     return model
 
 
-def test_maskhead_preset_gives_the_mask_a_head_of_its_own() -> None:
-    """``l4p_tiny_maskhead``: depth and flow share one head, the mask has its own (``own_head``), so the mask's
-    output moves with its head's weights only and depth / flow with theirs only."""
-    model = build_model("l4p_tiny_maskhead").to(torch.float64)
-    assert set(model.heads.task_heads) == {"dense", "dyn_mask", "camray"}
-    assert model.heads.outputs["dyn_mask"] == ("dyn_mask", slice(0, 1))
-    assert model.heads.output_conv("depth")[0].out_channels == 3  # depth + flow (2)
-    latents = torch.randn(1, 4, 8, 8, 8, 96, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    before = model.heads(latents)
-    for head, moved in (("dyn_mask", {"dyn_mask"}), ("dense", {"depth", "flow_2d_backward"})):
-        with torch.no_grad():
-            for p in model.heads.task_heads[head].parameters():
-                p.add_(0.1)
-        after = model.heads(latents)
-        changed = {t for t in ("depth", "flow_2d_backward", "dyn_mask") if not torch.equal(after[t], before[t])}
-        assert changed == moved, head
-        before = after
-
-
 def test_revision_names_the_weights_not_the_order_of_the_safetensors_header(tmp_path: Path) -> None:
     """safetensors writes its metadata map in an order that changes between processes; the revision must not."""
     import json

@@ -90,13 +90,12 @@ class ReferenceHeads(nn.Module):
     def forward(self, latents: Tensor) -> dict[str, Tensor]:
         hooks = list(latents.permute(1, 0, 5, 2, 3, 4).unbind(0))
         out: dict[str, Tensor] = {}
-        cfg = self.heads.cfg
-        for task in cfg.tasks:
-            shared = cfg.shared_dense and task != "camray" and task not in cfg.own_head
-            head = self.heads.task_heads["dense" if shared else task]
+        shared = self.heads.cfg.shared_dense
+        for task in self.heads.cfg.tasks:
+            head = self.heads.task_heads["dense" if shared and task != "camray" else task]
             assert isinstance(head, DPTHead)
             raw = _ref_head(head, hooks)
-            if shared:
+            if shared and task != "camray":
                 raw = raw[:, SHARED_CHANNELS[task]]
             if task == "depth":
                 out[task] = torch.exp(raw[:, 0])
@@ -130,12 +129,10 @@ def _close(got: Tensor, want: Tensor, what: str, rel: float = 1e-9) -> None:
     torch.testing.assert_close(got, want, rtol=rel, atol=rel * scale, msg=lambda m: f"{what}: {m}")
 
 
-#: the ``l4p_tiny`` heads (one shared dense head, head2 before the last upsampling), ``l4p_tiny_maskhead`` (the mask
-#: on a head of its own beside the shared depth + flow one) and the same scale in L4P's structure (one head per task,
-#: head2 at the output size: the real teacher's code path, ``l4p_vitg``)
+#: the ``l4p_tiny`` heads (one shared dense head, head2 before the last upsampling) and the same scale in L4P's
+#: structure (one head per task, head2 at the output size: the real teacher's code path, ``l4p_vitg``)
 HEAD_LAYOUTS = {
     "l4p_tiny": get_preset("l4p_tiny").heads,
-    "l4p_tiny_maskhead": get_preset("l4p_tiny_maskhead").heads,
     "l4p_order": replace(
         get_preset("l4p_tiny").heads,
         shared_dense=False,

@@ -212,9 +212,6 @@ class DenseHeadsConfig:
         shared_dense: ``False`` (L4P): one head per task. ``True``: the depth / flow / dyn_mask tasks present are
             the output channels of ONE head (module ``task_heads.dense``, channels in ``tasks`` order), so their
             trunk runs once instead of once per task; the camera-ray head stays its own.
-        own_head: dense tasks that keep a head of their own (L4P's structure) although ``shared_dense``: e.g.
-            ``("dyn_mask",)`` gives the mask a trunk that does not share its ``feature_dim`` channels with depth
-            and flow. Ignored without ``shared_dense`` (every task has its own head then).
     """
 
     dense: DPTHeadConfig = field(default_factory=DPTHeadConfig)
@@ -225,8 +222,6 @@ class DenseHeadsConfig:
     camray_size: Triple = (16, 16, 16)
     tasks: tuple[str, ...] = ("depth", "flow_2d_backward", "dyn_mask", "camray")
     shared_dense: bool = False
-    # out of the repr: the pipelines' reuse keys digest a preset's repr, and those of existing experts stay the same
-    own_head: tuple[str, ...] = field(default=(), repr=False)
 
 
 #: module name of the one head of all dense tasks when ``DenseHeadsConfig.shared_dense``
@@ -240,7 +235,7 @@ def head_outputs(cfg: DenseHeadsConfig) -> dict[str, tuple[str, slice]]:
     start = 0
     for task in cfg.tasks:
         width = TASK_CHANNELS[task]
-        if cfg.shared_dense and task != "camray" and task not in cfg.own_head:
+        if cfg.shared_dense and task != "camray":
             out[task] = (SHARED_DENSE, slice(start, start + width))
             start += width
         else:

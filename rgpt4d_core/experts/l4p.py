@@ -47,7 +47,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -95,27 +95,23 @@ def _tiny_head(resample: tuple, fusion: tuple, head2_at_output_size: bool = True
     )  # fmt: skip
 
 
-# CPU budget (L_ED runs these heads forward and backward in every P4D step; docs/results.md "P4D step cost"):
-# one shared head for depth / flow / dyn_mask, width 16; its fusion path ends at 8x16x16 (T' = 8, twice the
-# token grid) and head2 runs there, only its 4 output channels are upsampled to 16x32x32
-_L4P_TINY = L4PPreset(
-    encoder=VideoViTConfig(image_size=(64, 64), patch_size=8, width=96, depth=5, num_heads=4, mlp_ratio=4.0),
-    heads=DenseHeadsConfig(
-        dense=_tiny_head(((0, 1, 1), (0, 0, 0), (0, 0, 0), (-1, -1, -1)), ((1, 1, 1), (1, 2, 2), (1, 1, 1), (2, 2, 2)),
-                         head2_at_output_size=False),
-        camray=_tiny_head(CAMRAY_RESAMPLE, CAMRAY_FUSION),
-        dense_size=(16, 32, 32),
-        camray_size=(16, 8, 8),
-        shared_dense=True,
-    ),
-    hook_layers=(2, 3, 4, 5),
-)
-
 PRESETS: dict[str, L4PPreset] = {
     "l4p_vitg": L4PPreset(encoder=VideoViTConfig(), heads=DenseHeadsConfig(), hook_layers=(14, 21, 28, 36)),
-    "l4p_tiny": _L4P_TINY,
-    # the same, with the dynamic mask on a head of its own (L4P's one head per task) beside the depth + flow one
-    "l4p_tiny_maskhead": replace(_L4P_TINY, heads=replace(_L4P_TINY.heads, own_head=("dyn_mask",))),
+    # CPU budget (L_ED runs these heads forward and backward in every P4D step; docs/results.md "P4D step cost"):
+    # one shared head for depth / flow / dyn_mask, width 16; its fusion path ends at 8x16x16 (T' = 8, twice the
+    # token grid) and head2 runs there, only its 4 output channels are upsampled to 16x32x32
+    "l4p_tiny": L4PPreset(
+        encoder=VideoViTConfig(image_size=(64, 64), patch_size=8, width=96, depth=5, num_heads=4, mlp_ratio=4.0),
+        heads=DenseHeadsConfig(
+            dense=_tiny_head(((0, 1, 1), (0, 0, 0), (0, 0, 0), (-1, -1, -1)), ((1, 1, 1), (1, 2, 2), (1, 1, 1), (2, 2, 2)),
+                             head2_at_output_size=False),
+            camray=_tiny_head(CAMRAY_RESAMPLE, CAMRAY_FUSION),
+            dense_size=(16, 32, 32),
+            camray_size=(16, 8, 8),
+            shared_dense=True,
+        ),
+        hook_layers=(2, 3, 4, 5),
+    ),
 }
 
 
