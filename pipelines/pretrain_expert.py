@@ -37,6 +37,18 @@ from rgpt4d_core.experts.pretrain_config import PretrainExpertJob
 # ---------------------------------------------------------------------------------------------------- data
 
 
+def scene_splits(root: str) -> dict[str, list[str]]:
+    """``{"train": [...], "heldout": [...]}`` video URIs of the world at ``root`` by their scenes' split (``val``
+    and ``test`` scenes are held out), in scene-file order."""
+    splits: dict[str, list[str]] = {"train": [], "heldout": []}
+    for uri in sorted(storage.listdir(storage.join(root, "scenes"))):
+        if uri.endswith(".json"):
+            rec = json.loads(storage.read_bytes(uri))
+            video = storage.join(root, "videos", f"{rec['scene_id']}.mp4")
+            splits["train" if rec["split"] == "train" else "heldout"].append(video)
+    return splits
+
+
 def ensure_world(cfg: PretrainExpertJob) -> dict[str, list[str]]:
     """Generate the world if needed; ``{"train": [...], "heldout": [...]}`` video URIs by the scenes' split."""
     root = cfg.data.root
@@ -49,12 +61,7 @@ def ensure_world(cfg: PretrainExpertJob) -> dict[str, list[str]]:
         summary = generate(MakeSyntheticJob(synth=cfg.data.synth, out=root, workers=cfg.data.workers), progress=False)
         if summary["card"] is None:
             raise RuntimeError(f"generating the expert's world failed for {summary['failed']} scene(s) under {root}")
-    splits: dict[str, list[str]] = {"train": [], "heldout": []}
-    for uri in sorted(storage.listdir(storage.join(root, "scenes"))):
-        if uri.endswith(".json"):
-            rec = json.loads(storage.read_bytes(uri))
-            video = storage.join(root, "videos", f"{rec['scene_id']}.mp4")
-            splits["train" if rec["split"] == "train" else "heldout"].append(video)
+    splits = scene_splits(root)
     if cfg.data.max_videos > 0:
         splits["train"] = splits["train"][: cfg.data.max_videos]
     if not splits["train"] or not splits["heldout"]:

@@ -22,7 +22,6 @@ Probe only, not part of the product.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -31,9 +30,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines.pretrain_expert import scene_splits  # noqa: E402
 from rgpt4d_core.experts.l4p import build_model, get_preset, load_checkpoint_state  # noqa: E402
-from rgpt4d_core.experts.l4p_training import ARRAY_KEYS, build_examples, normalise, to_tensors  # noqa: E402
-from rgpt4d_core.experts.oracle import resize_flow  # noqa: E402
+from rgpt4d_core.experts.l4p_training import (  # noqa: E402
+    ARRAY_KEYS,
+    build_examples,
+    clip_windows,
+    normalise,
+    to_tensors,
+)
+from rgpt4d_core.experts.oracle import geometric_flow, resize_flow  # noqa: E402
 from rgpt4d_core.synth.dataset import GroundTruth  # noqa: E402
 from rgpt4d_core.synth.writer import load_ground_truth  # noqa: E402
 
@@ -68,23 +74,7 @@ def nearest(instance: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def camera_flow(gt: GroundTruth, t: int, s: int, size: tuple[int, int]) -> np.ndarray:
     """float32 ``[h, w, 2]`` backward flow (px at ``size``) from source frame ``t`` to ``s`` that the camera's motion
     alone would cause: every visible point held still in the world (ground-truth depth, intrinsics, cameras)."""
-    depth = np.asarray(gt.depth[t], np.float64)
-    k = np.asarray(gt.intrinsics, np.float64).reshape(-1, 3, 3)[-1]
-    v, u = np.meshgrid(np.arange(depth.shape[0], dtype=np.float64), np.arange(depth.shape[1], dtype=np.float64),
-                       indexing="ij")  # fmt: skip
-    rays = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], -1)
-    c2w_t, c2w_s = np.asarray(gt.cam_to_world[t], np.float64), np.asarray(gt.cam_to_world[s], np.float64)
-    world = c2w_t[:3, 3] + depth[..., None] * (rays @ c2w_t[:3, :3].T)
-    cam = (world - c2w_s[:3, 3]) @ c2w_s[:3, :3]
-    z = np.maximum(cam[..., 2], 1e-9)
-    proj = np.stack([k[0, 0] * cam[..., 0] / z + k[0, 2], k[1, 1] * cam[..., 1] / z + k[1, 2]], -1)
-    flow = np.where((depth > 0)[..., None], proj - np.stack([u, v], -1), 0.0).astype(np.float32)
-    return resize_flow(flow, size)
-
-
-def heldout_videos(world: Path) -> list[str]:
-    scenes = [json.loads(p.read_text()) for p in sorted((world / "scenes").glob("*.json"))]
-    return [str(world / "videos" / f"{s['scene_id']}.mp4") for s in scenes if s["split"] != "train"]
+    return resize_flow(geometric_flow(gt, t, s, move_objects=False), size)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,10 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     by_state: dict[tuple[str, str], np.ndarray] = defaultdict(lambda: np.zeros(2))  # predicted moving, pixels
     by_threshold = np.zeros((len(THRESHOLDS), 2))
     flow_cue: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(2))
-    for video in heldout_videos(args.world):
+    for video in scene_splits(str(args.world))["heldout"]:
         ex = build_examples(video, preset, 1, 0)[0]  # the uniform whole-video window
         gt = load_ground_truth(video)
-        frames = np.linspace(0, gt.num_frames - 1, preset.encoder.num_frames).round().astype(np.int64)
+        frames = clip_windows(gt.num_frames, preset.encoder.num_frames, 1, np.random.default_rng(0))[0]
         with torch.no_grad():
             _, out = model(normalise(to_tensors({k: ex[k][None] for k in ARRAY_KEYS})["frames"]))
         prob = torch.sigmoid(out["dyn_mask"][0]).numpy()  # [T, h, w]
@@ -124,12 +114,10 @@ def main(argv: list[str] | None = None) -> None:
         background = instance == 0
         by_state[(camera, "background")] += [pred[background].sum(), background.sum()]
         # the flow cue: |flow| on static-camera clips, |flow - camera-only flow| on moving-camera ones
-        rigid = np.zeros_like(ex["flow_2d_backward"])
+        rigid = np.zeros_like(ex["flow_2d_backward"][1:])
         if camera == "moving camera":
             rigid = np.stack([camera_flow(gt, int(frames[j]), int(frames[j - 1]), pred.shape[1:])
                               for j in range(1, len(frames))])  # fmt: skip
-        else:
-            rigid = rigid[1:]
         predicted_speed = np.linalg.norm(out["flow_2d_backward"][0].numpy()[1:] - rigid, axis=-1)
         true_speed = np.linalg.norm(ex["flow_2d_backward"][1:] - rigid, axis=-1)
         for tau in FLOW_TAUS:

@@ -65,11 +65,13 @@ def _rot_z(p: np.ndarray, yaw: np.ndarray | float) -> np.ndarray:
     return np.stack([c * p[..., 0] - s * p[..., 1], s * p[..., 0] + c * p[..., 1], p[..., 2]], -1)
 
 
-def geometric_flow(gt: Any, t: int, s: int) -> np.ndarray:
+def geometric_flow(gt: Any, t: int, s: int, move_objects: bool = True) -> np.ndarray:
     """Exact backward flow float32 ``[H, W, 2]`` from source frame ``t`` to source frame ``s`` (pixels).
 
     Needs ``depth``, ``intrinsics [3, 3]``, ``cam_to_world``, ``instance`` (``k + 1`` for object ``k``) and the
-    object poses on ``gt`` (see :func:`object_poses`). Pixels without depth get zero flow.
+    object poses on ``gt`` (see :func:`object_poses`). Pixels without depth get zero flow. ``move_objects=False``
+    holds every visible point still in the world: the flow the camera's motion alone causes (needs neither
+    ``instance`` nor the object poses).
     """
     depth = np.asarray(gt.depth[t], np.float64)
     h, w = depth.shape
@@ -78,6 +80,18 @@ def geometric_flow(gt: Any, t: int, s: int) -> np.ndarray:
     rays = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], -1)
     c2w_t, c2w_s = np.asarray(gt.cam_to_world[t], np.float64), np.asarray(gt.cam_to_world[s], np.float64)
     world = c2w_t[:3, 3] + depth[..., None] * (rays @ c2w_t[:3, :3].T)
+    if move_objects:
+        _move_objects(gt, world, t, s)
+    cam = (world - c2w_s[:3, 3]) @ c2w_s[:3, :3]
+    z = np.maximum(cam[..., 2], 1e-9)
+    proj = np.stack([k[0, 0] * cam[..., 0] / z + k[0, 2], k[1, 1] * cam[..., 1] / z + k[1, 2]], -1)
+    flow = proj - np.stack([u, v], -1)
+    return np.where((depth > 0)[..., None], flow, 0.0).astype(np.float32)
+
+
+def _move_objects(gt: Any, world: np.ndarray, t: int, s: int) -> None:
+    """Move the world points ``[H, W, 3]`` of frame ``t``'s objects (``gt.instance``) rigidly with their poses to
+    the time of frame ``s``, in place; the background stays."""
     inst = np.asarray(gt.instance[t])
     poses = object_poses(gt)
     if poses is None:
@@ -88,11 +102,6 @@ def geometric_flow(gt: Any, t: int, s: int) -> np.ndarray:
         if sel.any():
             local = _rot_z(world[sel] - centers[t, obj], -yaws[t, obj])
             world[sel] = _rot_z(local, yaws[s, obj]) + centers[s, obj]
-    cam = (world - c2w_s[:3, 3]) @ c2w_s[:3, :3]
-    z = np.maximum(cam[..., 2], 1e-9)
-    proj = np.stack([k[0, 0] * cam[..., 0] / z + k[0, 2], k[1, 1] * cam[..., 1] / z + k[1, 2]], -1)
-    flow = proj - np.stack([u, v], -1)
-    return np.where((depth > 0)[..., None], flow, 0.0).astype(np.float32)
 
 
 def _sample(img: np.ndarray, coords: np.ndarray) -> np.ndarray:
