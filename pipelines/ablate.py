@@ -58,7 +58,8 @@ TEACHERS = ("trained", "untrained")
 class AblateJob:
     """``conf/ablate/*.yaml``. Stage sections as in ``pipelines/demo.py``; ``variants`` (none by default: a YAML names
     them) x ``seeds`` x ``sizes`` trainings, the ``first`` variants (the main comparison) for all seeds before the others; ``only`` (non-empty)
-    restricts the run to those variants (a YAML layered on another one adds to its ``variants``);
+    restricts the run to those variants (a YAML layered on another one adds to its ``variants``), ``only_sizes``
+    (non-empty) to those size points (likewise for ``sizes``);
     ``sizes``: training-set size points, name → distill overrides (e.g. ``[data.max_samples=2000]``; empty = one
     point, ``all``, with no override); ``compare``: ``[treatment, baseline]`` pairs; ``select``: variants to pick
     the best of by mean Avg (needs ``benchmark.split=val``); ``name``: the experiment (its MLflow parent run);
@@ -81,6 +82,7 @@ class AblateJob:
     evaluate: StageSection = field(default_factory=lambda: StageSection(["conf/eval/synthetic.yaml"]))
     first: list[str] = field(default_factory=list)
     only: list[str] = field(default_factory=list)
+    only_sizes: list[str] = field(default_factory=list)
     compare: list[list[str]] = field(default_factory=list)
     select: list[str] = field(default_factory=list)
     results_md: str = "docs/results.md"
@@ -94,7 +96,7 @@ class AblateJob:
         return RayTarget(num_cpus=self.num_cpus)
 
     def size_names(self) -> list[str]:
-        return list(self.sizes) or [ALL]
+        return [s for s in self.sizes if not self.only_sizes or s in self.only_sizes] or [ALL]
 
     def labels(self) -> dict[str, str]:
         return {k: v.label for k, v in self.variants.items()}
@@ -125,6 +127,9 @@ def check(job: AblateJob) -> None:
     unknown = sorted(set(job.only) - set(job.variants))
     if unknown:
         raise ValueError(f"only: unknown variant(s) {unknown}; known: {sorted(job.variants)}")
+    unknown = sorted(set(job.only_sizes) - set(job.sizes))
+    if unknown:
+        raise ValueError(f"only_sizes: unknown size(s) {unknown}; known: {sorted(job.sizes)}")
     named = {v for pair in job.compare for v in pair} | set(job.select)
     if named - set(job.variants):
         raise ValueError(f"compare/select: unknown variant(s) {sorted(named - set(job.variants))}")

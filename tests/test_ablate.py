@@ -86,6 +86,12 @@ def test_the_experiment_configs_plan_what_their_comments_say() -> None:
     assert ablate.eval_split(weights) == "val" and len(ablate.plan(weights)) == 7
     with pytest.raises(ValueError, match="validation"):  # choosing on the test split is refused
         ablate.plan(load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_weights.yaml"], ["evaluate.overrides=[benchmark.split=test]"]))
+    steps = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_steps.yaml"], [])
+    assert {c.size for c in ablate.plan(steps)} == {"2k-long"} and steps.size_names() == ["2k-long"]  # not p4d's 2k
+    assert [c.variant for c in ablate.plan(steps)] == ["sft", "p4d"] * 3 + ["p4d_untrained"] * 3
+    assert ablate.run_name(ablate.plan(steps)[0]) == "abl-sft-2k-long-s0"
+    with pytest.raises(ValueError, match="unknown size.*2k-lng"):
+        ablate.plan(load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_steps.yaml"], ["only_sizes=[2k-lng]"]))
     quick = load(ablate.AblateJob, [conf / "quick.yaml"], [])
     assert len(ablate.plan(quick)) == 6 and quick.compare == [["p4d", "sft"]]
     with pytest.raises(ValueError, match="teacher"):
