@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,10 @@ def test_report_pairs_seeds_with_an_interval_and_a_learning_curve(tmp_path: Path
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![learning curve](p4d-curve-full.png)" in text
     csv_rows = ablate.R.comparison_csv(ablate.R.comparisons(job.compare, job.size_names(), outcomes)).splitlines()
     assert "p4d,sft,2k,Avg,3,3.333,1.528,-0.462,7.128,+3.00 +2.00 +5.00" in csv_rows
+    assert "- sizes: {'2k': ['data.max_samples=2000', 'loop.epochs=4'], '0.5k'" in text
+    one_point = dataclasses.replace(job, only_sizes=["8k"])  # the setup line names only the points the run covers
+    ablate.write_report(one_point, chain, [o for o in outcomes if o.size == "8k"], [], "python -m pipelines.ablate", 60.0)
+    assert "- sizes: {'8k': ['data.max_samples=8000', 'loop.epochs=1']}; evaluation" in md.read_text()
 
 
 def test_the_time_cue_experiment_reports_the_time_probe_column(tmp_path: Path) -> None:
