@@ -31,6 +31,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -122,14 +123,17 @@ def _cell_text(cell: Cell) -> str:
     return f"{cell.variant}/seed{cell.seed}" if cell.size == ALL else f"{cell.variant}/{cell.size}/seed{cell.seed}"
 
 
+def _require_known(key: str, named: list[str], known: Mapping[str, object], what: str) -> None:
+    """A ``ValueError`` naming the entries of ``named`` (the config key ``key``) that are not keys of ``known``."""
+    unknown = sorted(set(named) - set(known))
+    if unknown:
+        raise ValueError(f"{key}: unknown {what}(s) {unknown}; known: {sorted(known)}")
+
+
 def check(job: AblateJob) -> None:
     """Config errors before anything runs: unknown variants or teachers, a selection on a test split."""
-    unknown = sorted(set(job.only) - set(job.variants))
-    if unknown:
-        raise ValueError(f"only: unknown variant(s) {unknown}; known: {sorted(job.variants)}")
-    unknown = sorted(set(job.only_sizes) - set(job.sizes))
-    if unknown:
-        raise ValueError(f"only_sizes: unknown size(s) {unknown}; known: {sorted(job.sizes)}")
+    _require_known("only", job.only, job.variants, "variant")
+    _require_known("only_sizes", job.only_sizes, job.sizes, "size")
     named = {v for pair in job.compare for v in pair} | set(job.select)
     if named - set(job.variants):
         raise ValueError(f"compare/select: unknown variant(s) {sorted(named - set(job.variants))}")
