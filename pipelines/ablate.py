@@ -134,9 +134,7 @@ def check(job: AblateJob) -> None:
     """Config errors before anything runs: unknown variants or teachers, a selection on a test split."""
     _require_known("only", job.only, job.variants, "variant")
     _require_known("only_sizes", job.only_sizes, job.sizes, "size")
-    named = {v for pair in job.compare for v in pair} | set(job.select)
-    if named - set(job.variants):
-        raise ValueError(f"compare/select: unknown variant(s) {sorted(named - set(job.variants))}")
+    _require_known("compare/select", [v for pair in job.compare for v in pair] + job.select, job.variants, "variant")
     if any(len(pair) != 2 for pair in job.compare):
         raise ValueError(f"compare: each entry is [treatment, baseline], got {job.compare}")
     bad = {k: v.teacher for k, v in job.variants.items() if v.teacher not in TEACHERS}

@@ -36,6 +36,8 @@ def test_layered_longer_config_runs_only_its_own_variants() -> None:
     assert ablate.plan(job) == [ablate.Cell("all", 0, "sft_long"), ablate.Cell("all", 0, "p4d_long")]  # ... and `only`
     with pytest.raises(ValueError, match="unknown variant.*sft_lng"):
         ablate.plan(load(ablate.AblateJob, [conf / "default.yaml"], ["only=[sft_lng]"]))
+    with pytest.raises(ValueError, match=r"compare/select: unknown variant\(s\) \['p4d_lng'\]; known: \["):
+        ablate.plan(load(ablate.AblateJob, [conf / "default.yaml"], ["compare=[[p4d_lng,sft]]"]))
 
 
 def test_report_block_is_replaced_and_the_rest_of_the_file_kept(tmp_path: Path) -> None:
