@@ -2,8 +2,8 @@
 
 All runs use ``conf/distill/tiny.yaml`` (tiny student, l4p_tiny heads) made smaller: 8 samples, 2 workers x
 micro-batch 1 x 2 accumulation steps = global batch 4 → 2 optimiser steps per epoch, 2 epochs = 4 steps, a
-checkpoint after every step; on the session-scoped Ray cluster of ``tests/conftest.py``. A killed worker group's
-resume is checked bit for bit with one worker here; the two-worker group restart after a lost node is in
+checkpoint after every step; on the session-scoped Ray cluster of ``tests/conftest.py``. A killed two-worker
+group's resume is checked bit for bit here; the two-worker group restart after a lost node is in
 ``tests/test_multinode.py``.
 """
 
@@ -173,38 +173,19 @@ def test_shards_and_checkpoints_on_s3(shards: str, s3_bucket: str, tmp_path: Pat
 
 
 @pytest.mark.usefixtures("ray_cluster")
-def test_two_worker_runs_repeat_bit_for_bit_even_across_a_resume(shards: str, tmp_path: Path) -> None:
-    """The same config and seed trained twice (two DDP workers, shuffled stream), the second time killed after step 2
-    and resumed mid-epoch from the step-1 checkpoint: the same loss at every step and the same weights."""
+def test_two_worker_runs_repeat_bit_for_bit_across_a_resume_with_distill_only_rows(shards: str, tmp_path: Path) -> None:
+    """Two DDP workers over a shuffled stream of 4 labelled questions (global batch 2: 2 steps per epoch, 2 epochs),
+    with one distillation-only row per micro-batch drawn from all 8 clips (each step takes 2 of them, so a resume
+    that replayed step 1's would change the losses). Trained once cleanly and once killed after step 2 and resumed
+    mid-epoch from the step-1 checkpoint: the same losses at every step and the same weights. Against the same run
+    without the extra rows, step 1's SFT loss is unchanged and its LD loss is not: the rows reach the distillation,
+    not the SFT."""
     from safetensors.torch import load_file
 
-    once = ("scaling.num_workers=2", "ablation.variant=sft_only", "data.shuffle_buffer=8")
-    runs = {"clean": (), "killed": ("debug.fail_at_step=2", "run.max_failures=1")}
-    results, curves = {}, {}
-    for name, extra in runs.items():
-        cfg = _cfg(shards, tmp_path / name, name, *once, *extra)
-        results[name] = run(cfg)
-        client, mlruns = _mlflow(cfg)
-        history = sorted(client.get_metric_history(mlruns[0].info.run_id, "loss/total"), key=lambda m: m.timestamp)
-        curves[name] = {m.step: m.value for m in history}  # the last value logged for each step
-    assert _history(client, mlruns[0].info.run_id, "attempt/start_step") == [0.0, 1.0]  # it did resume
-    assert sorted(curves["clean"]) == list(range(1, STEPS + 1))
-    assert curves["clean"][STEPS] < curves["clean"][1]  # it trained
-    assert curves["killed"] == curves["clean"]
-    clean, killed = (load_file(str(Path(str(results[n].export)) / "llm" / "model.safetensors")) for n in runs)
-    assert clean.keys() == killed.keys() and all(torch.equal(clean[k], killed[k]) for k in clean)
-
-
-@pytest.mark.usefixtures("ray_cluster")
-def test_distill_only_rows_reach_the_distillation_not_the_sft_and_a_resume_replays_them(shards: str, tmp_path: Path) -> None:
-    """4 labelled questions (1 step per epoch) and 1 distillation-only row per micro-batch drawn from all 8 clips
-    (each step takes 4 of them, so a resume that took step 1's would change the losses): step 1's SFT loss is the one of the same run without them, its LD loss is not, and a run killed after step 2
-    and resumed from step 1 repeats the clean one bit for bit."""
-    from safetensors.torch import load_file
-
-    base = ("data.max_samples=4", "student.train_vision=false")
+    base = ("data.max_samples=4", "loop.global_batch_size=2", "data.shuffle_buffer=4")
     extra = ("data.distill_only_per_micro_batch=1",)
-    runs = {"plain": base, "extra": (*base, *extra), "killed": (*base, *extra, "debug.fail_at_step=2", "run.max_failures=1")}
+    runs = {"plain": (*base, "loop.max_steps=1"), "extra": (*base, *extra),
+            "killed": (*base, *extra, "debug.fail_at_step=2", "run.max_failures=1")}  # fmt: skip
     curves, results, tags = {}, {}, {}
     for name, overrides in runs.items():
         cfg = _cfg(shards, tmp_path / name, name, *overrides)
@@ -212,15 +193,18 @@ def test_distill_only_rows_reach_the_distillation_not_the_sft_and_a_resume_repla
         client, mlruns = _mlflow(cfg)
         run_id = mlruns[0].info.run_id
         curves[name] = {key: {m.step: m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp)}
-                        for key in ("loss/total", "loss/sft", "loss/ld")}  # fmt: skip
+                        for key in ("loss/total", "loss/sft", "loss/ld")}  # fmt: skip  # the last value logged per step
         tags[name] = mlruns[0].data.tags
+    assert _history(client, run_id, "attempt/start_step") == [0.0, 1.0]  # "killed" did resume
+    assert sorted(curves["extra"]["loss/total"]) == list(range(1, STEPS + 1))
+    assert curves["extra"]["loss/sft"][STEPS] < curves["extra"]["loss/sft"][1]  # it trained
+    assert curves["killed"] == curves["extra"]
+    extra_w, killed_w = (load_file(str(Path(str(results[n].export)) / "llm" / "model.safetensors")) for n in ("extra", "killed"))
+    assert extra_w.keys() == killed_w.keys() and all(torch.equal(extra_w[k], killed_w[k]) for k in extra_w)
+
     assert tags["extra"]["data.distill_only_clips"] == "8" and "data.distill_only_clips" not in tags["plain"]
     assert curves["extra"]["loss/sft"][1] == pytest.approx(curves["plain"]["loss/sft"][1], rel=1e-5)
     assert curves["extra"]["loss/ld"][1] != pytest.approx(curves["plain"]["loss/ld"][1], rel=1e-3)
-    assert _history(client, run_id, "attempt/start_step") == [0.0, 1.0]  # "killed" did resume
-    assert curves["killed"] == curves["extra"] and sorted(curves["extra"]["loss/total"]) == [1, 2]
-    extra_w, killed_w = (load_file(str(Path(str(results[n].export)) / "llm" / "model.safetensors")) for n in ("extra", "killed"))
-    assert all(torch.equal(extra_w[k], killed_w[k]) for k in extra_w)
 
 
 @pytest.mark.usefixtures("ray_cluster")
