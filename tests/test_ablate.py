@@ -95,6 +95,10 @@ def test_the_experiment_configs_plan_what_their_comments_say() -> None:
     assert ablate.run_name(ablate.plan(steps)[0]) == "abl-sft-2k-long-s0"
     with pytest.raises(ValueError, match="unknown size.*2k-lng"):
         ablate.plan(load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_steps.yaml"], ["only_sizes=[2k-lng]"]))
+    alltest = load(ablate.AblateJob, [conf / "p4d.yaml", conf / "p4d_alltest.yaml"], [])  # p4d.yaml's 5 seeds, rescored
+    assert [ablate.run_name(c) for c in ablate.plan(alltest)] == [f"abl-{v}-2k-s{s}" for s in range(5) for v in ("sft", "p4d")]
+    assert ablate.eval_split(alltest) == "test" and alltest.eval_tag == "-alltest"
+    assert "benchmark.limit=0" in alltest.evaluate.overrides  # every test question
     quick = load(ablate.AblateJob, [conf / "quick.yaml"], [])
     assert len(ablate.plan(quick)) == 6 and quick.compare == [["p4d", "sft"]]
     with pytest.raises(ValueError, match="teacher"):
